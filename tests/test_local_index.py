@@ -1,0 +1,105 @@
+"""LocalIndex: the shared index contract, plus what only an in-memory, file-backed index can promise."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.index_contract import DIM, IndexContract, unit_rows
+from trainer.index.local import LocalIndex
+
+
+class TestLocalIndexContract(IndexContract):
+    def make_index(self, dim):
+        return LocalIndex(dim)
+
+    def reopen(self, index, tmp_path):
+        index.save(tmp_path / "index")
+        return LocalIndex.load(tmp_path / "index")
+
+
+class TestFloat16LocalIndexContract(IndexContract):
+    def make_index(self, dim):
+        return LocalIndex(dim, dtype="float16")
+
+    def reopen(self, index, tmp_path):
+        index.save(tmp_path / "index")
+        return LocalIndex.load(tmp_path / "index", mmap=False)
+
+
+def test_float16_storage_halves_memory_and_keeps_the_ranking():
+    vectors = unit_rows(2000, dim=64)
+    ids = [str(i) for i in range(2000)]
+    full = LocalIndex.from_vectors(ids, vectors)
+    half = LocalIndex.from_vectors(ids, vectors, dtype="float16")
+    assert half.vectors.nbytes * 2 == full.vectors.nbytes
+    query = unit_rows(1, dim=64, seed=11)[0]
+    top_full = [h.id for h in full.query(query, 20)]
+    top_half = [h.id for h in half.query(query, 20)]
+    assert len(set(top_full) & set(top_half)) >= 18  # ties within float16 rounding may swap a neighbour or two
+
+
+def test_unnormalised_vectors_are_refused_unless_asked_to_normalise():
+    raw = unit_rows(3) * 2
+    with pytest.raises(ValueError, match="L2-normalised"):
+        LocalIndex.from_vectors(["a", "b", "c"], raw)
+    index = LocalIndex.from_vectors(["a", "b", "c"], raw, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(index.fetch(["a", "b", "c"]), axis=1), 1, atol=1e-6)
+
+
+def test_load_memory_maps_the_vectors(tmp_path):
+    LocalIndex.from_vectors(["a", "b"], unit_rows(2)).save(tmp_path / "ix")
+    loaded = LocalIndex.load(tmp_path / "ix")
+    assert isinstance(loaded.vectors.base, np.memmap) or isinstance(loaded.vectors, np.memmap)
+
+
+def test_resave_replaces_the_old_files_and_keeps_one_set(tmp_path):
+    index = LocalIndex.from_vectors(["a"], unit_rows(1))
+    index.save(tmp_path / "ix")
+    index.add(["b"], unit_rows(1, seed=1))
+    index.save(tmp_path / "ix")
+    assert len(LocalIndex.load(tmp_path / "ix")) == 2
+    assert len(list((tmp_path / "ix").glob("vectors-*.npy"))) == 1
+
+
+def test_a_crash_mid_save_leaves_the_previous_index_loadable(tmp_path, monkeypatch):
+    index = LocalIndex.from_vectors(["a", "b"], unit_rows(2))
+    index.save(tmp_path / "ix")
+    index.add(["c"], unit_rows(1, seed=4))
+    real_replace = os.replace
+
+    def crash_on_manifest(src, dst):
+        if str(dst).endswith("manifest.json"):
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_manifest)
+    with pytest.raises(OSError, match="disk full"):
+        index.save(tmp_path / "ix")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert LocalIndex.load(tmp_path / "ix").ids == ["a", "b"]
+    assert not list((tmp_path / "ix").glob(".*.tmp"))
+
+
+def test_a_damaged_index_is_refused_with_a_rebuild_hint(tmp_path):
+    LocalIndex.from_vectors(["a", "b"], unit_rows(2)).save(tmp_path / "ix")
+    manifest = json.loads((tmp_path / "ix" / "manifest.json").read_text())
+    (tmp_path / "ix" / manifest["files"]["ids"]).write_text('["a"]')
+    with pytest.raises(ValueError, match="rebuild"):
+        LocalIndex.load(tmp_path / "ix")
+    with pytest.raises(FileNotFoundError, match="no index"):
+        LocalIndex.load(tmp_path / "missing")
+
+
+def test_metadata_round_trips(tmp_path):
+    index = LocalIndex.from_vectors(["a", "b"], unit_rows(2), [{"label": "cat"}, {"label": "dog"}])
+    index.save(tmp_path / "ix")
+    assert LocalIndex.load(tmp_path / "ix").metadata(["b"]) == [{"label": "dog"}]
+
+
+def test_unknown_dtype_lists_the_choices():
+    with pytest.raises(ValueError, match="float32, float16"):
+        LocalIndex(DIM, dtype="int8")
