@@ -61,7 +61,7 @@ class IndexContract:
         assert [h.id for h in hits] == brute_force(vectors, ids, query, 10)
         scores = [h.score for h in hits]
         assert scores == sorted(scores, reverse=True)
-        expected = {i: float(v @ query) for i, v in zip(ids, vectors)}
+        expected = {i: float(v @ query) for i, v in zip(ids, vectors, strict=True)}
         for hit in hits:
             assert math.isclose(hit.score, expected[hit.id], abs_tol=1e-3)
 

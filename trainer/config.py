@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Settings", "PROJECT_ROOT", "BUNDLE_MODEL", "BUNDLE_DATASET"]
+__all__ = ["BUNDLE_DATASET", "BUNDLE_MODEL", "PROJECT_ROOT", "Settings"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The offline demo bundle: a tiny CLIP-format model and a generated collection, both shipped in assets/.

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Hit", "VectorIndex", "check_vectors", "check_query", "check_ids"]
+__all__ = ["Hit", "VectorIndex", "check_ids", "check_query", "check_vectors"]
 
 
 class Hit(NamedTuple):

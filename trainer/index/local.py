@@ -73,7 +73,7 @@ class LocalIndex:
         *,
         normalize: bool = False,
     ) -> None:
-        """Append vectors. Validates everything before changing anything, so a refused call leaves the index as it was."""
+        """Append vectors. Everything is checked before anything changes: a refused call leaves the index as it was."""
         ids = check_ids(ids, self._rows)
         vectors = check_vectors(vectors, self._dim, len(ids))
         norms = np.linalg.norm(vectors, axis=1)
