@@ -214,6 +214,16 @@ def test_cache_key_changes_with_the_collection(tiny_embedder, tiny_clip_dir, fol
     assert cache_key(tiny_embedder, Collection.open(str(folder40))) != key
 
 
+def test_cache_key_of_a_local_model_ignores_the_revision_argument(tiny_clip_dir, folder40):
+    # The CLI passes settings.model_revision ("main"), the app may pass None: a local folder has no revisions, and
+    # both must find the same cache entry.
+    from trainer import embed
+
+    collection = Collection.open(str(folder40))
+    keys = {cache_key(embed.load(str(tiny_clip_dir), revision), collection) for revision in (None, "main", "v2")}
+    assert len(keys) == 1
+
+
 def test_cache_key_changes_when_a_local_model_is_rebuilt_in_place(folder40, tmp_path):
     from tests.conftest import build_tiny_clip
     from trainer import embed

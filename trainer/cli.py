@@ -147,8 +147,8 @@ class _ProgressBar:
 
     def update(self, done: int, total: int, message: str) -> None:
         self._bar.total = total
+        self._bar.set_postfix_str(message, refresh=False)
         self._bar.update(done - self._bar.n)
-        self._bar.set_postfix_str(message, refresh=True)
 
     def __enter__(self) -> _ProgressBar:
         return self

@@ -78,12 +78,16 @@ def cache_key(embedder: Embedder, collection: Collection) -> str:
 
 def _key_parts(embedder: Embedder, collection: Collection) -> dict[str, Any]:
     model_dir = Path(embedder.model_id).expanduser()
-    # A local model folder can be rebuilt in place (the bundle): its files' signature stands in for a revision.
-    weights = folder_signature(model_dir) if model_dir.is_dir() else embedder.commit_hash
+    if model_dir.is_dir():
+        # A local folder has no revision (from_pretrained ignores one) and can be rebuilt in place (the bundle):
+        # its files' signature is what identifies the weights.
+        revision, weights = None, folder_signature(model_dir)
+    else:
+        revision, weights = embedder.revision or "main", embedder.commit_hash  # None and "main" are one revision
     return {
         "format": _CACHE_FORMAT,
         "model": embedder.model_id,
-        "model_revision": embedder.revision,
+        "model_revision": revision,
         "model_content": weights,
         **collection.identity(),
     }
