@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "NORM_TOLERANCE",
     "Hit",
+    "IndexUnavailable",
     "VectorIndex",
     "check_ids",
     "check_norms",
@@ -23,6 +24,14 @@ __all__ = [
 
 # Rows whose norm is further than this from 1 are refused: dot-product search ranks by cosine only on unit vectors.
 NORM_TOLERANCE = 1e-3
+
+
+class IndexUnavailable(RuntimeError):
+    """A remote index cannot serve a request, and the message says what to do about it.
+
+    Raised for a missing or rejected API key, an unreachable service, a spent quota, or repeated server errors. The
+    message never contains a secret, so the UI can show it to a visitor as it is, whatever the backend.
+    """
 
 
 class Hit(NamedTuple):
