@@ -68,7 +68,7 @@ MAX_ID_LENGTH = 512
 # common proxies accept: about 300 ids of 15 characters a request.
 FETCH_URL_BYTES = 6_000
 # Up to this many excluded ids go into a `$nin` filter; the rest are over-fetched and dropped here (see query()).
-# Every filtered id is sent with every query, so a round stays a small request even after hundreds of rounds.
+# Every filtered id travels with every query, 20-40 bytes each: the cap keeps a round's request under about 40 KB.
 DEFAULT_FILTER_LIMIT = 1_000
 # add() and upsert_all() walk the vectors in chunks this big, so a 10M-row memory-mapped array is never copied whole.
 _CHUNK_ROWS = MAX_UPSERT_RECORDS
@@ -85,7 +85,8 @@ class RetryPolicy:
 
     Retry ``k`` (0-based) waits ``uniform(0, min(max_delay, base_delay * 2**k))`` seconds, but never less than a
     ``Retry-After`` the server sent. Jitter keeps parallel upload workers that were throttled together from coming
-    back together. The defaults give up after about 15 s of waiting in the worst case, short enough for a visitor.
+    back together. The defaults wait at most 1 + 2 + 4 + 8 = 15 s in all (longer only when the server asks for it with
+    Retry-After), short enough for a visitor waiting on a round.
     """
 
     attempts: int = 5  # tries in all, the first included
