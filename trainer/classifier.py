@@ -1,0 +1,211 @@
+"""The linear head: one weight vector and a bias over L2-normalised CLIP image embeddings.
+
+Label semantics, and how they map onto binary cross-entropy
+-----------------------------------------------------------
+A label is a score ``y`` in [-1, 1]: its sign is the class and its magnitude the confidence.
+Each labelled vector becomes one BCE term with target ``t = 1 if y > 0 else 0`` and weight ``|y|``, so ``+1`` is
+"exactly it", ``-0.3`` is "probably not", and ``0`` ("seen, no opinion") contributes nothing. (The original
+article passed ``y`` in -1..1 straight to ``BCEWithLogitsLoss``, whose targets must lie in 0..1; the ``"original"``
+recipe reproduces it with the mapping it intended, ``t = (y + 1) / 2``.)
+
+Training (recipe ``"balanced"``) is a MAP estimate: class-balanced weighted BCE over *every* label so far, plus an
+L2 pull of the weights toward the prompt's prior. The pull is a fixed amount while the data term grows with each
+label, so a handful of labels nudges the zero-shot classifier and many labels are free to overrule it. The problem
+is convex and tiny (d + 1 parameters), so a full-batch L-BFGS solves it in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+__all__ = ["RECIPES", "FitReport", "LinearProbe", "label_targets"]
+
+RECIPES = ("balanced", "original")
+
+
+@dataclass(frozen=True)
+class FitReport:
+    labels_used: int  # labels with a non-zero score, i.e. the ones that trained anything
+    positives: int
+    negatives: int
+    loss: float
+
+
+def label_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map scores in [-1, 1] to (BCE targets in {0, 1}, per-label weights ``|y|``). See the module docstring."""
+    labels = np.asarray(labels, dtype=np.float32)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of scores; got shape {labels.shape}")
+    if not np.isfinite(labels).all() or np.abs(labels).max(initial=0) > 1:
+        bad = labels[~np.isfinite(labels) | (np.abs(labels) > 1)]
+        raise ValueError(f"label scores must be finite and within [-1, 1]; got {bad[:5].tolist()}")
+    return (labels > 0).astype(np.float32), np.abs(labels)
+
+
+class LinearProbe(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="concept-trainer",
+    tags=["clip", "linear-probe", "concept-trainer", "image-classification"],
+):
+    """``logit = w . x + b`` over L2-normalised CLIP image embeddings ``x``; ``sigmoid(logit)`` = P(concept).
+
+    The constructor's arguments are what ``save_pretrained`` writes to config.json, so a pulled classifier knows
+    which CLIP model its inputs must come from.
+    """
+
+    def __init__(
+        self,
+        dim: int = 512,
+        base_model: str | None = None,
+        base_model_revision: str | None = None,
+        prompt: str | None = None,
+        recipe: str = "balanced",
+        prior_strength: float = 10.0,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        self.dim = dim
+        self.base_model = base_model
+        self.base_model_revision = base_model_revision
+        self.prompt = prompt
+        self.recipe = recipe
+        self.prior_strength = prior_strength
+        self.threshold = threshold
+        self.linear = nn.Linear(dim, 1)
+        # The prompt's prior travels with the weights, so a pulled classifier can keep training toward it.
+        self.register_buffer("prior_weight", torch.zeros(dim))  # (D,)
+        self.register_buffer("prior_bias", torch.zeros(()))
+
+    @classmethod
+    def from_prompt(cls, prompt_vector: np.ndarray, *, scale: float, bias: float, **config: object) -> LinearProbe:
+        """A classifier whose ranking is exactly the prompt's: ``w = scale * p``, ``b = bias``."""
+        vector = np.asarray(prompt_vector, dtype=np.float32).reshape(-1)
+        if not np.isfinite(vector).all() or not np.isfinite([scale, bias]).all():
+            raise ValueError("prompt vector, scale and bias must be finite")
+        probe = cls(dim=vector.shape[0], **config)  # type: ignore[arg-type]
+        with torch.no_grad():
+            probe.prior_weight.copy_(torch.from_numpy(vector) * scale)
+            probe.prior_bias.fill_(bias)
+            probe.reset_to_prior()
+        return probe
+
+    def reset_to_prior(self) -> None:
+        with torch.no_grad():
+            self.linear.weight.copy_(self.prior_weight[None, :])
+            self.linear.bias.fill_(float(self.prior_bias))
+
+    # ------------------------------------------------------------------------------------------------- inference
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).squeeze(-1)  # (B, D) -> (B,)
+
+    @property
+    def weight(self) -> np.ndarray:
+        """The weight vector (D,): the query vector for dot-product search (the bias does not change a ranking)."""
+        return self.linear.weight.detach()[0].numpy().copy()
+
+    @property
+    def bias(self) -> float:
+        return float(self.linear.bias.detach()[0])
+
+    def logits(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = self._check_vectors(vectors)
+        return (vectors @ self.weight + self.bias).astype(np.float32)
+
+    def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
+        """P(concept) for each row of ``vectors`` (n, D), as float32 (n,)."""
+        return _sigmoid(self.logits(vectors))
+
+    def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
+            raise ValueError(
+                f"this classifier takes ({self.dim},)-dimensional embeddings of {self.base_model or 'its CLIP model'}"
+                f"; got shape {vectors.shape}"
+            )
+        return vectors
+
+    # ------------------------------------------------------------------------------------------------- training
+    def fit(self, vectors: np.ndarray, labels: np.ndarray, *, max_iter: int = 50) -> FitReport:
+        """Train on ``vectors`` (n, D) with scores ``labels`` (n,) in [-1, 1], using this probe's recipe.
+
+        ``"balanced"`` starts from the prior every time, so the result depends only on the labels given, never on
+        how many rounds they came in. ``"original"`` continues from the current weights, as the article did.
+        """
+        vectors = self._check_vectors(vectors)
+        if len(vectors) != len(labels):
+            raise ValueError(f"got {len(vectors)} vectors for {len(labels)} labels")
+        if self.recipe == "original":
+            return self._fit_original(vectors, np.asarray(labels, dtype=np.float32))
+        targets, weights = label_targets(labels)
+        used = weights > 0
+        report = dict(labels_used=int(used.sum()), positives=int((used & (targets == 1)).sum()))
+        report["negatives"] = report["labels_used"] - report["positives"]
+        self.reset_to_prior()
+        if not used.any():
+            return FitReport(loss=0.0, **report)
+        x = torch.from_numpy(vectors[used])
+        t = torch.from_numpy(targets[used])
+        c = torch.from_numpy(_balanced_weights(targets[used], weights[used]))
+        # The pull is measured relative to the prior's own size, so ``prior_strength`` means the same whatever
+        # scale the calibration chose: roughly, how many labels it takes to turn the prior by a radian.
+        # The bias gets a much weaker pull: it must be free to move when every label so far is of one class.
+        norm2 = float(self.prior_weight.square().sum()) or 1.0
+        pull_w, pull_b = self.prior_strength / norm2, self.prior_strength * 0.01 / norm2
+        optimizer = torch.optim.LBFGS(self.parameters(), lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            data = (c * nn.functional.binary_cross_entropy_with_logits(self(x), t, reduction="none")).sum()
+            prior = pull_w * (self.linear.weight[0] - self.prior_weight).square().sum()
+            prior = prior + pull_b * (self.linear.bias[0] - self.prior_bias).square()
+            loss = data + prior
+            loss.backward()
+            return loss
+
+        self.train()
+        loss = optimizer.step(closure)
+        self.eval()
+        return FitReport(loss=float(loss.detach()), **report)
+
+    def _fit_original(self, vectors: np.ndarray, labels: np.ndarray) -> FitReport:
+        """The article's update: 5 SGD steps at lr 0.2 on the newest batch, targets (y + 1) / 2."""
+        label_targets(labels)  # same range checks as ours
+        targets = torch.from_numpy((labels + 1) / 2)
+        x = torch.from_numpy(vectors)
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.2)
+        loss = torch.zeros(())
+        self.train()
+        for _ in range(5):
+            optimizer.zero_grad()
+            loss = nn.functional.binary_cross_entropy_with_logits(self(x), targets)
+            loss.backward()
+            optimizer.step()
+        self.eval()
+        positives = int((labels > 0).sum())
+        return FitReport(len(labels), positives, int((labels < 0).sum()), float(loss.detach()))
+
+
+def _balanced_weights(targets: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+    """Per-label weights: confidence, rescaled so each present class carries half of the total weight.
+
+    The total stays equal to the confidence sum, so the data term still grows with the number of labels.
+    """
+    weights = confidence.astype(np.float32).copy()
+    total = weights.sum()
+    classes = [targets == 1, targets == 0]
+    present = [m for m in classes if weights[m].sum() > 0]
+    for mask in present:
+        weights[mask] *= total / (len(present) * weights[mask].sum())
+    return weights
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return (0.5 * (1 + np.tanh(0.5 * z))).astype(np.float32)  # tanh form never overflows

@@ -1,0 +1,255 @@
+"""One person's labelling loop: the labels, what they have seen, the classifier and the round history.
+
+Pure Python over an index; no UI. Everything that belongs to one person lives here and nowhere else, so any number
+of sessions can share one index (and one Pinecone namespace) without ever seeing each other's work.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .classifier import FitReport, LinearProbe
+from .index import Hit, VectorIndex
+from .strategies import STRATEGIES, get_strategy
+
+__all__ = ["RECIPE_NAMES", "RoundStats", "Session"]
+
+log = logging.getLogger(__name__)
+
+# "original" is a recipe, not only a selection rule: the article's top-k selection *and* its training update.
+RECIPE_NAMES = (*STRATEGIES, "original")
+# How many prompt scores calibrate the zero-shot probabilities (see Session._prior).
+_CALIBRATION_SAMPLE = 256
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    round: int  # the round whose batch was just labelled, 1-based
+    strategy: str
+    shown: int  # items shown so far, all rounds
+    labelled: int  # items with a non-zero score so far
+    positives: int  # items scored > 0 so far: the "positives found"
+    negatives: int
+    fit: FitReport
+
+
+class Session:
+    """Labels in, better batches out. See DESIGN.md for the contract; the names here are public API."""
+
+    def __init__(
+        self,
+        index: VectorIndex,
+        prompt_vector: np.ndarray,
+        strategy: str = "mixed",
+        batch_size: int = 10,
+        seed: int = 0,
+        *,
+        pool_size: int = 1000,
+        prior_strength: float = 10.0,
+        classifier: LinearProbe | None = None,
+        prompt: str | None = None,
+        base_model: str | None = None,
+    ) -> None:
+        if strategy not in RECIPE_NAMES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(RECIPE_NAMES)}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        if len(index) == 0:
+            raise ValueError("the index is empty: build it from a collection before starting a session")
+        prompt_vector = np.asarray(prompt_vector, dtype=np.float32).reshape(-1)
+        if prompt_vector.shape[0] != index.dim or not np.isfinite(prompt_vector).all():
+            raise ValueError(
+                f"prompt vector must be {index.dim} finite numbers to match the index; got shape {prompt_vector.shape}"
+            )
+        if classifier is not None and classifier.dim != index.dim:
+            raise ValueError(f"classifier takes {classifier.dim}-d embeddings but the index holds {index.dim}-d ones")
+        self.index = index
+        self.strategy = strategy
+        self.batch_size = batch_size
+        self.seed = seed
+        self.pool_size = max(pool_size, batch_size)
+        self._select = get_strategy("top" if strategy == "original" else strategy)
+        self._rng = np.random.default_rng(seed)
+        self._labels: dict[str, float] = {}
+        self._newest: dict[str, float] = {}  # labels given since the last round: all the "original" recipe trains on
+        self._vectors: dict[str, np.ndarray] = {}  # labelled items' embeddings, fetched once each
+        self._seen: set[str] = set()
+        self._history: list[RoundStats] = []
+        self._undo: list[dict] = []
+        self.exhausted = False
+
+        if classifier is None:
+            pool = index.query(prompt_vector, self._pool_k())
+            recipe = "original" if strategy == "original" else "balanced"
+            scale, bias = (1.0, 0.0) if recipe == "original" else _calibrate([h.score for h in pool])
+            classifier = LinearProbe.from_prompt(
+                prompt_vector,
+                scale=scale,
+                bias=bias,
+                recipe=recipe,
+                prior_strength=prior_strength,
+                prompt=prompt,
+                base_model=base_model,
+            )
+            # The search ran on the unit prompt vector; the classifier's weight is that vector times ``scale``.
+            pool = [Hit(h.id, h.score * scale) for h in pool]
+        else:
+            pool = index.query(classifier.weight, self._pool_k())
+        self.classifier = classifier
+        self._batch = self._choose(pool)
+
+    # ------------------------------------------------------------------------------------------------- reading
+    def batch(self) -> list[Hit]:
+        """The batch to label now, with each item's current P(concept) as its score. Empty once exhausted."""
+        return list(self._batch)
+
+    @property
+    def round(self) -> int:
+        return len(self._history) + 1
+
+    @property
+    def labels(self) -> dict[str, float]:
+        return dict(self._labels)
+
+    @property
+    def history(self) -> list[RoundStats]:
+        return list(self._history)
+
+    @property
+    def seen(self) -> frozenset[str]:
+        return frozenset(self._seen | {h.id for h in self._batch})
+
+    def scores(self, vectors: np.ndarray) -> np.ndarray:
+        """P(concept) under the current classifier for any (n, D) embeddings."""
+        return self.classifier.predict_proba(vectors)
+
+    # ------------------------------------------------------------------------------------------------- writing
+    def label(self, scores: Mapping[str, float]) -> None:
+        """Record scores in [-1, 1] for items shown in this session (now or earlier). 0 = seen, no opinion.
+
+        All-or-nothing: one bad entry refuses the whole call and changes nothing.
+        """
+        shown = self.seen
+        unknown = [i for i in scores if i not in shown]
+        if unknown:
+            raise ValueError(
+                f"{len(unknown)} id(s) were never shown in this session, so they cannot be labelled: {unknown[:5]}"
+            )
+        clean: dict[str, float] = {}
+        for id_, value in scores.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"label for {id_!r} must be a number in [-1, 1]; got {value!r}") from None
+            if not np.isfinite(number) or abs(number) > 1:
+                raise ValueError(f"label for {id_!r} must be within [-1, 1]; got {value!r}")
+            clean[id_] = number
+        missing = [i for i in clean if i not in self._vectors and clean[i] != 0]
+        if missing:
+            # One read for the whole call; vectors are fetched before any state changes.
+            self._vectors.update(zip(missing, self.index.fetch(missing), strict=True))
+        self._labels.update(clean)
+        self._newest.update(clean)
+
+    def train_and_requery(self) -> list[Hit]:
+        """Fit on every label so far, then return the next batch: items never shown in this session."""
+        self._undo.append(self._snapshot())
+        try:
+            fit = self._fit()
+            self._seen.update(h.id for h in self._batch)
+            pool = self.index.query(self.classifier.weight, self._pool_k(), exclude=self._seen)
+        except Exception:
+            self._restore(self._undo.pop())  # a failed round (e.g. the index is unreachable) loses nothing
+            raise
+        self._newest = {}
+        self._batch = self._choose(pool)
+        positives = sum(v > 0 for v in self._labels.values())
+        negatives = sum(v < 0 for v in self._labels.values())
+        self._history.append(
+            RoundStats(self.round, self.strategy, len(self._seen), positives + negatives, positives, negatives, fit)
+        )
+        if not self._batch:
+            self.exhausted = True
+            log.info("collection exhausted after %d rounds: every item has been shown", len(self._history))
+        return self.batch()
+
+    def undo(self) -> list[Hit]:
+        """Return to the state just before the last ``train_and_requery``; the batch shown then comes back."""
+        if not self._undo:
+            raise ValueError("nothing to undo: no round has been trained yet")
+        self._restore(self._undo.pop())
+        return self.batch()
+
+    # ------------------------------------------------------------------------------------------------- internals
+    def _pool_k(self) -> int:
+        # Random sampling wants the widest pool a single query allows; the others only look near the top.
+        k = len(self.index) if self.strategy == "random" else self.pool_size
+        return min(len(self.index), k, 10_000)
+
+    def _choose(self, pool: list[Hit]) -> list[Hit]:
+        """Pick the next batch from a pool whose scores are ``weight . x``: add the bias to get P(concept)."""
+        if not pool:
+            return []
+        proba = _sigmoid(np.asarray([h.score for h in pool], dtype=np.float64) + self.classifier.bias)
+        positions = self._select(proba, self.batch_size, self._rng)
+        chosen = sorted(int(p) for p in positions)  # show in ranking order, best first
+        return [Hit(pool[p].id, float(proba[p])) for p in chosen]
+
+    def _fit(self) -> FitReport:
+        source = self._newest if self.classifier.recipe == "original" else self._labels
+        ids = [i for i, v in source.items() if v != 0 or self.classifier.recipe == "original"]
+        if not ids:
+            return self.classifier.fit(np.empty((0, self.index.dim), np.float32), np.empty(0, np.float32))
+        vectors = np.stack([self._vector(i) for i in ids])
+        return self.classifier.fit(vectors, np.asarray([source[i] for i in ids], dtype=np.float32))
+
+    def _vector(self, id_: str) -> np.ndarray:
+        if id_ not in self._vectors:
+            self._vectors[id_] = self.index.fetch([id_])[0]
+        return self._vectors[id_]
+
+    def _snapshot(self) -> dict:
+        return {
+            "labels": dict(self._labels),
+            "newest": dict(self._newest),
+            "seen": set(self._seen),
+            "batch": list(self._batch),
+            "history": list(self._history),
+            "classifier": copy.deepcopy(self.classifier.state_dict()),
+            "rng": copy.deepcopy(self._rng.bit_generator.state),
+            "exhausted": self.exhausted,
+        }
+
+    def _restore(self, state: dict) -> None:
+        self._labels = state["labels"]
+        self._newest = state["newest"]
+        self._seen = state["seen"]
+        self._batch = state["batch"]
+        self._history = state["history"]
+        self.classifier.load_state_dict(state["classifier"])
+        self._rng.bit_generator.state = state["rng"]
+        self.exhausted = state["exhausted"]
+
+
+def _calibrate(scores: list[float]) -> tuple[float, float]:
+    """Scale and bias for the zero-shot classifier from the prompt's top scores.
+
+    Raw dot products of normalised CLIP vectors sit in a narrow band (about 0.2-0.3 for ViT-B/32), so ``sigmoid``
+    of them says 0.55 for everything. We stretch the top of the ranking instead: within the best
+    ``_CALIBRATION_SAMPLE`` hits the median gets P = 0.5, the 90th percentile 0.9 and the 10th 0.1. The ranking is
+    untouched; the first fit learns the real bias from the labels.
+    """
+    sample = np.asarray(scores[:_CALIBRATION_SAMPLE], dtype=np.float64)
+    median = float(np.median(sample)) if len(sample) else 0.0
+    spread = float(np.quantile(sample, 0.9) - np.quantile(sample, 0.1)) if len(sample) > 1 else 0.0
+    scale = 2 * np.log(9) / spread if spread > 1e-6 else 10.0
+    return float(scale), float(-scale * median)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * z))
