@@ -236,3 +236,15 @@ def test_settings_replace_keeps_other_fields(bundle, monkeypatch):
     resolved = resolve_source(settings)
     changed = {f.name for f in dataclasses.fields(Settings) if getattr(resolved, f.name) != getattr(settings, f.name)}
     assert changed == {"model_id", "dataset", "dataset_config", "source"}
+
+
+@pytest.mark.parametrize(("status", "reachable"), [(404, True), (401, True), (503, False)])
+def test_an_http_error_answer_counts_as_reachable_unless_the_server_fails(monkeypatch, status, reachable):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+
+    def answer(request, timeout):
+        raise urllib.error.HTTPError(request.full_url, status, "status", {}, None)
+
+    monkeypatch.setattr(urllib.request, "urlopen", answer)
+    assert data.hub_reachable(timeout=0.1) is reachable
