@@ -54,6 +54,7 @@ class Session:
         classifier: LinearProbe | None = None,
         prompt: str | None = None,
         base_model: str | None = None,
+        base_model_revision: str | None = None,
     ) -> None:
         if strategy not in RECIPE_NAMES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(RECIPE_NAMES)}")
@@ -97,6 +98,7 @@ class Session:
                 prior_strength=prior_strength,
                 prompt=prompt,
                 base_model=base_model,
+                base_model_revision=base_model_revision,
             )
             # The search ran on the unit prompt vector; the classifier's weight is that vector times ``scale``.
             pool = [Hit(h.id, h.score * scale) for h in pool]
