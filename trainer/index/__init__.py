@@ -11,7 +11,27 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Hit", "VectorIndex", "check_ids", "check_query", "check_vectors"]
+__all__ = [
+    "NORM_TOLERANCE",
+    "Hit",
+    "IndexUnavailable",
+    "VectorIndex",
+    "check_ids",
+    "check_norms",
+    "check_query",
+    "check_vectors",
+]
+
+# Rows whose norm is further than this from 1 are refused: dot-product search ranks by cosine only on unit vectors.
+NORM_TOLERANCE = 1e-3
+
+
+class IndexUnavailable(RuntimeError):
+    """A remote index cannot serve a request, and the message says what to do about it.
+
+    Raised for a missing or rejected API key, an unreachable service, a spent quota, or repeated server errors. The
+    message never contains a secret, so the UI can show it to a visitor as it is, whatever the backend.
+    """
 
 
 class Hit(NamedTuple):
@@ -82,3 +102,18 @@ def check_query(vector: np.ndarray, dim: int, top_k: int) -> np.ndarray:
     if not isinstance(top_k, (int, np.integer)) or isinstance(top_k, bool) or top_k < 0:
         raise ValueError(f"top_k must be a non-negative integer; got {top_k!r}")
     return arr
+
+
+def check_norms(vectors: np.ndarray, *, normalize: bool = False) -> np.ndarray:
+    """Return ``vectors`` with unit-norm rows: normalised when ``normalize``, else checked and returned unchanged."""
+    norms = np.linalg.norm(vectors, axis=1)
+    if normalize:
+        if (norms == 0).any():
+            raise ValueError(f"cannot normalise zero vector(s) at rows {np.flatnonzero(norms == 0)[:5].tolist()}")
+        return vectors / norms[:, None]
+    if len(norms) and np.abs(norms - 1).max() > NORM_TOLERANCE:
+        raise ValueError(
+            f"vectors must be L2-normalised per row (norms range {norms.min():.4g}..{norms.max():.4g}); "
+            "pass normalize=True to normalise them"
+        )
+    return vectors

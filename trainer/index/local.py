@@ -18,14 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import Hit, check_ids, check_query, check_vectors
+from . import Hit, check_ids, check_norms, check_query, check_vectors
 
 __all__ = ["LocalIndex"]
 
 _FORMAT_VERSION = 1
 _DTYPES = {"float32": np.float32, "float16": np.float16}
-# Rows whose norm is further than this from 1 are refused: dot-product search ranks by cosine only on unit vectors.
-_NORM_TOLERANCE = 1e-3
 
 
 class LocalIndex:
@@ -76,16 +74,7 @@ class LocalIndex:
         """Append vectors. Everything is checked before anything changes: a refused call leaves the index as it was."""
         ids = check_ids(ids, self._rows)
         vectors = check_vectors(vectors, self._dim, len(ids))
-        norms = np.linalg.norm(vectors, axis=1)
-        if normalize:
-            if (norms == 0).any():
-                raise ValueError(f"cannot normalise zero vector(s) at rows {np.flatnonzero(norms == 0)[:5].tolist()}")
-            vectors = vectors / norms[:, None]
-        elif len(norms) and np.abs(norms - 1).max() > _NORM_TOLERANCE:
-            raise ValueError(
-                f"vectors must be L2-normalised per row (norms range {norms.min():.4g}..{norms.max():.4g}); "
-                "pass normalize=True to normalise them"
-            )
+        vectors = check_norms(vectors, normalize=normalize)
         if metadata is None:
             metadata = [{} for _ in ids]
         elif len(metadata) != len(ids):

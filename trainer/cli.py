@@ -1,0 +1,157 @@
+"""Command line: ``python -m trainer <command> ...``, one function per subcommand.
+
+To add a command, write ``_add_<name>_command(subparsers)`` that registers its arguments and sets ``func`` to a
+``cmd_<name>(args) -> int`` function, then call it from :func:`build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trainer.config import Settings
+from trainer.data import SOURCES
+
+if TYPE_CHECKING:
+    from trainer.data import Collection
+    from trainer.indexing import Embeddings
+
+__all__ = ["build_parser", "cmd_index", "main"]
+
+logger = logging.getLogger(__name__)
+
+_SHOW_SKIPPED = 20  # beyond this many, the summary says how many more
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m trainer", description="Concept Trainer command line.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_index_command(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
+    return args.func(args)
+
+
+# ------------------------------------------------------------------------------------------------------- index
+def _add_index_command(subparsers: argparse._SubParsersAction) -> None:
+    index = subparsers.add_parser(
+        "index",
+        help="embed an image collection and save a local vector index",
+        description="Embed every image of a collection (cached, resumable) and save a LocalIndex. With no model "
+        "and dataset given, uses the settings (CT_* variables) and falls back to the offline bundle when the "
+        "Hugging Face Hub is not reachable.",
+    )
+    index.add_argument("--model", help="CLIP model: Hub id or local folder (default: settings / bundle)")
+    index.add_argument("--model-revision", help="Hub revision of the model")
+    index.add_argument("--dataset", help="Hub dataset name, local dataset folder, or folder of images")
+    index.add_argument("--config", help="dataset config (e.g. 320px)")
+    index.add_argument("--split", help="split to index (default: settings.split, 'train')")
+    index.add_argument("--revision", help="Hub revision of the dataset")
+    index.add_argument("--image-column", help="image column (default: the first Image feature)")
+    index.add_argument("--source", choices=SOURCES, help="auto: real defaults if the Hub answers, else the bundle")
+    index.add_argument("--cache-dir", type=Path, help="embeddings cache (default: settings.cache_dir)")
+    index.add_argument("--batch-size", type=int, help="images per forward pass (default: settings.embed_batch_size)")
+    index.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    index.add_argument("--out", type=Path, help="index folder (default: <cache-dir>/indexes/<cache key>)")
+    index.set_defaults(func=cmd_index)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    # Imported here so that `--help` and other commands do not pay for torch and transformers.
+    from trainer import embed
+    from trainer.data import open_collection, resolve_source
+    from trainer.index.local import LocalIndex
+    from trainer.indexing import build_embeddings, cache_key
+
+    settings = Settings.from_env(**({"source": args.source} if args.source else {}))
+    if not (args.model and args.dataset):  # something comes from the settings: they may need the bundle
+        settings = resolve_source(settings)
+    flags = {
+        "model_id": args.model,
+        "model_revision": args.model_revision,
+        "dataset": args.dataset,
+        "dataset_config": args.config,
+        "dataset_revision": args.revision,
+        "split": args.split,
+        "image_column": args.image_column,
+        "cache_dir": args.cache_dir,
+        "embed_batch_size": args.batch_size,
+    }
+    settings = dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})
+    if settings.embed_batch_size <= 0:
+        raise SystemExit(f"--batch-size must be a positive integer; got {settings.embed_batch_size}")
+
+    embedder = embed.load(settings.model_id, settings.model_revision, device=args.device)
+    collection = open_collection(settings)
+    logger.info("Indexing %r with %s", collection, settings.model_id)
+    started = time.perf_counter()
+    with _ProgressBar(len(collection)) as bar:
+        result = build_embeddings(
+            embedder, collection, settings.cache_dir, batch_size=settings.embed_batch_size, progress=bar.update
+        )
+    elapsed = time.perf_counter() - started
+    if not len(result):
+        reasons = "; ".join(f"{id_}: {why}" for id_, why in result.skipped[:3])
+        raise SystemExit(f"no image of {collection.source} could be decoded ({len(result.skipped)} skipped: {reasons})")
+
+    out = args.out or Path(settings.cache_dir) / "indexes" / cache_key(embedder, collection)
+    LocalIndex.from_vectors(result.ids, result.vectors).save(out)
+    # Which model and collection the index was built from: what a later command needs to embed prompts with the
+    # same model and to fetch thumbnails by id.
+    (Path(out) / "source.json").write_text(json.dumps(result.manifest, indent=2))
+    print(_summary(result, collection, settings.model_id, elapsed, Path(out)))
+    return 0
+
+
+def _summary(result: Embeddings, collection: Collection, model_id: str, elapsed: float, out: Path) -> str:
+    lines = [
+        f"Indexed {len(result)} images (dim {result.dim}) from {collection.source}"
+        + (f" [{collection.split}]" if collection.split else "")
+        + f" with {model_id}",
+    ]
+    if result.cache_hit:
+        lines.append(f"Cache hit: loaded in {elapsed:.2f} s, no model forward ({result.path})")
+    else:
+        handled = len(result) + len(result.skipped)
+        lines.append(f"Embedded in {elapsed:.1f} s: {handled / max(elapsed, 1e-9):.1f} images/s (cache miss)")
+    if result.skipped:
+        lines.append(f"Skipped {len(result.skipped)} undecodable image(s):")
+        lines += [f"  {id_}: {why}" for id_, why in result.skipped[:_SHOW_SKIPPED]]
+        if len(result.skipped) > _SHOW_SKIPPED:
+            lines.append(f"  ... and {len(result.skipped) - _SHOW_SKIPPED} more (see {result.path}/skipped.json)")
+    else:
+        lines.append("Skipped: none")
+    lines.append(f"Index saved to {out}")
+    return "\n".join(lines)
+
+
+class _ProgressBar:
+    """``progress(done, total, message)`` callback drawn with tqdm (a dependency of transformers and datasets)."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, done: int, total: int, message: str) -> None:
+        self._bar.total = total
+        self._bar.set_postfix_str(message, refresh=False)
+        self._bar.update(done - self._bar.n)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.close()

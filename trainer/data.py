@@ -1,0 +1,454 @@
+"""Image collections with stable string ids, and the choice between the real defaults and the offline bundle.
+
+A :class:`Collection` is an ordered list of ids plus a way to decode the image behind each id, on demand: the index
+stores only ids and vectors, and thumbnails are fetched here lazily. Three kinds of source open the same way with
+:meth:`Collection.open`:
+
+- a Hub dataset: ``name`` + ``config``, ``split``, ``revision``; the image column is the first ``datasets.Image``
+  feature unless named;
+- a local dataset folder of parquet/arrow files (the offline bundle ``assets/shapes``), or one written by
+  ``Dataset.save_to_disk``;
+- a local folder of image files, subfolders included. If it has a subfolder named after the split
+  (``photos/train/...``) that subfolder is the collection; otherwise the whole folder is, and ``split`` is None.
+
+Ids: the dataset's ``id`` column when it has a usable one, else ``<split>-<row>``; for folders the path relative to
+the collection's root (``dogs/001.jpg``). Files that cannot be decoded (corrupt, truncated, empty) never stop a
+run: batch iteration skips them and reports ``(id, reason)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from trainer.config import BUNDLE_DATASET, BUNDLE_MODEL, Settings
+
+__all__ = [
+    "SOURCES",
+    "Collection",
+    "DecodedBatch",
+    "UndecodableImage",
+    "folder_signature",
+    "hub_reachable",
+    "open_collection",
+    "resolve_source",
+]
+
+logger = logging.getLogger(__name__)
+
+SOURCES = ("auto", "bundle", "hub")
+_DATA_FILE_SUFFIXES = {".parquet", ".arrow"}
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+class UndecodableImage(ValueError):
+    """The file or bytes behind an id are not an image Pillow can decode (corrupt, truncated, empty, unknown)."""
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """Images decoded from a range of positions: the good ones in order, and the ``(id, reason)`` of the rest."""
+
+    ids: list[str]
+    images: list[Image.Image]
+    skipped: list[tuple[str, str]]
+
+
+class Collection:
+    """An ordered image collection with stable string ids. Open one with :meth:`open` or :func:`open_collection`.
+
+    Subclasses provide ``_encoded(start, stop)``: the undecoded ``{"path", "bytes"}`` records of a range of rows.
+    """
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        *,
+        source: str,
+        config: str | None,
+        split: str | None,
+        revision: str | None,
+        image_column: str | None,
+        content_signature: str | None,
+    ) -> None:
+        self.ids: tuple[str, ...] = tuple(ids)  # a tuple: the order is the collection's identity, never mutated
+        self.source = source
+        self.config = config
+        self.split = split
+        self.revision = revision
+        self.image_column = image_column
+        # For local sources, a hash of file names, sizes and mtimes: a changed folder must not reuse a stale cache.
+        self.content_signature = content_signature
+        self.skipped: list[tuple[str, str]] = []  # filled by batches()
+        self._positions: dict[str, int] | None = None
+
+    # ---------------------------------------------------------------------------------------------- construction
+    @classmethod
+    def open(
+        cls,
+        dataset: str,
+        *,
+        config: str | None = None,
+        split: str | None = "train",
+        revision: str | None = None,
+        image_column: str | None = None,
+    ) -> Collection:
+        """Open a Hub dataset, a local dataset folder or a local image folder (see the module docstring).
+
+        ``revision`` applies to Hub datasets only; a local folder is read as it is on disk.
+        """
+        path = Path(dataset).expanduser()
+        if path.is_dir():
+            if _is_dataset_folder(path):
+                return _DatasetCollection.from_local(path, config=config, split=split, image_column=image_column)
+            return _FolderCollection.from_folder(path, split=split)
+        if dataset.startswith(("/", ".", "~")):
+            raise FileNotFoundError(f"no dataset or image folder at {dataset!r}")
+        return _DatasetCollection.from_hub(
+            dataset, config=config, split=split, revision=revision, image_column=image_column
+        )
+
+    @classmethod
+    def from_dataset(
+        cls, dataset: Any, *, source: str, split: str | None = None, image_column: str | None = None
+    ) -> Collection:
+        """Wrap an already loaded ``datasets.Dataset`` (one split)."""
+        return _DatasetCollection(
+            dataset, source=source, config=None, split=split, revision=None, image_column=image_column
+        )
+
+    # --------------------------------------------------------------------------------------------------- access
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        where = ", ".join(f"{k}={v!r}" for k, v in self.identity().items() if v is not None and k != "content")
+        return f"{type(self).__name__}({where}, n={len(self)})"
+
+    def identity(self) -> dict[str, str | None]:
+        """What the embeddings of this collection depend on: used in cache keys and manifests."""
+        return {
+            "dataset": self.source,
+            "config": self.config,
+            "split": self.split,
+            "revision": self.revision,
+            "image_column": self.image_column,
+            "content": self.content_signature,
+        }
+
+    def image(self, id_: str) -> Image.Image:
+        """Decode the image behind ``id_`` (in its own mode; ``trainer.embed.to_rgb`` gives what the model saw).
+
+        Raises KeyError for an unknown id and :class:`UndecodableImage` for a file that cannot be decoded.
+        """
+        if self._positions is None:
+            self._positions = {id_: row for row, id_ in enumerate(self.ids)}
+        if id_ not in self._positions:
+            raise KeyError(f"no image with id {id_!r} in {self!r}")
+        row = self._positions[id_]
+        batch = self.decode_range(row, row + 1)
+        if batch.skipped:
+            raise UndecodableImage(f"image {id_!r} cannot be decoded: {batch.skipped[0][1]}")
+        return batch.images[0]
+
+    def decode_range(self, start: int, stop: int) -> DecodedBatch:
+        """Decode rows ``start:stop``. Never raises for a bad file: it is returned in ``skipped`` with the reason."""
+        ids, images, skipped = [], [], []
+        for id_, record in zip(self.ids[start:stop], self._encoded(start, stop), strict=True):
+            try:
+                images.append(_decode(record))
+                ids.append(id_)
+            except UndecodableImage as err:
+                skipped.append((id_, str(err)))
+        return DecodedBatch(ids, images, skipped)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[list[str], list[Image.Image]]]:
+        """Yield ``(ids, images)`` batches in order; undecodable rows are left out and listed in ``self.skipped``."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        self.skipped = []
+        for start in range(0, len(self), batch_size):
+            batch = self.decode_range(start, min(start + batch_size, len(self)))
+            self.skipped.extend(batch.skipped)
+            if batch.ids:
+                yield batch.ids, batch.images
+
+    def _encoded(self, start: int, stop: int) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+def _decode(record: dict[str, Any]) -> Image.Image:
+    """Decode one ``{"path", "bytes"}`` record fully (``load()``), so a truncated file fails here, not later."""
+    from datasets import Image as ImageFeature
+
+    path = record.get("path")
+    if record.get("bytes") is None and path and os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise UndecodableImage("empty file (0 bytes)")  # clearer than Pillow's "cannot identify image file"
+    try:
+        # The datasets decoder (as datasets itself uses): opens bytes, local or remote paths, loads the pixels and
+        # applies the EXIF orientation, so a folder and a Hub dataset decode the same way.
+        return ImageFeature().decode_example(record)
+    # Pillow reports a bad file through many exception types (UnidentifiedImageError, OSError, SyntaxError,
+    # ValueError, struct.error, DecompressionBombError, ...). A bad file must never stop a run of thousands; the
+    # reason is kept and reported by id, so nothing is hidden.
+    except Exception as err:
+        raise UndecodableImage(f"{type(err).__name__}: {err}") from err
+
+
+# ---------------------------------------------------------------------------------------------------- datasets
+class _DatasetCollection(Collection):
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        source: str,
+        config: str | None,
+        split: str | None,
+        revision: str | None,
+        image_column: str | None,
+        content_signature: str | None = None,
+    ) -> None:
+        from datasets import Image as ImageFeature
+
+        column = _image_column(dataset, image_column, source)
+        ids = _dataset_ids(dataset, split)
+        super().__init__(
+            ids,
+            source=source,
+            config=config,
+            split=split,
+            revision=revision,
+            image_column=column,
+            content_signature=content_signature,
+        )
+        # Undecoded records, so that decoding happens here, per row, where a bad row can be skipped.
+        self._records = dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False))
+
+    @classmethod
+    def from_hub(
+        cls, name: str, *, config: str | None, split: str | None, revision: str | None, image_column: str | None
+    ) -> _DatasetCollection:
+        import datasets
+
+        split = split or "train"
+        dataset = datasets.load_dataset(name, config, split=split, revision=revision)
+        return cls(dataset, source=name, config=config, split=split, revision=revision, image_column=image_column)
+
+    @classmethod
+    def from_local(
+        cls, path: Path, *, config: str | None, split: str | None, image_column: str | None
+    ) -> _DatasetCollection:
+        import datasets
+
+        split = split or "train"
+        if (path / "state.json").exists() or (path / "dataset_dict.json").exists():  # written by save_to_disk
+            loaded = datasets.load_from_disk(str(path))
+            dataset = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            dataset = datasets.load_dataset(str(path), config, split=split)
+        signature = _files_signature(path, [p for p in _walk(path) if p.suffix in _DATA_FILE_SUFFIXES])
+        return cls(
+            dataset,
+            source=str(path.resolve()),
+            config=config,
+            split=split,
+            revision=None,
+            image_column=image_column,
+            content_signature=signature,
+        )
+
+    def _encoded(self, start: int, stop: int) -> list[dict[str, Any]]:
+        return self._records[start:stop][self.image_column]
+
+
+def _image_column(dataset: Any, wanted: str | None, source: str) -> str:
+    from datasets import Image as ImageFeature
+
+    image_columns = [name for name, feature in dataset.features.items() if isinstance(feature, ImageFeature)]
+    if wanted is None:
+        if not image_columns:
+            raise ValueError(
+                f"dataset {source!r} has no image column (no datasets.Image feature); "
+                f"its columns are {', '.join(dataset.column_names)}"
+            )
+        return image_columns[0]
+    if wanted not in image_columns:
+        raise ValueError(
+            f"image column {wanted!r} is not an image feature of {source!r}; "
+            f"image columns: {', '.join(image_columns) or 'none'}"
+        )
+    return wanted
+
+
+def _dataset_ids(dataset: Any, split: str | None) -> list[str]:
+    fallback = [f"{split or 'row'}-{row}" for row in range(len(dataset))]
+    if "id" not in dataset.column_names:
+        return fallback
+    values = list(dataset["id"])
+    ids = [str(value) for value in values]
+    if all(value is not None and text for value, text in zip(values, ids, strict=True)) and len(set(ids)) == len(ids):
+        return ids
+    logger.warning("The 'id' column has empty or repeated values: using row ids (%s-<row>) instead", split)
+    return fallback
+
+
+# ------------------------------------------------------------------------------------------------ image folders
+class _FolderCollection(Collection):
+    def __init__(self, root: Path, files: list[Path], *, split: str | None) -> None:
+        super().__init__(
+            [f.relative_to(root).as_posix() for f in files],
+            source=str(root.resolve()),
+            config=None,
+            split=split,
+            revision=None,
+            image_column=None,
+            content_signature=_files_signature(root, files),
+        )
+        self._root = root
+
+    @classmethod
+    def from_folder(cls, path: Path, *, split: str | None) -> _FolderCollection:
+        root = path
+        if split and (path / split).is_dir():
+            root = path / split
+        else:
+            if split:
+                logger.info("No %r subfolder in %s: the whole folder is the collection", split, path)
+            split = None
+        extensions = _image_extensions()
+        files, ignored = [], 0
+        for file in _walk(root):
+            if file.suffix.lower() in extensions:
+                files.append(file)
+            else:
+                ignored += 1
+        if ignored:
+            logger.info("Ignored %d file(s) in %s whose extension is not an image format", ignored, root)
+        if not files:
+            raise ValueError(f"no image files in {root}")
+        return cls(root, files, split=split)
+
+    def _encoded(self, start: int, stop: int) -> list[dict[str, Any]]:
+        return [{"path": str(self._root / id_), "bytes": None} for id_ in self.ids[start:stop]]
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every non-hidden file under ``root``, in a stable (sorted) order."""
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # in place: prunes the walk, fixes its order
+        found.extend(Path(folder) / n for n in sorted(names) if not n.startswith("."))
+    return found
+
+
+def _image_extensions() -> set[str]:
+    return {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def folder_signature(root: str | os.PathLike[str]) -> str:
+    """A short hash of every non-hidden file's relative path, size and mtime under ``root``: changes when it does."""
+    return _files_signature(Path(root), _walk(Path(root)))
+
+
+def _files_signature(root: Path, files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _is_dataset_folder(path: Path) -> bool:
+    if (path / "state.json").exists() or (path / "dataset_dict.json").exists():
+        return True
+    return any(p.suffix in _DATA_FILE_SUFFIXES for p in _walk(path))
+
+
+# -------------------------------------------------------------------------------------------- source selection
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers within ``timeout`` seconds. False at once when offline mode is set."""
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(variable, "").strip().upper() in _TRUE:
+            logger.info("%s is set: not contacting the Hugging Face Hub", variable)
+            return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    request = urllib.request.Request(endpoint + "/", method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return True
+    except urllib.error.HTTPError as err:
+        return err.code < 500  # it answered: reachable, whatever it thinks of this path
+    except OSError as err:  # URLError, timeouts, DNS and connection failures are all OSErrors
+        logger.info("The Hugging Face Hub at %s did not answer within %ss: %s", endpoint, timeout, err)
+        return False
+
+
+def resolve_source(settings: Settings, *, timeout: float = 3.0) -> Settings:
+    """Settings with the model and dataset that will actually be used: the configured ones or the offline bundle.
+
+    ``settings.source``: "bundle" always uses the bundle; "hub" requires the Hub (or local paths) and raises
+    without it; "auto" uses the configured ones when they are local or the Hub answers, else the bundle, and
+    logs why.
+    """
+    if settings.source not in SOURCES:
+        raise ValueError(f"unknown source {settings.source!r}; choose one of {', '.join(SOURCES)}")
+    if settings.source == "bundle":
+        logger.info("Using the offline bundle (source=bundle)")
+        return _bundle(settings)
+    if _is_local(settings.model_id) and _is_local(settings.dataset):
+        return settings  # nothing to fetch: the Hub does not matter
+    if hub_reachable(timeout):
+        return settings
+    if settings.source == "hub":
+        raise RuntimeError(
+            f"source='hub' needs the Hugging Face Hub for {settings.model_id} / {settings.dataset}, but it is not "
+            "reachable (offline mode set, or no answer). Unset HF_HUB_OFFLINE, check the network, or use "
+            "CT_SOURCE=auto to fall back to the offline bundle."
+        )
+    bundle = _bundle(settings)
+    logger.warning(
+        "The Hugging Face Hub is not reachable, so %s on %s cannot be used: using the offline bundle "
+        "(model %s, dataset %s) instead",
+        settings.model_id,
+        settings.dataset,
+        bundle.model_id,
+        bundle.dataset,
+    )
+    return bundle
+
+
+def _bundle(settings: Settings) -> Settings:
+    for path in (BUNDLE_MODEL, BUNDLE_DATASET):
+        if not Path(path).is_dir():
+            raise FileNotFoundError(
+                f"the offline bundle is missing: {path} does not exist. Build it with the script in assets/, "
+                "or make the Hugging Face Hub reachable."
+            )
+    return dataclasses.replace(
+        settings, model_id=BUNDLE_MODEL, dataset=BUNDLE_DATASET, dataset_config=None, image_column=None, source="bundle"
+    )
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).expanduser().exists()
+
+
+def open_collection(settings: Settings, split: str | None = None) -> Collection:
+    """Open ``settings.dataset`` (already resolved with :func:`resolve_source`) at ``split`` or ``settings.split``."""
+    return Collection.open(
+        settings.dataset,
+        config=settings.dataset_config,
+        split=split or settings.split,
+        revision=settings.dataset_revision,
+        image_column=settings.image_column,
+    )

@@ -1,0 +1,353 @@
+"""Collection -> embeddings: batched, overlapped, cached on disk, resumable.
+
+``build_embeddings(embedder, collection, cache_dir)`` returns an :class:`Embeddings` (ids, vectors, skipped).
+
+- Throughput: a worker thread decodes and preprocesses batch i+1 while the model runs batch i (torch releases the
+  GIL during compute), so the model rarely waits for Pillow.
+- Cache: one folder per (model + revision + weights, dataset + config + split + revision + image column + content),
+  named ``<readable slug>-<hash>``. A complete entry holds ``vectors.npy`` (memory-mapped on load), ``ids.json``,
+  ``skipped.json`` and ``manifest.json``, written last: an entry without a manifest is not complete. A second run
+  finds the manifest and does no model forward at all.
+- Resume: while running, every ``shard_size`` images (whole batches) go to ``shards/<start>-<stop>.npz``, each
+  written to a temp file and renamed into place, so a kill -9 at any moment leaves only whole shards. A rerun
+  keeps the contiguous run of shards from row 0 and continues after it, with the same batch boundaries as before,
+  so the result equals one clean run exactly: no duplicate ids, nothing lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainer.data import Collection, folder_signature
+from trainer.embed import Embedder, to_rgb
+from trainer.index.local import _atomic_write
+
+__all__ = ["Embeddings", "ProgressFn", "build_embeddings", "cache_key"]
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+"""``progress(done, total, message)``: rows handled so far (skipped ones included), rows in the collection."""
+
+_CACHE_FORMAT = 1  # bump when the files or the vectors' meaning change: old entries then simply miss
+_SHARD_NAME = re.compile(r"(\d{10})-(\d{10})\.npz")
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """One L2-normalised float32 row per indexed image, in collection order; undecodable images in ``skipped``."""
+
+    ids: list[str]
+    vectors: np.ndarray  # (N, D) float32; memory-mapped read-only when it comes from the cache
+    skipped: list[tuple[str, str]]  # (id, reason)
+    cache_hit: bool = False
+    path: Path | None = None  # the cache entry folder
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def cache_key(embedder: Embedder, collection: Collection) -> str:
+    """``<slug>-<hash>`` naming what the vectors depend on: the model (id, revision, weights) and the collection."""
+    parts = _key_parts(embedder, collection)
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+    names = (Path(embedder.model_id).name, Path(collection.source).name, collection.config, collection.split)
+    name = "__".join(str(v) for v in names if v)
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.")[:80]
+    return f"{slug}-{digest}"
+
+
+def _key_parts(embedder: Embedder, collection: Collection) -> dict[str, Any]:
+    model_dir = Path(embedder.model_id).expanduser()
+    if model_dir.is_dir():
+        # A local folder has no revision (from_pretrained ignores one) and can be rebuilt in place (the bundle):
+        # its files' signature is what identifies the weights.
+        revision, weights = None, folder_signature(model_dir)
+    else:
+        revision, weights = embedder.revision or "main", embedder.commit_hash  # None and "main" are one revision
+    return {
+        "format": _CACHE_FORMAT,
+        "model": embedder.model_id,
+        "model_revision": revision,
+        "model_content": weights,
+        **collection.identity(),
+    }
+
+
+def build_embeddings(
+    embedder: Embedder,
+    collection: Collection,
+    cache_dir: str | Path,
+    batch_size: int = 64,
+    progress: ProgressFn | None = None,
+    *,
+    shard_size: int = 1024,
+) -> Embeddings:
+    """Embed every decodable image of ``collection``, or load the result of an earlier run (see the module doc)."""
+    if batch_size <= 0 or shard_size <= 0:
+        raise ValueError(f"batch_size and shard_size must be positive; got {batch_size} and {shard_size}")
+    report = progress or (lambda done, total, message: None)
+    total = len(collection)
+    key = cache_key(embedder, collection)
+    entry = Path(cache_dir) / key
+    cached = _load_entry(entry, embedder.dim)
+    if cached is not None:
+        logger.info("Cache hit: %d vectors from %s", len(cached), entry)
+        report(total, total, "cache hit: embeddings loaded from disk")
+        return cached
+
+    shard_dir = entry / "shards"
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    batch_size = _run_batch_size(shard_dir, key, total, batch_size)
+    shards = _completed_shards(shard_dir, total)
+    resume_at = shards[-1][1] if shards else 0
+    if resume_at:
+        logger.info("Resuming %s at row %d of %d (%d shard(s) on disk)", key, resume_at, total, len(shards))
+    report(resume_at, total, f"resuming at image {resume_at}" if resume_at else "embedding images")
+    _embed_rows(embedder, collection, shard_dir, resume_at, batch_size, max(1, shard_size // batch_size), report)
+    return _consolidate(entry, key, embedder, collection, batch_size)
+
+
+# ------------------------------------------------------------------------------------------------- the pipeline
+@dataclass
+class _Prepared:
+    stop: int
+    ids: list[str]
+    pixels: torch.Tensor  # (B, 3, H, W)
+    skipped: list[tuple[str, str]]
+
+
+def _prepare(embedder: Embedder, collection: Collection, start: int, stop: int) -> _Prepared:
+    """Decode and preprocess rows ``start:stop`` (runs on the worker thread). Bad images are skipped, with why."""
+    batch = collection.decode_range(start, stop)
+    skipped = list(batch.skipped)
+    ids, images = [], []
+    for id_, image in zip(batch.ids, batch.images, strict=True):
+        try:
+            images.append(to_rgb(image))
+            ids.append(id_)
+        # An exotic mode Pillow cannot convert is one bad image, reported by id; it must not end the run.
+        except Exception as err:
+            skipped.append((id_, f"cannot convert a {image.mode} image to RGB: {type(err).__name__}: {err}"))
+    try:
+        pixels = embedder.preprocess_images(images)
+    # The processor works on the whole batch; if one odd image (say, a 1x40000 strip) breaks it, redo the batch
+    # image by image so that only that image is skipped, with its reason.
+    except Exception:
+        kept, tensors = [], []
+        for id_, image in zip(ids, images, strict=True):
+            try:
+                tensors.append(embedder.preprocess_images([image]))
+                kept.append(id_)
+            except Exception as err:
+                skipped.append((id_, f"image processor failed: {type(err).__name__}: {err}"))
+        ids = kept
+        pixels = torch.cat(tensors) if tensors else embedder.preprocess_images([])
+    return _Prepared(stop, ids, pixels, skipped)
+
+
+def _embed_rows(
+    embedder: Embedder,
+    collection: Collection,
+    shard_dir: Path,
+    resume_at: int,
+    batch_size: int,
+    batches_per_shard: int,
+    report: ProgressFn,
+) -> None:
+    total = len(collection)
+    starts = list(range(resume_at, total, batch_size))
+    if not starts:
+        return
+    shard_start, vectors, ids, skipped, batches = resume_at, [], [], [], 0
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-preprocess") as pool:
+
+        def submit(start: int) -> Future[_Prepared]:
+            return pool.submit(_prepare, embedder, collection, start, min(start + batch_size, total))
+
+        pending = submit(starts[0])
+        for k in range(len(starts)):
+            prepared = pending.result()
+            if k + 1 < len(starts):
+                pending = submit(starts[k + 1])  # preprocess the next batch while the model runs this one
+            vectors.append(embedder.embed_pixels(prepared.pixels))  # (B, D)
+            ids.extend(prepared.ids)
+            skipped.extend(prepared.skipped)
+            batches += 1
+            if batches == batches_per_shard or prepared.stop == total:
+                _write_shard(shard_dir, shard_start, prepared.stop, vectors, ids, skipped, embedder.dim)
+                shard_start, vectors, ids, skipped, batches = prepared.stop, [], [], [], 0
+            rate = (prepared.stop - resume_at) / max(time.perf_counter() - started, 1e-9)
+            report(prepared.stop, total, f"embedded {prepared.stop}/{total} images ({rate:.1f} images/s)")
+
+
+# ------------------------------------------------------------------------------------------------------- shards
+def _write_shard(
+    shard_dir: Path,
+    start: int,
+    stop: int,
+    vectors: list[np.ndarray],
+    ids: list[str],
+    skipped: list[tuple[str, str]],
+    dim: int,
+) -> None:
+    rows = np.concatenate(vectors) if vectors else np.empty((0, dim), dtype=np.float32)
+    arrays = {
+        "vectors": rows.astype(np.float32, copy=False),
+        "ids": np.array(ids, dtype=np.str_),
+        "skipped": np.array(skipped, dtype=np.str_).reshape(-1, 2),
+    }
+    _atomic_write(shard_dir / f"{start:010d}-{stop:010d}.npz", lambda f: np.savez(f, **arrays))
+
+
+def _read_shard(path: Path, part: str) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as shard:
+            return shard[part]
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"cache shard {path} is unreadable ({err}); delete it and run again to redo its rows") from err
+
+
+def _run_batch_size(shard_dir: Path, key: str, total: int, batch_size: int) -> int:
+    """The batch size of the run the shards belong to: resuming with it keeps batch boundaries, hence the vectors."""
+    run_file = shard_dir / "run.json"
+    if run_file.exists():
+        run = json.loads(run_file.read_text())
+        if run.get("total") == total and run.get("key") == key:
+            if run["batch_size"] != batch_size:
+                logger.info(
+                    "Resuming with the interrupted run's batch size %d (not %d) so its vectors stay identical",
+                    run["batch_size"],
+                    batch_size,
+                )
+            return int(run["batch_size"])
+        logger.warning("Shards in %s belong to another run (%s): starting over", shard_dir, run)
+        for stale in shard_dir.glob("*.npz"):
+            stale.unlink()
+    run = {"key": key, "total": total, "batch_size": batch_size}
+    _atomic_write(run_file, lambda f: f.write(json.dumps(run).encode()))
+    return batch_size
+
+
+def _completed_shards(shard_dir: Path, total: int) -> list[tuple[int, int, Path]]:
+    """The shards that cover rows 0..k without a gap. Anything else (impossible unless edited by hand) is dropped."""
+    found = []
+    for path in shard_dir.glob("*.npz"):
+        match = _SHARD_NAME.fullmatch(path.name)
+        if match:
+            found.append((int(match[1]), int(match[2]), path))
+    chain, expected = [], 0
+    for start, stop, path in sorted(found):
+        if start == expected and start < stop <= total:
+            chain.append((start, stop, path))
+            expected = stop
+        else:
+            logger.warning("Dropping cache shard %s: it does not continue the rows before it", path.name)
+            path.unlink()
+    return chain
+
+
+# ------------------------------------------------------------------------------------------------ cache entries
+def _consolidate(entry: Path, key: str, embedder: Embedder, collection: Collection, batch_size: int) -> Embeddings:
+    """Join the shards into the final files; the manifest goes last, as the mark of a complete entry."""
+    shard_dir = entry / "shards"
+    shards = _completed_shards(shard_dir, len(collection))
+    covered = shards[-1][1] if shards else 0
+    if covered != len(collection):
+        raise RuntimeError(f"internal error: shards in {shard_dir} cover {covered} of {len(collection)} rows")
+    ids: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for _, _, path in shards:
+        ids.extend(_read_shard(path, "ids").tolist())
+        skipped.extend((str(a), str(b)) for a, b in _read_shard(path, "skipped").tolist())
+    if len(set(ids)) != len(ids):
+        raise RuntimeError(f"internal error: duplicate ids in the shards of {entry}")
+    dim = embedder.dim
+
+    def write_vectors(f: Any) -> None:  # streamed shard by shard: never the whole matrix in memory
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False}
+        np.lib.format.write_array_header_2_0(f, {**header, "shape": (len(ids), dim)})
+        for _, _, path in shards:
+            f.write(np.ascontiguousarray(_read_shard(path, "vectors"), dtype="<f4").tobytes())
+
+    _atomic_write(entry / "vectors.npy", write_vectors)
+    _atomic_write(entry / "ids.json", lambda f: f.write(json.dumps(ids).encode()))
+    _atomic_write(entry / "skipped.json", lambda f: f.write(json.dumps(skipped).encode()))
+    manifest = {
+        "format": _CACHE_FORMAT,
+        "key": key,
+        **_key_parts(embedder, collection),
+        "dim": dim,
+        "count": len(ids),
+        "skipped": len(skipped),
+        "batch_size": batch_size,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": {"torch": torch.__version__, "transformers": _version("transformers")},
+    }
+    _atomic_write(entry / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    for leftover in entry.glob(".*.tmp"):  # temp files of runs killed mid-write; ours were all renamed
+        leftover.unlink(missing_ok=True)
+    loaded = _load_entry(entry, dim)
+    if loaded is None:
+        raise RuntimeError(f"internal error: the cache entry just written at {entry} does not load")
+    return replace(loaded, cache_hit=False)
+
+
+def _load_entry(entry: Path, dim: int) -> Embeddings | None:
+    """A complete cache entry, memory-mapped; None if there is none (or it is damaged: then it is rebuilt)."""
+    manifest_file = entry / "manifest.json"
+    if not manifest_file.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        vectors = np.load(entry / "vectors.npy", mmap_mode="r")
+        ids = json.loads((entry / "ids.json").read_text())
+        skipped = [(str(a), str(b)) for a, b in json.loads((entry / "skipped.json").read_text())]
+    except (OSError, ValueError) as err:
+        logger.warning("Cache entry %s is damaged (%s): rebuilding it", entry, err)
+        manifest_file.unlink(missing_ok=True)
+        return None
+    expected = (manifest.get("count"), dim)
+    if manifest.get("format") != _CACHE_FORMAT or vectors.shape != expected or len(ids) != expected[0]:
+        logger.warning(
+            "Cache entry %s is inconsistent (manifest %s, vectors %s, %d ids, model dim %d): rebuilding it",
+            entry,
+            expected,
+            vectors.shape,
+            len(ids),
+            dim,
+        )
+        manifest_file.unlink(missing_ok=True)
+        return None
+    shutil.rmtree(entry / "shards", ignore_errors=True)  # left by a run killed after its manifest was written
+    return Embeddings(ids, vectors, skipped, cache_hit=True, path=entry, manifest=manifest)
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
