@@ -1,7 +1,7 @@
 """Sharing a classifier: export, strict load, model card, labels, push (with the Hub patched at HfApi), tokens.
 
 The Hub is never contacted: HfApi.create_repo / upload_folder and hf_hub_download are replaced where trainer.hub uses
-them, and offline mode is forced so that a call that slipped through would fail instead of reaching the network.
+them, and conftest.py forces offline mode, so a call that slipped through would fail instead of reaching the network.
 """
 
 from __future__ import annotations
@@ -10,22 +10,17 @@ import copy
 import csv
 import hashlib
 import json
-import os
 import re
 import shutil
 import traceback
 import zipfile
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
 import httpx2
 import numpy as np
 import pytest
 import yaml
 from huggingface_hub import HfApi, ModelCard, metadata_load
-from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.hf_api import CommitInfo, RepoUrl
 from huggingface_hub.utils import hf_raise_for_status
@@ -51,12 +46,6 @@ from trainer.synthetic import planted_concept
 
 CLIP = "openai/clip-vit-base-patch32"
 SECRET = "hf_SECRETtoken123"
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    # Read at request time by huggingface_hub, whatever was imported first: no test can reach the network.
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(scope="module")

@@ -1,38 +1,30 @@
-"""Scoring a folder of images with a shared classifier, and the push / predict command lines.
+"""Scoring a folder of images with a shared classifier, the push / predict command lines, and the card's snippets.
 
-A fake embedder stands in for CLIP (the function takes one by injection; the command line loads it through
-``trainer.predict._load_embedder``, which tests replace), so these tests need no model.
+Most tests use a fake embedder (``predict_folder`` takes one by injection; the command line loads it through
+``trainer.predict._load_embedder``, which they replace). The end-to-end tests use conftest's tiny random CLIP, in
+the standard Hugging Face format, through the same code paths as a real model.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import os
+import re
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import numpy as np
 import pytest
-from huggingface_hub import constants as hub_constants
 from PIL import Image
 
 import trainer.predict as predict
+from trainer import cli
+from trainer.card import REPO_PLACEHOLDER
 from trainer.classifier import LinearProbe
 from trainer.hub import SIGN_IN_MESSAGE, ClassifierMismatch, export_classifier
-from trainer.hub_cli import add_predict_command, add_push_command
 
 from .test_hub import SECRET, FakeHub, leaked
 
 CLIP = "openai/clip-vit-base-patch32"
 DIM = 16
-
-
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
 
 
 class FakeEmbedder:
@@ -86,7 +78,7 @@ def test_predict_writes_one_row_per_image_and_reports_unreadable_ones_by_name(cl
     assert [r["path"] for r in rows] == ["a-red.png", "b-blue.png", "more/c-orange.jpg", "more/d-alpha.png"]
     assert [name for name, _ in report.unreadable] == ["broken.jpg", "empty.png"]
     assert all(why for _, why in report.unreadable)
-    assert fake.calls == [3, 1]  # batches of at most 3, unreadable files never reach the model
+    assert sum(fake.calls) == 4 and max(fake.calls) <= 3  # unreadable files never reach the model
     probe = LinearProbe.from_pretrained(classifier)
     for row in rows:
         expected = float(probe.predict_proba(fake.embed_images([Image.open(images / row["path"])]))[0])
@@ -124,18 +116,13 @@ def test_predict_with_an_explicit_model_of_the_same_size_is_allowed_with_a_warni
 
 def test_predict_on_a_folder_without_images_says_so(classifier, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no image files under"):
+    with pytest.raises(ValueError, match="no image files in"):
         predict.predict_folder(classifier, tmp_path / "empty", tmp_path / "s.csv", embedder=FakeEmbedder())
 
 
 # ------------------------------------------------------------------------------------------------- command line
 def run_cli(*argv: str) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainer")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_push_command(subparsers)
-    add_predict_command(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return cli.main(list(argv))
 
 
 def test_predict_command_writes_the_csv_and_lists_unreadable_images(classifier, images, tmp_path, monkeypatch, capsys):
@@ -166,6 +153,14 @@ def test_push_command_uses_the_local_token_and_prints_the_url(classifier, tmp_pa
     assert leaked(SECRET, printed.out, printed.err, caplog.text) == []
 
 
+def test_push_command_checks_the_repo_name_first(classifier, tmp_path, monkeypatch):
+    fake = FakeHub(tmp_path).install(monkeypatch)
+    monkeypatch.setattr("trainer.hub.get_token", lambda: None)
+    with pytest.raises(SystemExit, match=r"push failed: .*'red things' contains ' '"):
+        run_cli("push", "--classifier", str(classifier), "--repo", "red things")
+    assert fake.create_calls == []
+
+
 def test_push_command_without_a_token_explains_how_to_sign_in(classifier, tmp_path, monkeypatch):
     fake = FakeHub(tmp_path).install(monkeypatch)
     monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -174,3 +169,39 @@ def test_push_command_without_a_token_explains_how_to_sign_in(classifier, tmp_pa
         run_cli("push", "--classifier", str(classifier), "--repo", "alice/red-things")
     assert SIGN_IN_MESSAGE in str(caught.value.code)
     assert fake.create_calls == [] and (classifier / "model.safetensors").is_file()
+
+
+# --------------------------------------------------------------------------------------- end to end, tiny CLIP
+@pytest.fixture
+def tiny_classifier(tiny_clip_dir, tiny_embedder, tmp_path) -> tuple[LinearProbe, Path]:
+    """A classifier over the tiny CLIP's embeddings, recorded with that model folder as its base model."""
+    prompt = tiny_embedder.embed_text(["a red square"])[0]
+    probe = LinearProbe.from_prompt(prompt, scale=20.0, bias=-2.0, base_model=str(tiny_clip_dir), prompt="red")
+    return probe, export_classifier(probe, tmp_path / "tiny-classifier")
+
+
+def test_predict_command_embeds_with_the_classifiers_own_base_model(tiny_classifier, tiny_embedder, images, tmp_path):
+    probe, folder = tiny_classifier
+    out = tmp_path / "scores.csv"
+    assert cli.main(["predict", "--classifier", str(folder), "--images", str(images), "--out", str(out)]) == 0
+    rows = read_csv(out)
+    expected = probe.predict_proba(tiny_embedder.embed_images([Image.open(images / r["path"]) for r in rows]))
+    np.testing.assert_allclose([float(r["probability"]) for r in rows], expected, atol=1e-6)
+
+
+def test_both_card_snippets_run_and_agree_with_the_classifier(tiny_classifier, tiny_embedder, tmp_path, capsys):
+    probe, folder = tiny_classifier
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (40, 30), (220, 30, 40)).save(photo)
+    expected = float(probe.predict_proba(tiny_embedder.embed_images([Image.open(photo)]))[0])
+    card = (folder / "README.md").read_text()
+    snippets = re.findall(r"```python\n(.*?)```", card, flags=re.DOTALL)
+    assert len(snippets) == 2
+    for snippet in snippets:
+        # Run as a reader would after unzipping the export: the folder stands where the repo id goes.
+        code = snippet.replace(REPO_PLACEHOLDER, str(folder)).replace('"photo.jpg"', repr(str(photo)))
+        exec(compile(code, "README.md snippet", "exec"), {})
+        printed = capsys.readouterr().out
+        probability = float(re.search(r"P\(concept\) = ([0-9.]+)", printed).group(1))
+        assert probability == pytest.approx(expected, abs=1e-3)
+        assert printed.strip().endswith(str(expected >= probe.threshold))

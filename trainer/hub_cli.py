@@ -30,11 +30,12 @@ def add_push_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from trainer.hub import HubError, find_local_token, push_classifier
+    from trainer.hub import HubError, find_local_token, push_classifier, validate_repo_id
 
     try:
+        repo_id = validate_repo_id(args.repo)  # a bad name is worth hearing about before a missing token
         url = push_classifier(
-            args.classifier, args.repo, find_local_token(), private=args.private, exist_ok=args.exist_ok
+            args.classifier, repo_id, find_local_token(), private=args.private, exist_ok=args.exist_ok
         )
     except HubError as err:  # its message is already scrubbed of the token and says what to do
         raise SystemExit(f"push failed: {err}") from None

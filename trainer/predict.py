@@ -2,7 +2,8 @@
 
 The classifier (an export folder or a Hub repo) is loaded with ``trainer.hub``'s strict checks, its own base CLIP
 model embeds the images, and one CSV row per image says its probability and whether it clears the classifier's
-threshold. An image that cannot be decoded is reported by name and skipped; it never stops the run.
+threshold. The folder is read as an image collection by ``trainer.data``, so images are listed and decoded exactly
+as indexing does (same ids, same EXIF handling); one that cannot be decoded is reported by name and skipped.
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import struct
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,15 +21,14 @@ import numpy as np
 from PIL import Image
 
 from .classifier import LinearProbe
+from .data import Collection
 from .hub import HubError, check_compatible, load_classifier
 
-__all__ = ["CSV_COLUMNS", "Embedder", "PredictReport", "list_images", "predict_folder"]
+__all__ = ["CSV_COLUMNS", "Embedder", "PredictReport", "predict_folder"]
 
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ("path", "probability", "above_threshold")
-# What a broken or hostile file can raise while Pillow opens and decodes it.
-_DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, Image.DecompressionBombError)
 
 
 class Embedder(Protocol):
@@ -47,21 +46,6 @@ class PredictReport:
     scored: int
     above_threshold: int
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path relative to the folder, why)
-
-
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Every non-hidden file under ``folder`` whose extension Pillow can open, in a stable (sorted) order."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no image folder at {root}")
-    extensions = {ext.lower() for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
-    found: list[Path] = []
-    for here, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # in place: prunes the walk and fixes its order
-        found.extend(
-            Path(here) / n for n in sorted(names) if not n.startswith(".") and Path(n).suffix.lower() in extensions
-        )
-    return found
 
 
 def predict_folder(
@@ -83,10 +67,9 @@ def predict_folder(
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer; got {batch_size}")
     probe = classifier if isinstance(classifier, LinearProbe) else load_classifier(classifier, token=token)
-    root = Path(images)
-    files = list_images(root)
-    if not files:
-        raise FileNotFoundError(f"no image files under {root}")
+    if not Path(images).is_dir():
+        raise FileNotFoundError(f"no image folder at {images}")
+    collection = Collection.open(str(images), split=None)  # ids: paths relative to the folder
     if embedder is None:
         embedder = _load_embedder(probe, model)
     if model is not None and model != probe.base_model:
@@ -98,13 +81,12 @@ def predict_folder(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
-    unreadable: list[tuple[str, str]] = []
     scored = above = 0
     try:
         with partial.open("w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(CSV_COLUMNS)
-            for names, batch in _decoded_batches(root, files, batch_size, unreadable):
+            for names, batch in collection.batches(batch_size):
                 proba = probe.predict_proba(embedder.embed_images(batch))  # (B,)
                 for name, p in zip(names, proba, strict=True):
                     writer.writerow((name, f"{p:.6f}", "true" if p >= probe.threshold else "false"))
@@ -113,6 +95,7 @@ def predict_folder(
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
+    unreadable = list(collection.skipped)  # filled as the batches were decoded
     for name, why in unreadable:
         log.warning("Skipped %s: %s", name, why)
     log.info("Scored %d images (%d above %g) into %s", scored, above, probe.threshold, out)
@@ -127,26 +110,3 @@ def _load_embedder(probe: LinearProbe, model: str | None) -> Embedder:
     if model is not None:
         return embed.load(model)
     return embed.load(probe.base_model, revision=probe.base_model_revision)
-
-
-def _decoded_batches(
-    root: Path, files: list[Path], batch_size: int, unreadable: list[tuple[str, str]]
-) -> Iterator[tuple[list[str], list[Image.Image]]]:
-    """Decode ``files`` a batch at a time; a file that fails goes to ``unreadable`` with the reason."""
-    names: list[str] = []
-    batch: list[Image.Image] = []
-    for path in files:
-        name = path.relative_to(root).as_posix()
-        try:
-            with Image.open(path) as image:
-                image.load()  # decode now: a truncated file fails here, not inside the model call
-                batch.append(image.copy())
-        except _DECODE_ERRORS as err:
-            unreadable.append((name, f"{type(err).__name__}: {err}"))
-            continue
-        names.append(name)
-        if len(batch) == batch_size:
-            yield names, batch
-            names, batch = [], []
-    if batch:
-        yield names, batch
