@@ -101,6 +101,7 @@ class FakeHub:
         self.create_calls: list[dict] = []
         self.upload_calls: list[dict] = []
         self.tokens: list[str | None] = []
+        self.library_names: list[str | None] = []
         self.create_failures: list[BaseException] = []
         self.upload_failures: list[BaseException] = []
 
@@ -109,6 +110,7 @@ class FakeHub:
 
         def create_repo(api, repo_id, **kwargs):
             fake.tokens.append(api.token)
+            fake.library_names.append(api.library_name)
             fake.create_calls.append({"repo_id": repo_id, **kwargs})
             if fake.create_failures:
                 raise fake.create_failures.pop(0)
@@ -247,6 +249,12 @@ def test_pulling_a_missing_repo_or_a_path_that_is_not_there_says_so(monkeypatch)
         load_classifier("./not-here")
 
 
+def test_a_file_inside_an_export_is_not_taken_for_a_repo_id(export, monkeypatch):
+    monkeypatch.chdir(export.parent)
+    with pytest.raises(HubError, match=r"No classifier folder at export/model\.safetensors: pass the folder"):
+        load_classifier("export/model.safetensors")  # a valid-looking repo id, but a local file
+
+
 def test_pulling_while_offline_says_offline_mode_is_on():
     # The real hf_hub_download, with offline mode forced by the autouse fixture: no request is even attempted.
     with pytest.raises(HubError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
@@ -342,6 +350,7 @@ def test_card_escapes_markup_in_the_prompt_and_leaves_a_local_model_out_of_the_m
     assert "a local CLIP model folder, `tiny-clip`" in text
     assert r"| Prompt | cats \| \<b\>dogs\</b\> \*x\* |" in text
     assert "No quality estimate was measured" in text and "| Rounds | 0 |" in text
+    assert "has not been refined by any labelling yet" in text
 
 
 # ----------------------------------------------------------------------------------------------------------- push
@@ -375,7 +384,7 @@ def test_push_uploads_weights_config_card_and_labels(session, export, fake_hub, 
     assert {r.id: r.score for r in read_labels(uploaded / "labels.csv")} == session.labels
     pulled = load_classifier(uploaded)
     assert np.array_equal(pulled.predict_proba(concept.vectors), session.classifier.predict_proba(concept.vectors))
-    assert fake_hub.tokens == [SECRET, SECRET]
+    assert fake_hub.tokens == [SECRET, SECRET] and fake_hub.library_names == ["concept-trainer"]
 
 
 def test_push_of_a_session_with_a_bare_name_lands_in_the_token_owners_namespace(session, fake_hub):
@@ -542,3 +551,11 @@ def test_the_token_is_scrubbed_from_every_failure(export, fake_hub, caplog, tmp_
     assert leaked(SECRET, str(caught.value), shown, caplog.text, folders=(tmp_path,)) == []
     if not (isinstance(failure, HfHubHTTPError) and failure.response.status_code == 401):  # 401 quotes no text
         assert "***" in str(caught.value)
+
+
+def test_other_token_shaped_strings_are_scrubbed_but_ordinary_names_are_kept(export, fake_hub):
+    other = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz012345"  # someone else's token, echoed by a server
+    fake_hub.create_failures = [http_error(500, f"hf_hub_download failed for {other}")] * 3
+    with pytest.raises(HubError) as caught:
+        push_classifier(export, "alice/x", SECRET, backoff_s=0)
+    assert other not in str(caught.value) and "hf_hub_download failed for hf_***" in str(caught.value)

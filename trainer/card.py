@@ -134,7 +134,9 @@ _CARD_TEMPLATE = """---
 # Concept classifier: {{ prompt }}
 
 A linear classifier on CLIP image embeddings for the concept **{{ prompt }}**, made with Concept Trainer: it started
-from the text prompt (zero-shot) and was refined by {{ rounds }} round(s) of human labelling.
+from the text prompt (zero-shot) and
+{%- if rounds %} was refined by {{ rounds }} round(s) of human labelling.
+{%- else %} has not been refined by any labelling yet.{% endif %}
 
 It scores an image as `sigmoid(w · x + b)`, where `x` is the L2-normalised {{ dim }}-d image embedding of
 {% if base_model_link %}[{{ base_model }}]({{ base_model_link }}){% else %}{{ base_model }}{% endif %}

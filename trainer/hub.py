@@ -57,7 +57,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 from safetensors.torch import load_file
 
-from .card import REPO_PLACEHOLDER, CardFacts, model_card
+from .card import LIBRARY_NAME, REPO_PLACEHOLDER, CardFacts, model_card
 from .classifier import LinearProbe
 from .session import RoundStats, Session
 
@@ -105,7 +105,8 @@ _NETWORK_ERRORS = (
     TimeoutError,
 )
 _MAX_WAIT_S = 30.0  # cap on any single back-off, whatever a Retry-After header asks for
-_TOKEN_LIKE = re.compile(r"\bhf_[A-Za-z0-9_]{6,}")
+# Hub tokens: "hf_" + ~34 letters and digits (OAuth ones "hf_oauth_..."). Long enough not to eat "hf_hub_download".
+_TOKEN_LIKE = re.compile(r"\bhf_(?:[a-z]+_)?[A-Za-z0-9]{16,}")
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 
 T = TypeVar("T")
@@ -388,8 +389,8 @@ def load_classifier(
     if Path(source).is_dir():
         _require_files(Path(source), source)
         config_path, weights_path = Path(source) / CONFIG_NAME, Path(source) / WEIGHTS_NAME
-    elif isinstance(repo_or_folder, os.PathLike) or source.startswith(("/", ".", "~")):
-        raise HubError(f"No classifier folder at {source}.")
+    elif isinstance(repo_or_folder, os.PathLike) or source.startswith(("/", ".", "~")) or Path(source).exists():
+        raise HubError(f"No classifier folder at {source}: pass the folder of an export, or a Hub repo id.")
     else:
         repo_id = validate_repo_id(source)
         paths = [
@@ -531,7 +532,7 @@ def push_classifier(
             folder = export_classifier(source, Path(tmp) / "export", **export_options)  # type: ignore[arg-type]
         kept = f" Nothing was lost: the export is still at {folder}." if given_folder else ""
         calls = dict(repo_id=repo_id, token=token, attempts=attempts, backoff_s=backoff_s, note=kept)
-        api = HfApi(token=token)
+        api = HfApi(token=token, library_name=LIBRARY_NAME)  # names this app in the Hub's user agent
         # If an attempt fails without an answer, the repo may have been created anyway: a retry must accept it.
         created_maybe = False
 
