@@ -112,6 +112,8 @@ def test_predict_with_an_explicit_model_of_the_same_size_is_allowed_with_a_warni
     )
     assert report.scored == 4
     assert "trained on openai/clip-vit-base-patch32; scoring with copy/of-clip" in caplog.text
+    with pytest.raises(ClassifierMismatch, match=r"takes 16-d embeddings .*, but the current model gives 8-d"):
+        predict.predict_folder(classifier, images, tmp_path / "s.csv", embedder=FakeEmbedder("x/y", 8), model="x/y")
 
 
 def test_predict_on_a_folder_without_images_says_so(classifier, tmp_path):

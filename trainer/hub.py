@@ -472,23 +472,27 @@ def check_compatible(probe: LinearProbe, *, base_model: str | None = None, dim: 
     """Raise ``ClassifierMismatch`` unless ``probe`` takes embeddings of ``base_model`` of size ``dim`` (None: any)."""
     model_differs = base_model is not None and not _same_model(probe.base_model, base_model)
     if model_differs or (dim is not None and dim != probe.dim):
-        have = f"{base_model or 'the current model'}" + (f" ({dim}-d)" if dim is not None else "")
+        size = f" ({dim}-d)" if dim is not None else ""
+        have = f"is {base_model}{size}" if base_model is not None else f"gives {dim}-d embeddings"
         raise ClassifierMismatch(
             f"This classifier takes {probe.dim}-d embeddings of {probe.base_model or 'an unrecorded model'}, "
-            f"but the current model is {have}. Use a classifier trained on {base_model or 'this model'}, or switch "
-            f"to {probe.base_model or 'its model'}."
+            f"but the current model {have}. Use a classifier trained on {base_model or 'the current model'}, or "
+            f"switch to {probe.base_model or 'its model'}."
         )
 
 
 def _same_model(recorded: str | None, current: str) -> bool:
     if recorded is None:
         return False
-    if recorded.casefold() == current.casefold():  # Hub ids are case-insensitive
+    if recorded == current:
         return True
-    try:  # the same local folder, written two ways
-        return Path(recorded).expanduser().resolve().samefile(Path(current).expanduser().resolve())
-    except OSError:
-        return False
+    paths = Path(recorded).expanduser(), Path(current).expanduser()
+    if any(p.exists() for p in paths):  # local folders: the same one, however its path is written
+        try:
+            return paths[0].resolve().samefile(paths[1].resolve())
+        except OSError:
+            return False
+    return recorded.casefold() == current.casefold()  # Hub ids are case-insensitive
 
 
 # ------------------------------------------------------------------------------------------------------- push
