@@ -238,3 +238,19 @@ def test_bad_prompt_vectors_and_batch_sizes_are_refused(index):
         Session(index, np.zeros(16, np.float32))
     with pytest.raises(ValueError, match="batch_size"):
         Session(index, np.ones(32, np.float32), batch_size=0)
+
+
+def test_label_rounds_record_when_each_label_was_given_and_follow_undo(index, concept):
+    session = Session(index, concept.prompt_vector, seed=0)
+    first = [h.id for h in session.batch()]
+    session.label(concept.oracle(first))
+    second = [h.id for h in session.train_and_requery()]
+    session.label({**concept.oracle(second), first[0]: 0.0})  # a relabel counts in the round it happened
+    assert session.label_rounds == {**dict.fromkeys(first[1:], 1), **dict.fromkeys([*second, first[0]], 2)}
+    assert session.label_rounds.keys() == session.labels.keys()
+    before_training = session.label_rounds
+    third = [h.id for h in session.train_and_requery()]
+    session.label(concept.oracle(third))
+    assert set(session.label_rounds.values()) == {1, 2, 3}
+    session.undo()  # back to before round 2 was trained: the round-3 labels go with it
+    assert session.label_rounds == before_training

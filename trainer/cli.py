@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from trainer.config import Settings
 from trainer.data import SOURCES
+from trainer.hub_cli import add_predict_command, add_push_command
 
 if TYPE_CHECKING:
     from trainer.data import Collection
@@ -35,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_index_command(subparsers)
+    add_push_command(subparsers)
+    add_predict_command(subparsers)
     return parser
 
 

@@ -54,6 +54,7 @@ class Session:
         classifier: LinearProbe | None = None,
         prompt: str | None = None,
         base_model: str | None = None,
+        base_model_revision: str | None = None,
     ) -> None:
         if strategy not in RECIPE_NAMES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(RECIPE_NAMES)}")
@@ -76,6 +77,8 @@ class Session:
         self._select = get_strategy("top" if strategy == "original" else strategy)
         self._rng = np.random.default_rng(seed)
         self._labels: dict[str, float] = {}
+        # The round in which each label was last given: shared labels say when, so others can replay the session.
+        self._label_rounds: dict[str, int] = {}
         self._newest: dict[str, float] = {}  # labels given since the last round: all the "original" recipe trains on
         self._vectors: dict[str, np.ndarray] = {}  # labelled items' embeddings, fetched once each
         self._seen: set[str] = set()
@@ -95,6 +98,7 @@ class Session:
                 prior_strength=prior_strength,
                 prompt=prompt,
                 base_model=base_model,
+                base_model_revision=base_model_revision,
             )
             # The search ran on the unit prompt vector; the classifier's weight is that vector times ``scale``.
             pool = [Hit(h.id, h.score * scale) for h in pool]
@@ -115,6 +119,11 @@ class Session:
     @property
     def labels(self) -> dict[str, float]:
         return dict(self._labels)
+
+    @property
+    def label_rounds(self) -> dict[str, int]:
+        """For each labelled id, the (1-based) round whose batch it was labelled in (the latest, if relabelled)."""
+        return dict(self._label_rounds)
 
     @property
     def history(self) -> list[RoundStats]:
@@ -155,6 +164,7 @@ class Session:
             self._vectors.update(zip(missing, self.index.fetch(missing), strict=True))
         self._labels.update(clean)
         self._newest.update(clean)
+        self._label_rounds.update(dict.fromkeys(clean, self.round))
 
     def train_and_requery(self) -> list[Hit]:
         """Fit on every label so far, then return the next batch: items never shown in this session."""
@@ -216,6 +226,7 @@ class Session:
     def _snapshot(self) -> dict:
         return {
             "labels": dict(self._labels),
+            "label_rounds": dict(self._label_rounds),
             "newest": dict(self._newest),
             "seen": set(self._seen),
             "batch": list(self._batch),
@@ -227,6 +238,7 @@ class Session:
 
     def _restore(self, state: dict) -> None:
         self._labels = state["labels"]
+        self._label_rounds = state["label_rounds"]
         self._newest = state["newest"]
         self._seen = state["seen"]
         self._batch = state["batch"]

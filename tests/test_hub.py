@@ -1,0 +1,567 @@
+"""Sharing a classifier: export, strict load, model card, labels, push (with the Hub patched at HfApi), tokens.
+
+The Hub is never contacted: HfApi.create_repo / upload_folder and hf_hub_download are replaced where trainer.hub uses
+them, and conftest.py forces offline mode, so a call that slipped through would fail instead of reaching the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import json
+import re
+import shutil
+import traceback
+import zipfile
+from pathlib import Path
+
+import httpx2
+import numpy as np
+import pytest
+import yaml
+from huggingface_hub import HfApi, ModelCard, metadata_load
+from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.hf_api import CommitInfo, RepoUrl
+from huggingface_hub.utils import hf_raise_for_status
+from huggingface_hub.utils import validate_repo_id as hub_validate_repo_id
+from safetensors.torch import load_file, save_file
+
+import trainer.hub as hub
+from trainer.classifier import LinearProbe
+from trainer.hub import (
+    SIGN_IN_MESSAGE,
+    ClassifierMismatch,
+    HubError,
+    export_classifier,
+    load_classifier,
+    push_classifier,
+    read_labels,
+    validate_repo_id,
+    zip_export,
+)
+from trainer.index.local import LocalIndex
+from trainer.session import Session
+from trainer.synthetic import planted_concept
+
+CLIP = "openai/clip-vit-base-patch32"
+SECRET = "hf_SECRETtoken123"
+
+
+@pytest.fixture(scope="module")
+def concept():
+    return planted_concept(n=400, dim=16, seed=3)
+
+
+@pytest.fixture(scope="module")
+def trained(concept):
+    index = LocalIndex.from_vectors(concept.ids, concept.vectors)
+    session = Session(
+        index, concept.prompt_vector, prompt="red circles on stripes", base_model=CLIP, base_model_revision="rev1"
+    )
+    for _ in range(3):
+        session.label(concept.oracle([h.id for h in session.batch()]))
+        session.train_and_requery()
+    batch = [h.id for h in session.batch()]
+    session.label({batch[0]: 0.0, batch[1]: -0.5})  # no opinion, a weak negative; not trained on yet
+    return session
+
+
+@pytest.fixture
+def session(trained):
+    return copy.deepcopy(trained)  # training takes a while; tests that change the session get their own copy
+
+
+@pytest.fixture
+def export(session, tmp_path):
+    return export_classifier(session, tmp_path / "export", collection="planted concept (test)")
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def http_error(status: int, message: str = "", headers: dict[str, str] | None = None) -> HfHubHTTPError:
+    """The error huggingface_hub itself raises for such an answer."""
+    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
+    response = httpx2.Response(status, request=request, json={"error": message}, headers=headers or {})
+    try:
+        hf_raise_for_status(response)
+    except HfHubHTTPError as err:
+        return err
+    raise AssertionError(f"HTTP {status} did not raise")
+
+
+class FakeHub:
+    """Stands in for HfApi.create_repo / upload_folder; keeps a copy of what was uploaded, fails on request."""
+
+    def __init__(self, tmp_path: Path, owner: str = "alice") -> None:
+        self.owner = owner
+        self.uploaded = tmp_path / "uploaded"
+        self.create_calls: list[dict] = []
+        self.upload_calls: list[dict] = []
+        self.tokens: list[str | None] = []
+        self.library_names: list[str | None] = []
+        self.create_failures: list[BaseException] = []
+        self.upload_failures: list[BaseException] = []
+
+    def install(self, monkeypatch) -> FakeHub:
+        fake = self
+
+        def create_repo(api, repo_id, **kwargs):
+            fake.tokens.append(api.token)
+            fake.library_names.append(api.library_name)
+            fake.create_calls.append({"repo_id": repo_id, **kwargs})
+            if fake.create_failures:
+                raise fake.create_failures.pop(0)
+            full = repo_id if "/" in repo_id else f"{fake.owner}/{repo_id}"
+            return RepoUrl(f"https://huggingface.co/{full}")
+
+        def upload_folder(api, *, repo_id, folder_path, **kwargs):
+            fake.tokens.append(api.token)
+            fake.upload_calls.append({"repo_id": repo_id, "folder_path": folder_path, **kwargs})
+            if fake.upload_failures:
+                raise fake.upload_failures.pop(0)
+            shutil.rmtree(fake.uploaded, ignore_errors=True)
+            shutil.copytree(folder_path, fake.uploaded)
+            return CommitInfo(
+                commit_url=f"https://huggingface.co/{repo_id}/commit/abc123",
+                commit_message=kwargs.get("commit_message") or "",
+                commit_description="",
+                oid="abc123",
+            )
+
+        monkeypatch.setattr(HfApi, "create_repo", create_repo)
+        monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+        return self
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    return FakeHub(tmp_path).install(monkeypatch)
+
+
+# ----------------------------------------------------------------------------------------------- export and load
+def test_export_then_load_gives_bit_identical_scores(session, export, concept):
+    loaded = load_classifier(export, expect_base_model=CLIP, expect_dim=16)
+    assert np.array_equal(loaded.predict_proba(concept.vectors), session.classifier.predict_proba(concept.vectors))
+    for name, tensor in session.classifier.state_dict().items():
+        assert np.array_equal(loaded.state_dict()[name].numpy(), tensor.numpy()), name
+    assert (loaded.base_model, loaded.base_model_revision, loaded.prompt) == (CLIP, "rev1", "red circles on stripes")
+
+
+def test_config_records_what_a_user_needs_and_follows_a_moved_threshold(session, tmp_path):
+    session.classifier.threshold = 0.7  # moved after construction: the export must say 0.7, not the init value
+    folder = export_classifier(session, tmp_path / "moved")
+    config = json.loads((folder / "config.json").read_text())
+    assert config == {
+        "base_model": CLIP,
+        "base_model_revision": "rev1",
+        "dim": 16,
+        "prompt": "red circles on stripes",
+        "recipe": "balanced",
+        "prior_strength": 10.0,
+        "threshold": 0.7,
+    }
+    assert load_classifier(folder).threshold == 0.7
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda s: s.update(extra=s["linear.bias"].clone()), r"unexpected \['extra'\]"),
+        (lambda s: s.pop("prior_weight"), r"missing \['prior_weight'\]"),
+        (lambda s: s.update({"linear.weight": s["linear.weight"][:, :8].contiguous()}), r"linear.weight \(1, 8\)"),
+        (lambda s: s["linear.bias"].fill_(float("nan")), r"NaN or infinite values in \['linear.bias'\]"),
+    ],
+    ids=["unexpected key", "missing key", "wrong shape", "nan"],
+)
+def test_strict_loading_refuses_a_tampered_state_dict(export, tamper, message):
+    state = load_file(export / "model.safetensors")
+    tamper(state)
+    save_file(state, export / "model.safetensors")
+    with pytest.raises(HubError, match=message):
+        load_classifier(export)
+
+
+def test_loading_refuses_a_broken_config_or_weights_file(export):
+    (export / "model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(HubError, match="not a readable safetensors file"):
+        load_classifier(export)
+    (export / "config.json").write_text(json.dumps({"dim": 16, "recipe": "sideways"}))
+    with pytest.raises(HubError, match="unknown recipe 'sideways'"):
+        load_classifier(export)
+    (export / "config.json").write_text("{}")
+    with pytest.raises(HubError, match="positive integer 'dim'"):
+        load_classifier(export)
+    (export / "config.json").unlink()
+    with pytest.raises(HubError, match=r"config\.json missing"):
+        load_classifier(export)
+
+
+@pytest.mark.parametrize(
+    ("model", "dim"), [("openai/clip-vit-large-patch14", 768), (CLIP, 768), ("tiny-clip", 16)], ids=str
+)
+def test_loading_onto_another_base_model_or_size_fails_naming_both(export, model, dim):
+    with pytest.raises(ClassifierMismatch) as caught:
+        load_classifier(export, expect_base_model=model, expect_dim=dim)
+    message = str(caught.value)
+    assert f"16-d embeddings of {CLIP}" in message
+    assert f"current model is {model} ({dim}-d)" in message
+
+
+def test_a_local_base_model_matches_however_its_path_is_written(concept, tmp_path, monkeypatch):
+    model_dir = tmp_path / "models" / "tiny-clip"
+    model_dir.mkdir(parents=True)
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=5.0, bias=-1.0, base_model=str(model_dir))
+    folder = export_classifier(probe, tmp_path / "local")
+    monkeypatch.chdir(tmp_path)
+    load_classifier(folder, expect_base_model="models/tiny-clip/", expect_dim=16)
+    with pytest.raises(ClassifierMismatch):
+        load_classifier(folder, expect_base_model="models", expect_dim=16)
+    with pytest.raises(ClassifierMismatch):
+        load_classifier(folder, expect_base_model="models/TINY-clip", expect_dim=16)  # paths are not case-blind
+
+
+def test_hub_model_ids_match_whatever_their_case(export):
+    load_classifier(export, expect_base_model=CLIP.upper(), expect_dim=16)
+
+
+def test_pulling_from_the_hub_downloads_config_and_weights_then_loads_strictly(export, session, concept, monkeypatch):
+    asked = []
+
+    def fake_download(repo_id, filename, *, revision=None, token=None):
+        asked.append((repo_id, filename, revision, token))
+        return str(export / filename)
+
+    monkeypatch.setattr(hub, "hf_hub_download", fake_download)
+    loaded = load_classifier("alice/red-circles", revision="v1", token=False, expect_base_model=CLIP)
+    assert asked == [
+        ("alice/red-circles", "config.json", "v1", False),
+        ("alice/red-circles", "model.safetensors", "v1", False),
+    ]
+    assert np.array_equal(loaded.predict_proba(concept.vectors), session.classifier.predict_proba(concept.vectors))
+
+
+def test_pulling_a_missing_repo_or_a_path_that_is_not_there_says_so(monkeypatch):
+    def missing(repo_id, filename, **kwargs):
+        error = http_error(404, "Repository not found")
+        raise hub.RepositoryNotFoundError(str(error), response=error.response)
+
+    monkeypatch.setattr(hub, "hf_hub_download", missing)
+    with pytest.raises(HubError, match=r"No model repository 'alice/nothing' on the Hub.*no local folder"):
+        load_classifier("alice/nothing", backoff_s=0)
+    with pytest.raises(HubError, match=r"No classifier folder at \./not-here"):
+        load_classifier("./not-here")
+
+
+def test_a_file_inside_an_export_is_not_taken_for_a_repo_id(export, monkeypatch):
+    monkeypatch.chdir(export.parent)
+    with pytest.raises(HubError, match=r"No classifier folder at export/model\.safetensors: pass the folder"):
+        load_classifier("export/model.safetensors")  # a valid-looking repo id, but a local file
+
+
+def test_pulling_while_offline_says_offline_mode_is_on():
+    # The real hf_hub_download, with offline mode forced by the autouse fixture: no request is even attempted.
+    with pytest.raises(HubError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
+        load_classifier("alice/never-downloaded-classifier", backoff_s=0)
+
+
+def test_export_refuses_a_foreign_folder_but_replaces_an_earlier_export(session, export, tmp_path):
+    before = digest(export)
+    session.classifier.threshold = 0.6
+    export_classifier(session, export)
+    assert digest(export) != before and sorted(digest(export)) == sorted(before)
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="not an earlier export"):
+        export_classifier(session, foreign)
+    assert [p.name for p in foreign.iterdir()] == ["holiday.jpg"]
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+
+
+def test_export_needs_to_know_the_base_model(concept, tmp_path):
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=5.0, bias=-1.0)
+    with pytest.raises(ValueError, match="base_model=<the CLIP model id>"):
+        export_classifier(probe, tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_zip_export_unzips_to_a_folder_with_the_same_files(export, tmp_path):
+    archive = zip_export(export)
+    assert archive == export.with_name("export.zip")
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "unzipped")
+    assert digest(tmp_path / "unzipped" / "export") == digest(export)
+
+
+# ----------------------------------------------------------------------------------------------- card and labels
+def test_labels_round_trip_through_jsonl_and_csv(session, export):
+    for path in (export, export / "labels.csv"):
+        records = read_labels(path)
+        assert {r.id: r.score for r in records} == session.labels
+        assert {r.id: r.round for r in records} == session.label_rounds
+    with (export / "labels.csv").open(newline="") as f:
+        assert next(csv.reader(f)) == ["id", "score", "round"]
+
+
+def test_card_metadata_parses_back_with_the_hub_library(export):
+    metadata = metadata_load(export / "README.md")
+    assert metadata["library_name"] == "concept-trainer"
+    assert metadata["base_model"] == CLIP
+    assert metadata["license"] == "apache-2.0"
+    assert metadata["pipeline_tag"] == "image-classification"
+    assert {"clip", "linear-probe", "concept-trainer"} <= set(metadata["tags"])
+    card = ModelCard.load(export / "README.md")
+    assert card.data.base_model == CLIP
+    text = (export / "README.md").read_text()
+    assert yaml.safe_load(text.split("---")[1]) == metadata
+
+
+def test_card_reports_prompt_label_counts_rounds_strategy_and_no_quality_estimate(session, export):
+    text = (export / "README.md").read_text()
+    labels = session.labels.values()
+    positives, negatives = sum(v > 0 for v in labels), sum(v < 0 for v in labels)
+    assert "# Concept classifier: red circles on stripes" in text
+    counts = f"{positives} positive, {negatives} negative, 1 seen with no opinion ({len(labels)} in all)"
+    assert f"| Labels | {counts} |" in text
+    assert "| Rounds | 3 |" in text
+    assert "| Selection strategy | `mixed`: Half top, half boundary" in text
+    assert "Note: 2 label(s) were given after the last training round" in text
+    assert "No quality estimate was measured" in text
+    assert "revision `rev1`" in text
+    assert 'LinearProbe.from_pretrained("your-name/your-classifier")' in text
+
+
+def test_card_states_a_held_out_ap_and_a_chosen_license(session, tmp_path):
+    folder = export_classifier(
+        session, tmp_path / "ap", held_out_ap=0.8123, held_out_note="validation split, 500 images", license="mit"
+    )
+    text = (folder / "README.md").read_text()
+    assert "never labelled: **0.812** (validation split, 500 images)" in text
+    assert "No quality estimate" not in text
+    assert metadata_load(folder / "README.md")["license"] == "mit"
+
+
+def test_card_escapes_markup_in_the_prompt_and_leaves_a_local_model_out_of_the_metadata(concept, tmp_path):
+    model_dir = tmp_path / "assets" / "tiny-clip"
+    model_dir.mkdir(parents=True)
+    probe = LinearProbe.from_prompt(
+        concept.prompt_vector, scale=5.0, bias=-1.0, base_model=str(model_dir), prompt="cats | <b>dogs</b>\n*x*"
+    )
+    folder = export_classifier(probe, tmp_path / "local")
+    text = (folder / "README.md").read_text()
+    assert "base_model" not in metadata_load(folder / "README.md")
+    assert "a local CLIP model folder, `tiny-clip`" in text
+    assert r"| Prompt | cats \| \<b\>dogs\</b\> \*x\* |" in text
+    assert "No quality estimate was measured" in text and "| Rounds | 0 |" in text
+    assert "has not been refined by any labelling yet" in text
+
+
+# ----------------------------------------------------------------------------------------------------------- push
+def test_push_uploads_weights_config_card_and_labels(session, export, fake_hub, concept):
+    url = push_classifier(export, "alice/red-circles", SECRET)
+    assert url == "https://huggingface.co/alice/red-circles"
+    assert fake_hub.create_calls == [{"repo_id": "alice/red-circles", "private": False, "exist_ok": False}]
+    (upload,) = fake_hub.upload_calls
+    assert upload["repo_id"] == "alice/red-circles" and upload["repo_type"] == "model"
+    assert "red circles on stripes" in upload["commit_message"]
+    uploaded = fake_hub.uploaded
+    assert sorted(p.name for p in uploaded.iterdir()) == sorted(hub.EXPORT_FILES)
+    config = json.loads((uploaded / "config.json").read_text())
+    assert {k: config[k] for k in ("base_model", "dim", "prompt", "recipe", "threshold")} == {
+        "base_model": CLIP,
+        "dim": 16,
+        "prompt": "red circles on stripes",
+        "recipe": "balanced",
+        "threshold": 0.5,
+    }
+    metadata = metadata_load(uploaded / "README.md")
+    assert (metadata["library_name"], metadata["base_model"], metadata["license"]) == (
+        "concept-trainer",
+        CLIP,
+        "apache-2.0",
+    )
+    assert "linear-probe" in metadata["tags"]
+    card = (uploaded / "README.md").read_text()
+    assert 'LinearProbe.from_pretrained("alice/red-circles")' in card and "your-name/your-classifier" not in card
+    assert {r.id: r.score for r in read_labels(uploaded / "labels.jsonl")} == session.labels
+    assert {r.id: r.score for r in read_labels(uploaded / "labels.csv")} == session.labels
+    pulled = load_classifier(uploaded)
+    assert np.array_equal(pulled.predict_proba(concept.vectors), session.classifier.predict_proba(concept.vectors))
+    assert fake_hub.tokens == [SECRET, SECRET] and fake_hub.library_names == ["concept-trainer"]
+
+
+def test_push_of_a_session_with_a_bare_name_lands_in_the_token_owners_namespace(session, fake_hub):
+    url = push_classifier(session, "red-circles", SECRET, private=True, held_out_ap=0.5)
+    assert url == "https://huggingface.co/alice/red-circles"
+    assert fake_hub.create_calls[0]["private"] is True
+    assert fake_hub.upload_calls[0]["repo_id"] == "alice/red-circles"
+    card = (fake_hub.uploaded / "README.md").read_text()
+    assert 'repo = "alice/red-circles"' in card and "**0.500**" in card
+
+
+def test_push_uploads_only_the_exports_own_files(export, fake_hub):
+    (export.parent / "stray").mkdir()
+    shutil.move(export / "labels.csv", export.parent / "stray" / "labels.csv")  # an optional file missing is fine
+    push_classifier(export, "alice/x", SECRET)
+    assert sorted(p.name for p in fake_hub.uploaded.iterdir()) == sorted(set(hub.EXPORT_FILES) - {"labels.csv"})
+    assert fake_hub.upload_calls[0]["allow_patterns"] == list(hub.EXPORT_FILES)
+
+
+def test_push_without_a_token_says_how_to_sign_in_and_touches_nothing(export, fake_hub):
+    before = digest(export)
+    for token in (None, ""):
+        with pytest.raises(HubError, match="Sign in with Hugging Face, or set HF_TOKEN / run `hf auth login`"):
+            push_classifier(export, "alice/x", token)
+    assert fake_hub.create_calls == [] and digest(export) == before
+
+
+def test_the_cli_token_comes_from_hf_token_or_the_login_and_its_absence_is_explained(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    assert hub.find_local_token() == SECRET
+    monkeypatch.setattr(hub, "get_token", lambda: None)
+    with pytest.raises(HubError) as caught:
+        hub.find_local_token()
+    assert SIGN_IN_MESSAGE in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("repo_id", "problem"),
+    [
+        ("", "Enter a repository name"),
+        ("   ", "Enter a repository name"),
+        ("a/b/c", "has 2 '/'"),
+        ("../etc", "contains '--' or '..'"),
+        ("alice/../../etc", "has 3 '/'"),
+        ("/etc", "must both be non-empty"),
+        ("alice/", "must both be non-empty"),
+        ("a--b", "contains '--' or '..'"),
+        ("-name", "starts or ends with '-' or '.'"),
+        ("name.", "starts or ends with '-' or '.'"),
+        ("x" * 97, "97 characters long; the Hub allows at most 96"),
+        ("café", "contains 'é'"),
+        ("red circles", "contains ' '"),
+        ("a\\b", "contains '\\\\'"),
+        ("name.git", "cannot end with '.git'"),
+    ],
+)
+def test_invalid_repo_names_are_refused_before_any_request(export, fake_hub, repo_id, problem):
+    with pytest.raises(HubError, match=re.escape(problem)):
+        push_classifier(export, repo_id, SECRET)
+    assert fake_hub.create_calls == []
+
+
+@pytest.mark.parametrize("repo_id", ["a", "alice/red-circles", "Alice_2/Red.Circles-v2", "x" * 96, " padded "])
+def test_valid_repo_names_pass_here_and_in_the_hub_library(repo_id):
+    assert validate_repo_id(repo_id) == repo_id.strip()
+    hub_validate_repo_id(repo_id.strip())
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        (403, r"No permission to write 'bob/red-circles' \(HTTP 403\)"),
+        (409, r"'bob/red-circles' already exists \(HTTP 409\).*--exist-ok"),
+        (401, r"did not accept the token.*expired or been revoked.*hf auth login"),
+        (400, r"The Hub refused creating the repository 'bob/red-circles' \(HTTP 400\): Invalid name"),
+    ],
+)
+def test_refusals_give_a_clear_message_without_retrying_and_keep_the_export(export, fake_hub, status, message):
+    before = digest(export)
+    fake_hub.create_failures = [http_error(status, "Invalid name" if status == 400 else "nope")]
+    with pytest.raises(HubError, match=message) as caught:
+        push_classifier(export, "bob/red-circles", SECRET, backoff_s=0)
+    assert f"Nothing was lost: the export is still at {export}" in str(caught.value)
+    assert len(fake_hub.create_calls) == 1 and fake_hub.upload_calls == []
+    assert digest(export) == before
+
+
+def test_connection_errors_are_retried_a_bounded_number_of_times_then_explained(export, fake_hub, caplog):
+    before = digest(export)
+    fake_hub.create_failures = [httpx2.ConnectError("connection refused")] * 5
+    with pytest.raises(HubError, match=r"Could not reach the Hugging Face Hub after 3 attempts.*connection refused"):
+        push_classifier(export, "alice/x", SECRET, attempts=3, backoff_s=0)
+    assert len(fake_hub.create_calls) == 3
+    assert caplog.text.count("retrying") == 2
+    assert digest(export) == before
+
+
+def test_a_busy_hub_is_retried_and_a_repo_maybe_created_by_a_lost_answer_is_accepted(export, fake_hub):
+    fake_hub.create_failures = [http_error(503, "busy")]
+    fake_hub.upload_failures = [http_error(429, "slow down"), httpx2.ReadTimeout("read timed out")]
+    url = push_classifier(export, "alice/x", SECRET, backoff_s=0)
+    assert url == "https://huggingface.co/alice/x"
+    # The first attempt may have created the repo before failing: the retry must not then call it "taken".
+    assert [c["exist_ok"] for c in fake_hub.create_calls] == [False, True]
+    assert len(fake_hub.upload_calls) == 3
+
+
+def test_a_hub_that_stays_down_is_reported_with_the_status(export, fake_hub):
+    fake_hub.upload_failures = [http_error(502, "bad gateway")] * 3
+    with pytest.raises(HubError, match=r"busy or unavailable \(HTTP 502\) after 2 attempts.*Try again in a few"):
+        push_classifier(export, "alice/x", SECRET, attempts=2, backoff_s=0)
+
+
+def test_pushing_with_offline_mode_on_says_so_instead_of_retrying(export):
+    # The real HfApi.create_repo: offline mode stops it before any request, which is no network error to retry.
+    with pytest.raises(HubError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
+        push_classifier(export, "alice/x", SECRET, backoff_s=0)
+
+
+def test_push_refuses_a_folder_that_is_not_a_loadable_export(export, fake_hub, tmp_path):
+    with pytest.raises(HubError, match="No classifier folder"):
+        push_classifier(tmp_path / "missing", "alice/x", SECRET)
+    state = load_file(export / "model.safetensors")
+    state.pop("linear.bias")
+    save_file(state, export / "model.safetensors")
+    with pytest.raises(HubError, match=r"missing \['linear.bias'\]"):
+        push_classifier(export, "alice/x", SECRET)
+    assert fake_hub.create_calls == []
+
+
+# ------------------------------------------------------------------------------------------------- token hygiene
+def leaked(token: str, *texts: str, folders: tuple[Path, ...] = ()) -> list[str]:
+    """Where ``token`` shows up: among the given texts and in every file under ``folders``."""
+    found = [f"text #{i}" for i, text in enumerate(texts) if token in text]
+    for folder in folders:
+        found += [str(p) for p in folder.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    return found
+
+
+def test_the_token_never_reaches_files_logs_or_messages_on_success(session, export, fake_hub, caplog, tmp_path):
+    caplog.set_level("DEBUG")
+    url = push_classifier(export, "alice/red-circles", SECRET)
+    url2 = push_classifier(session, "red-circles-2", SECRET)
+    assert fake_hub.tokens and set(fake_hub.tokens) == {SECRET}  # it was used...
+    assert leaked(SECRET, caplog.text, url, url2, folders=(tmp_path,)) == []  # ...and shows up nowhere
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        http_error(401, f"Invalid token {SECRET}"),
+        http_error(500, f"oops while checking {SECRET}"),
+        httpx2.ConnectError(f"proxy said no to Bearer {SECRET}"),
+        RuntimeError(f"unexpected, with {SECRET}"),
+    ],
+    ids=["401 echoing the token", "500 echoing it", "network error with it", "a bug's message with it"],
+)
+def test_the_token_is_scrubbed_from_every_failure(export, fake_hub, caplog, tmp_path, failure):
+    caplog.set_level("DEBUG")
+    fake_hub.create_failures = [failure] * 3
+    with pytest.raises(HubError) as caught:
+        push_classifier(export, "alice/x", SECRET, backoff_s=0)
+    shown = "".join(traceback.format_exception(caught.value))  # the chained causes too
+    assert leaked(SECRET, str(caught.value), shown, caplog.text, folders=(tmp_path,)) == []
+    if not (isinstance(failure, HfHubHTTPError) and failure.response.status_code == 401):  # 401 quotes no text
+        assert "***" in str(caught.value)
+
+
+def test_other_token_shaped_strings_are_scrubbed_but_ordinary_names_are_kept(export, fake_hub):
+    other = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz012345"  # someone else's token, echoed by a server
+    fake_hub.create_failures = [http_error(500, f"hf_hub_download failed for {other}")] * 3
+    with pytest.raises(HubError) as caught:
+        push_classifier(export, "alice/x", SECRET, backoff_s=0)
+    assert other not in str(caught.value) and "hf_hub_download failed for hf_***" in str(caught.value)

@@ -1,0 +1,90 @@
+"""Start-up assembly: model + collection + embeddings + index + 2-D map, loaded in the background with progress."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_image_folder
+from trainer.config import Settings
+from trainer.workspace import WorkspaceLoader, load_workspace, project_2d
+
+
+@pytest.fixture
+def workspace_settings(tiny_clip_dir, tmp_path):
+    folder = write_image_folder(tmp_path / "images", 30)
+    return Settings.from_env(
+        environ={}, model_id=str(tiny_clip_dir), dataset=str(folder), eval_split=None, cache_dir=tmp_path / "cache"
+    )
+
+
+def test_load_workspace_indexes_the_collection_and_reports_progress(workspace_settings):
+    reports: list[tuple[float, str]] = []
+    ws = load_workspace(workspace_settings, lambda fraction, message: reports.append((fraction, message)))
+    assert len(ws.index) == len(ws.collection) == 30
+    assert ws.index.dim == ws.embedder.dim
+    assert ws.eval is None and not ws.offline_bundle
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert ws.map_xy.shape == (30, 2)
+
+
+def test_a_second_start_uses_the_cache(workspace_settings):
+    load_workspace(workspace_settings)
+    again = load_workspace(workspace_settings)
+    assert again.embeddings.cache_hit
+
+
+def test_a_negative_prompt_pushes_the_prior_away_from_it(workspace_settings):
+    ws = load_workspace(workspace_settings)
+    plain = ws.prompt_vector("a red circle")
+    negative_vector = ws.embedder.embed_text(["stripes"])[0]
+    pushed = ws.prompt_vector("a red circle", negative="stripes")
+    assert np.isclose(np.linalg.norm(pushed), 1, atol=1e-5)
+    assert pushed @ negative_vector < plain @ negative_vector
+    np.testing.assert_array_equal(ws.prompt_vector("a red circle", negative="   "), plain)
+    with pytest.raises(ValueError, match="Describe the concept"):
+        ws.prompt_vector("  ")
+
+
+def test_projection_places_new_vectors_on_the_same_map():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(500, 12)).astype(np.float32)
+    projection = project_2d(vectors, limit=100, seed=0)
+    assert len(projection.rows) == 100 and len(set(projection.rows.tolist())) == 100
+    np.testing.assert_allclose(projection.project(vectors[projection.rows]), projection.xy, atol=1e-5)
+    assert project_2d(vectors[:1], limit=100).xy.shape == (1, 2)
+
+
+def test_the_loader_reports_progress_then_the_workspace():
+    release = threading.Event()
+
+    def build(progress):
+        progress(0.5, "embedding")
+        release.wait(5)
+        return "workspace"
+
+    loader = WorkspaceLoader(build).start()
+    for _ in range(100):
+        if loader.status()[1] == 0.5:
+            break
+        threading.Event().wait(0.01)
+    assert loader.status() == (False, 0.5, "embedding")
+    with pytest.raises(RuntimeError, match="still preparing the collection"):
+        loader.get()
+    release.set()
+    assert loader.wait(5) == "workspace"
+    assert loader.status()[0]
+
+
+def test_a_failed_start_is_reported_not_swallowed():
+    def build(progress):
+        raise FileNotFoundError("the offline bundle is missing")
+
+    loader = WorkspaceLoader(build).start()
+    with pytest.raises(RuntimeError, match="start-up failed: the offline bundle is missing"):
+        loader.wait(5)
+    ready, _, message = loader.status()
+    assert not ready and loader.failed and "bundle is missing" in message

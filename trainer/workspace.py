@@ -1,0 +1,240 @@
+"""Everything every visitor shares, assembled once at start-up: model, collection, embeddings, index, 2-D map.
+
+A Workspace is read-only after it is built, so one instance serves all browser tabs; each tab's own state is a
+Session. ``WorkspaceLoader`` builds it in a background thread so the app can serve a page (and show progress)
+while a first start embeds the collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings
+from .data import Collection, open_collection, resolve_source
+from .embed import Embedder
+from .embed import load as load_embedder
+from .index import VectorIndex
+from .index.factory import open_index
+from .index.local import LocalIndex
+from .indexing import Embeddings, build_embeddings
+
+__all__ = ["EvalSplit", "Projection", "Workspace", "WorkspaceLoader", "load_workspace", "project_2d"]
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[float, str], None]  # (fraction 0..1, message)
+
+# The 2-D map plots at most this many points: enough to show the collection's shape, few enough to draw fast.
+MAP_POINTS = 2000
+# How far a negative prompt pushes the prior away from what it describes.
+NEGATIVE_PROMPT_WEIGHT = 0.5
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """A held-out split: only ever classified, never labelled."""
+
+    name: str
+    collection: Collection
+    embeddings: Embeddings
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A PCA map fitted on a sample of the collection; ``project`` places any other vector on the same map."""
+
+    rows: np.ndarray  # (M,) rows of the collection drawn on the map
+    xy: np.ndarray  # (M, 2) their coordinates
+    mean: np.ndarray  # (D,)
+    axes: np.ndarray  # (2, D)
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        return ((np.asarray(vectors, dtype=np.float32) - self.mean) @ self.axes.T).astype(np.float32)  # (n, 2)
+
+
+@dataclass(frozen=True)
+class Workspace:
+    settings: Settings  # resolved: the model and dataset actually in use
+    embedder: Embedder
+    collection: Collection
+    embeddings: Embeddings
+    index: VectorIndex
+    eval: EvalSplit | None
+    projection: Projection  # the 2-D map
+    load_seconds: float
+
+    @property
+    def map_rows(self) -> np.ndarray:
+        return self.projection.rows
+
+    @property
+    def map_xy(self) -> np.ndarray:
+        return self.projection.xy
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        return self.projection.project(vectors)
+
+    @property
+    def offline_bundle(self) -> bool:
+        return self.settings.source == "bundle"
+
+    @property
+    def model_name(self) -> str:
+        return Path(self.settings.model_id).name if self.offline_bundle else self.settings.model_id
+
+    @property
+    def dataset_name(self) -> str:
+        return Path(self.settings.dataset).name if self.offline_bundle else self.settings.dataset
+
+    def prompt_vector(self, prompt: str, negative: str | None = None) -> np.ndarray:
+        """The prior for a prompt: its text embedding, pushed away from an optional negative prompt. (D,) unit."""
+        texts = [prompt] + ([negative] if negative and negative.strip() else [])
+        vectors = self.embedder.embed_text(texts)  # raises a clear ValueError for an empty prompt
+        vector = vectors[0] - NEGATIVE_PROMPT_WEIGHT * vectors[1] if len(vectors) > 1 else vectors[0]
+        return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def load_workspace(settings: Settings | None = None, progress: ProgressFn | None = None) -> Workspace:
+    """Resolve the source (real defaults or the offline bundle), load the model, embed (or load) and index."""
+    started = time.perf_counter()
+    report = progress or (lambda fraction, message: None)
+    settings = resolve_source(settings or Settings.from_env())
+    report(0.02, f"loading {settings.model_id}")
+    embedder = load_embedder(
+        settings.model_id, revision=None if settings.source == "bundle" else settings.model_revision
+    )
+    collection = open_collection(settings)
+    eval_collection = _open_eval(settings)
+    total = len(collection) + (len(eval_collection) if eval_collection else 0)
+
+    def embedding_progress(offset: int, label: str) -> Callable[[int, int, str], None]:
+        def hook(done: int, _total: int, message: str) -> None:
+            report(0.05 + 0.9 * (offset + done) / max(total, 1), f"{label}: {done:,}/{_total:,} images ({message})")
+
+        return hook
+
+    embeddings = build_embeddings(
+        embedder, collection, settings.cache_dir, settings.embed_batch_size, embedding_progress(0, settings.split)
+    )
+    eval_split = None
+    if eval_collection is not None:
+        eval_embeddings = build_embeddings(
+            embedder,
+            eval_collection,
+            settings.cache_dir,
+            settings.embed_batch_size,
+            embedding_progress(len(collection), eval_collection.split or "eval"),
+        )
+        eval_split = EvalSplit(eval_collection.split or "eval", eval_collection, eval_embeddings)
+    report(0.96, f"building the {settings.backend} index")
+    index = _build_index(settings, collection, embeddings)
+    projection = project_2d(embeddings.vectors, MAP_POINTS, seed=settings.seed)
+    seconds = time.perf_counter() - started
+    report(1.0, f"ready in {seconds:.1f} s")
+    log.info("workspace ready in %.1f s: %s on %s, %d images", seconds, settings.model_id, settings.dataset, len(index))
+    return Workspace(settings, embedder, collection, embeddings, index, eval_split, projection, seconds)
+
+
+def _build_index(settings: Settings, collection: Collection, embeddings: Embeddings) -> VectorIndex:
+    if settings.backend == "local":
+        return LocalIndex.from_vectors(embeddings.ids, embeddings.vectors, dtype=settings.index_dtype)
+    from .index.pinecone import namespace_for  # only when chosen: the SDK is not needed for a local index
+
+    namespace = namespace_for(
+        settings.model_id, settings.dataset, collection.split or "", config=settings.dataset_config
+    )
+    index = open_index(settings, embeddings.dim, namespace)
+    index.upsert_all(embeddings.ids, embeddings.vectors)  # type: ignore[attr-defined]  # skips what is there
+    return index
+
+
+def _open_eval(settings: Settings) -> Collection | None:
+    if not settings.eval_split:
+        return None
+    try:
+        return open_collection(settings, settings.eval_split)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        log.warning(
+            "no held-out split %r in %s (%s): Classify will cover the indexed split only",
+            settings.eval_split,
+            settings.dataset,
+            err,
+        )
+        return None
+
+
+def project_2d(vectors: np.ndarray, limit: int, seed: int = 0) -> Projection:
+    """A PCA map of up to ``limit`` rows (a fixed random sample of the collection)."""
+    n = len(vectors)
+    rows = np.arange(n) if n <= limit else np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+    sample = np.asarray(vectors[rows], dtype=np.float32)  # (M, D)
+    mean = sample.mean(axis=0)
+    axes = np.zeros((2, sample.shape[1]), np.float32)
+    if len(sample) > 1:
+        components = np.linalg.svd(sample - mean, full_matrices=False)[2]  # (K, D), best first
+        axes[: min(2, len(components))] = components[:2]
+    projection = Projection(rows, np.empty((0, 2), np.float32), mean, axes)
+    return Projection(rows, projection.project(sample), mean, axes)
+
+
+class WorkspaceLoader:
+    """Builds a Workspace in a background thread and reports how far it got; the app polls it."""
+
+    def __init__(self, build: Callable[[ProgressFn], Workspace]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._fraction = 0.0
+        self._message = "starting"
+        self._workspace: Workspace | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="workspace-loader", daemon=True)
+
+    def start(self) -> WorkspaceLoader:
+        self._thread.start()
+        return self
+
+    def wait(self, timeout: float | None = None) -> Workspace:
+        self._thread.join(timeout)
+        return self.get()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        with self._lock:
+            self._fraction, self._message = fraction, message
+
+    def _run(self) -> None:
+        try:
+            workspace = self._build(self._progress)
+        except Exception as err:  # reported to every visitor by status(); the thread must not die silently
+            log.exception("loading the workspace failed")
+            with self._lock:
+                self._error = err
+            return
+        with self._lock:
+            self._workspace = workspace
+
+    def status(self) -> tuple[bool, float, str]:
+        """(ready, fraction done, message). A failure is reported as not ready with the error's message."""
+        with self._lock:
+            if self._error is not None:
+                return False, self._fraction, f"Start-up failed: {self._error}"
+            return self._workspace is not None, self._fraction, self._message
+
+    @property
+    def failed(self) -> bool:
+        with self._lock:
+            return self._error is not None
+
+    def get(self) -> Workspace:
+        with self._lock:
+            if self._workspace is not None:
+                return self._workspace
+            if self._error is not None:
+                raise RuntimeError(f"start-up failed: {self._error}") from self._error
+            raise RuntimeError(f"still preparing the collection ({self._fraction:.0%}: {self._message})")
