@@ -93,6 +93,14 @@ def test_split_subfolder_is_used_when_present(tmp_path):
     assert train.ids == ("000.png", "001.png", "002.png") and validation.split == "validation"
 
 
+def test_a_plain_folder_has_no_held_out_split(tmp_path):
+    # Were "validation" to fall back to the whole folder, a held-out evaluation would score the indexed images.
+    folder = write_image_folder(tmp_path / "imgs", 2)
+    assert len(Collection.open(str(folder), split="train")) == len(Collection.open(str(folder), split=None)) == 2
+    with pytest.raises(ValueError, match=r"no 'validation' subfolder"):
+        Collection.open(str(folder), split="validation")
+
+
 def test_folder_content_signature_changes_when_a_file_changes(tmp_path):
     folder = write_image_folder(tmp_path / "imgs", 2)
     before = Collection.open(str(folder)).content_signature

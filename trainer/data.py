@@ -9,7 +9,9 @@ stores only ids and vectors, and thumbnails are fetched here lazily. Three kinds
 - a local dataset folder of parquet/arrow files (the offline bundle ``assets/shapes``), or one written by
   ``Dataset.save_to_disk``;
 - a local folder of image files, subfolders included. If it has a subfolder named after the split
-  (``photos/train/...``) that subfolder is the collection; otherwise the whole folder is, and ``split`` is None.
+  (``photos/train/...``) that subfolder is the collection. Otherwise the whole folder is (``split`` is then None),
+  but only for split None or "train": asking a plain folder for "validation" is an error, not the same images
+  again, so that a held-out split can never silently be the indexed one.
 
 Ids: the dataset's ``id`` column when it has a usable one, else ``<split>-<row>``; for folders the path relative to
 the collection's root (``dogs/001.jpg``). Files that cannot be decoded (corrupt, truncated, empty) never stop a
@@ -48,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 SOURCES = ("auto", "bundle", "hub")
 _DATA_FILE_SUFFIXES = {".parquet", ".arrow"}
+_WHOLE_FOLDER_SPLIT = "train"  # the default split: a plain folder is all "train", and nothing else
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
@@ -321,10 +324,15 @@ class _FolderCollection(Collection):
         root = path
         if split and (path / split).is_dir():
             root = path / split
-        else:
+        elif split in (None, _WHOLE_FOLDER_SPLIT):
             if split:
                 logger.info("No %r subfolder in %s: the whole folder is the collection", split, path)
             split = None
+        else:
+            raise ValueError(
+                f"no {split!r} subfolder in {path}: a plain image folder has a single split; "
+                f"use split=None (or {_WHOLE_FOLDER_SPLIT!r}) for the whole folder"
+            )
         extensions = _image_extensions()
         files, ignored = [], 0
         for file in _walk(root):
