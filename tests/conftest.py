@@ -125,3 +125,27 @@ def write_image_folder(folder: Path, count: int, *, size: int = 24, seed: int = 
 @pytest.fixture
 def mixed_folder(tmp_path: Path) -> Path:
     return write_mixed_folder(tmp_path / "mixed")
+
+
+# ------------------------------------------------------------------------------------------------- the app
+@pytest.fixture(scope="session")
+def bundle_workspace(tmp_path_factory: pytest.TempPathFactory):
+    """The offline bundle, embedded into a fresh cache: exactly what a first start on a fresh machine does."""
+    from trainer.config import Settings
+    from trainer.workspace import WorkspaceLoader, load_workspace
+
+    settings = Settings.from_env(environ={}, source="bundle", cache_dir=tmp_path_factory.mktemp("cache"))
+    return WorkspaceLoader(lambda progress: load_workspace(settings, progress)).start()
+
+
+@pytest.fixture(scope="session")
+def app_url(bundle_workspace):
+    """The app launched on a free local port over the bundle; closed when the session ends."""
+    import app
+
+    bundle_workspace.wait(timeout=600)
+    demo = app.build_demo(bundle_workspace)
+    demo.queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
+    yield url
+    demo.close()

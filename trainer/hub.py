@@ -720,3 +720,21 @@ def _explain(err: BaseException, *, what: str, repo_id: str, token: str | None, 
     else:
         message = f"The Hub request failed while {what}: {_scrub(_summary(err), token)}"
     return HubError(_scrub(message + note, token))
+
+
+def on_space() -> bool:
+    """Whether this process runs on a Hugging Face Space (the Spaces runtime sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def token_for_push(oauth_token: str | None, *, space: bool) -> str:
+    """The token a push from the app uses: the visitor's sign-in on a Space, this machine's token when run locally.
+
+    On a Space a visitor who has not signed in is refused: the Space's own HF_TOKEN secret belongs to its owner
+    and must never carry a visitor's push.
+    """
+    if oauth_token:
+        return oauth_token
+    if space:
+        raise HubError("Sign in with Hugging Face (the button above) to push to your own account.")
+    return find_local_token()

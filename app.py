@@ -1,0 +1,505 @@
+"""Concept Trainer: teach CLIP a concept in a few rounds. Describe it, score what comes back, train, repeat.
+
+Layout and wiring only: constants, typed handler functions, the Blocks layout, one-line wiring, launch.
+All logic lives in ``trainer/``; each browser tab owns one ``Session`` in ``gr.State``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from trainer.classifier import LinearProbe
+from trainer.config import Settings
+from trainer.embed import to_rgb
+from trainer.hub import (
+    LABELS_CSV,
+    LABELS_JSONL,
+    HubError,
+    export_classifier,
+    load_classifier,
+    on_space,
+    push_classifier,
+    token_for_push,
+    zip_export,
+)
+from trainer.session import RECIPE_NAMES, Session
+from trainer.workspace import Workspace, WorkspaceLoader, load_workspace
+
+log = logging.getLogger("concept_trainer.app")
+
+MAX_BATCH = 20  # the grid has this many image + slider cells; a batch shows the first ``batch_size``
+THUMBNAIL = 224  # px, longest side: enough for a 160 px cell on a high-density screen
+GALLERY_SIZE = 48  # how many top matches Classify shows
+STRATEGY_HELP = {
+    "mixed": "mixed: half best matches, half the classifier's borderline cases (default)",
+    "top": "top: only the best matches (the original article)",
+    "boundary": "boundary: only borderline cases (learns fastest, fewer hits to see)",
+    "random": "random: a uniform sample (a baseline)",
+    "original": "original: the article's exact recipe, to compare against",
+}
+THEME = gr.themes.Default(
+    primary_hue="indigo",
+    secondary_hue="slate",
+    # System fonts: the default theme's web font would be fetched from the internet, which a Space may not reach.
+    font=[gr.themes.Font("system-ui"), gr.themes.Font("Segoe UI"), "sans-serif"],
+    font_mono=[gr.themes.Font("ui-monospace"), "monospace"],
+)
+MAP_COLOURS = {
+    "collection": "#94a3b8",
+    "predicted: not it": "#cbd5e1",
+    "predicted: it": "#86efac",
+    "labelled: not it": "#ef4444",
+    "labelled: it": "#15803d",
+    "current batch": "#6366f1",
+}
+CSS = """
+.ct-grid { flex-wrap: wrap !important; gap: 10px !important; }
+.ct-cell { flex: 0 1 160px !important; min-width: 140px !important; max-width: 200px; gap: 4px !important; }
+.ct-cell img { border-radius: 6px; width: 100%; height: 100%; object-fit: contain; }
+.ct-cell input[type=number] { width: 3.5em !important; }
+.ct-cell input[type=range] { min-width: 0 !important; width: 100% !important; }
+.ct-stats { font-size: 1.05rem; }
+.ct-header h1 { margin-bottom: 0; }
+footer { display: none !important; }
+"""
+
+
+# ------------------------------------------------------------------------------------------------ plain functions
+def header_markdown(loader: WorkspaceLoader) -> str:
+    ready, fraction, message = loader.status()
+    if not ready:
+        if loader.failed:
+            return f"**{message}** Check the server log; the app cannot search until this is fixed."
+        return f"⏳ **Preparing the collection: {fraction:.0%}** · {message}. Search works as soon as this is done."
+    ws = loader.get()
+    line = (
+        f"`{ws.model_name}` · **{ws.dataset_name}** {len(ws.index):,} images · "
+        f"{ws.settings.backend} index · ready in {ws.load_seconds:.1f} s"
+    )
+    if ws.offline_bundle:
+        line += (
+            "  \n**Offline demo**: the Hugging Face Hub is not reachable, so this runs on the bundled tiny CLIP "
+            "model and a generated collection of shapes (colour, shape, size, texture, background)."
+        )
+    return line
+
+
+def example_prompt(loader: WorkspaceLoader) -> str:
+    ready, _, _ = loader.status()
+    if ready and loader.get().offline_bundle:
+        return "a small red circle on stripes"
+    return "dogs in the snow"
+
+
+def workspace_or_error(loader: WorkspaceLoader) -> Workspace:
+    ready, fraction, message = loader.status()
+    if not ready:
+        raise gr.Error(f"Still preparing the collection ({fraction:.0%}: {message}). Try again in a moment.")
+    return loader.get()
+
+
+def new_session(
+    ws: Workspace, prompt: str, negative: str, strategy: str, batch_size: float, prior_strength: float
+) -> Session:
+    if not prompt or not prompt.strip():
+        raise gr.Error("Describe the concept first, in a few words: for example 'dogs in the snow'.")
+    try:
+        vector = ws.prompt_vector(prompt.strip(), negative)
+        return Session(
+            ws.index,
+            vector,
+            strategy=strategy,
+            batch_size=int(batch_size),
+            seed=ws.settings.seed,
+            prior_strength=float(prior_strength),
+            prompt=prompt.strip(),
+            base_model=ws.settings.model_id,
+        )
+    except ValueError as err:
+        raise gr.Error(str(err)) from err
+
+
+def batch_updates(ws: Workspace, session: Session | None, thumbnail: Callable[[str], Image.Image]) -> list[Any]:
+    """Updates for every grid cell: (column, image, slider) x MAX_BATCH, in that order."""
+    batch = session.batch() if session else []
+    labels = session.labels if session else {}
+    updates: list[Any] = []
+    for position in range(MAX_BATCH):
+        if position < len(batch):
+            hit = batch[position]
+            updates += [
+                gr.Column(visible=True),
+                gr.Image(value=thumbnail(hit.id), label=hit.id),
+                gr.Slider(value=labels.get(hit.id, 0.0), label=f"{hit.score:.2f}"),
+            ]
+        else:
+            updates += [gr.Column(visible=False), gr.Image(value=None), gr.Slider(value=0.0, label="score")]
+    return updates
+
+
+def stats_markdown(session: Session | None) -> str:
+    if session is None:
+        return "Type a concept above and press **Search** to see the images CLIP ranks highest."
+    labels = session.labels
+    positives = sum(v > 0 for v in labels.values())
+    negatives = sum(v < 0 for v in labels.values())
+    text = (
+        f"**Round {session.round}** · {positives + negatives} labels (+{positives} / −{negatives}) · "
+        f"{positives} positives found · {len(session.seen):,} seen · strategy `{session.strategy}`"
+    )
+    if session.exhausted:
+        text += "  \n✅ You have seen the whole collection. Classify it or export the classifier."
+    return text
+
+
+def progress_frame(session: Session | None) -> pd.DataFrame:
+    rows = [{"round": 0, "count": 0, "series": name} for name in ("labels", "positives found")] if session else []
+    for stats in session.history if session else []:
+        rows.append({"round": stats.round, "count": stats.labelled, "series": "labels"})
+        rows.append({"round": stats.round, "count": stats.positives, "series": "positives found"})
+    # Typed even when empty: the plot fixes its axis types from the first value it gets.
+    return pd.DataFrame(rows, columns=["round", "count", "series"]).astype({"round": "int64", "count": "int64"})
+
+
+def map_frame(ws: Workspace, session: Session | None) -> pd.DataFrame:
+    """The collection in 2-D: predictions for a sample of it, plus every labelled and current item on top."""
+    vectors = np.asarray(ws.embeddings.vectors[ws.map_rows], dtype=np.float32)
+    xy = ws.map_xy
+    if session is None:
+        kinds = np.full(len(xy), "collection", dtype=object)
+        return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds})
+    threshold = session.classifier.threshold
+    kinds = np.where(session.scores(vectors) >= threshold, "predicted: it", "predicted: not it").astype(object)
+    frames = [pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds})]
+    labels = session.labels
+    marked = {i: ("labelled: it" if v > 0 else "labelled: not it") for i, v in labels.items() if v != 0}
+    marked.update({h.id: "current batch" for h in session.batch()})
+    if marked:
+        ids = list(marked)
+        coords = ws.project(ws.index.fetch(ids))
+        frames.append(pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "kind": [marked[i] for i in ids]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def require_session(session: Session | None) -> Session:
+    if session is None:
+        raise gr.Error("Search for a concept and label a round or two first.")
+    return session
+
+
+def export_folder(session: Session, ws: Workspace) -> Path:
+    """Write the classifier, its card and its labels to a fresh temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="concept-trainer-")) / slug(session.classifier.prompt or "classifier")
+    return export_classifier(session, folder, collection=f"{ws.dataset_name} ({ws.settings.split})")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "classifier"
+
+
+def session_from_classifier(ws: Workspace, probe: LinearProbe) -> Session:
+    """A session that starts from a pulled classifier, its prompt prior as the prior to keep training toward."""
+    prior = probe.prior_weight.numpy()
+    norm = float(np.linalg.norm(prior))
+    prompt_vector = prior / norm if norm > 0 else probe.weight / np.linalg.norm(probe.weight)
+    return Session(
+        ws.index,
+        prompt_vector,
+        seed=ws.settings.seed,
+        classifier=probe,
+        prompt=probe.prompt,
+        base_model=ws.settings.model_id,
+    )
+
+
+def scores_from_sliders(session: Session, values: tuple[float, ...]) -> dict[str, float]:
+    return {hit.id: float(value) for hit, value in zip(session.batch(), values, strict=False)}
+
+
+# ------------------------------------------------------------------------------------------------ the app
+def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
+    """The whole UI over one (possibly still loading) workspace. Launch with ``demo.launch(**LAUNCH_KWARGS)``."""
+
+    @functools.lru_cache(maxsize=4096)
+    def thumbnail(id_: str, held_out: bool = False) -> Image.Image:
+        ws = loader.get()
+        collection = ws.eval.collection if held_out and ws.eval else ws.collection
+        image = to_rgb(collection.image(id_))
+        # Small images (the offline bundle's are 64 px) are enlarged once here rather than blurred by the browser.
+        scale = THUMBNAIL / max(image.size)
+        return image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+
+    with gr.Blocks(title="Concept Trainer", fill_width=True) as demo:
+        session_state = gr.State(None)
+        with gr.Column(elem_classes="ct-header"):
+            gr.Markdown("# Concept Trainer")
+            gr.Markdown("Teach CLIP a concept in a few rounds: **describe it, score what comes back, train, repeat.**")
+            header = gr.Markdown(elem_id="status")
+        with gr.Row(equal_height=True):
+            prompt = gr.Textbox(
+                placeholder="describe the concept, e.g. " + repr(example_prompt(loader)),
+                show_label=False,
+                scale=5,
+                max_lines=1,
+                autofocus=True,
+                elem_id="prompt",
+            )
+            search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search")
+        with gr.Accordion("More: negative prompt, strategy, batch size, training", open=False):
+            with gr.Row():
+                negative = gr.Textbox(label="Negative prompt (optional)", placeholder="what it is not, e.g. 'cats'")
+                strategy = gr.Dropdown(
+                    [(STRATEGY_HELP[name], name) for name in RECIPE_NAMES], value="mixed", label="How to pick images"
+                )
+            with gr.Row():
+                batch_size = gr.Slider(4, MAX_BATCH, value=10, step=1, label="Images per round")
+                prior_strength = gr.Slider(
+                    0.5, 100, value=10, step=0.5, label="Pull toward the prompt (higher = trust the prompt more)"
+                )
+
+        with gr.Tabs():
+            with gr.Tab("Label", id="label"), gr.Row():
+                with gr.Column(scale=3):
+                    gr.Markdown(
+                        "Slide right for **it**, left for **not it**; leave at 0 for no opinion. "
+                        "The number above each slider is the classifier's current score."
+                    )
+                    cells: list[Any] = []
+                    sliders: list[gr.Slider] = []
+                    with gr.Row(elem_classes="ct-grid"):
+                        for position in range(MAX_BATCH):
+                            with gr.Column(
+                                visible=False, min_width=150, variant="panel", elem_classes="ct-cell"
+                            ) as cell:
+                                image = gr.Image(
+                                    type="pil",
+                                    interactive=False,
+                                    show_label=False,
+                                    height=150,
+                                    buttons=[],
+                                    container=False,
+                                    elem_classes="ct-image",
+                                )
+                                slider = gr.Slider(
+                                    -1, 1, value=0, step=0.1, label="score", buttons=[], elem_id=f"slider-{position}"
+                                )
+                            cells += [cell, image, slider]
+                            sliders.append(slider)
+                    with gr.Row():
+                        mark_rest = gr.Button("Mark the rest “not it”", elem_id="mark-rest")
+                        train_button = gr.Button("Train & requery", variant="primary", elem_id="train")
+                        undo_button = gr.Button("Undo last round", elem_id="undo")
+                        restart_button = gr.Button("Start over", variant="stop", elem_id="restart")
+                with gr.Column(scale=1, min_width=320):
+                    stats = gr.Markdown(stats_markdown(None), elem_classes="ct-stats", elem_id="stats")
+                    progress_plot = gr.LinePlot(
+                        progress_frame(None),
+                        x="round",
+                        y="count",
+                        color="series",
+                        title="Labels per round",
+                        height=220,
+                    )
+                    map_plot = gr.ScatterPlot(
+                        x="x",
+                        y="y",
+                        color="kind",
+                        title="Collection map (PCA of the embeddings)",
+                        height=320,
+                        x_axis_labels_visible=False,
+                        color_map=MAP_COLOURS,
+                    )
+
+            with gr.Tab("Classify", id="classify"):
+                with gr.Row():
+                    split = gr.Radio(
+                        ["indexed collection", "held-out split"],
+                        value="indexed collection",
+                        label="Apply the classifier to",
+                    )
+                    threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Threshold (P ≥)")
+                    classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
+                classify_summary = gr.Markdown("Train a few rounds, then classify the whole collection here.")
+                matches = gr.Gallery(label="Top matches", columns=8, height="auto", elem_id="matches")
+
+            with gr.Tab("Export & share", id="export"), gr.Row():
+                with gr.Column():
+                    gr.Markdown(
+                        "### Download\nThe classifier (safetensors + config + model card) and every label "
+                        "(CSV and JSON Lines), ready to load with `LinearProbe.from_pretrained(folder)`."
+                    )
+                    export_button = gr.Button("Prepare download", elem_id="export-button")
+                    export_files = gr.File(label="Files", file_count="multiple", interactive=False)
+                with gr.Column():
+                    gr.Markdown("### Push to the Hugging Face Hub")
+                    if on_space():
+                        gr.LoginButton()
+                    else:
+                        gr.Markdown("Running locally: pushes use this machine's token (`HF_TOKEN` or `hf auth login`).")
+                    repo_id = gr.Textbox(label="Repository", placeholder="your-name/dogs-in-the-snow")
+                    with gr.Row():
+                        private = gr.Checkbox(label="Private", value=False)
+                        overwrite = gr.Checkbox(label="Update the repository if it exists", value=False)
+                    push_button = gr.Button("Push to Hub", variant="primary", elem_id="push")
+                    push_result = gr.Markdown()
+                with gr.Column():
+                    gr.Markdown(
+                        "### Load a classifier\nA Hub repository or a local folder made by this app, for the same "
+                        "CLIP model. Classify with it, or keep training it."
+                    )
+                    load_source = gr.Textbox(label="Repository or folder", placeholder="someone/red-circles")
+                    load_button = gr.Button("Load classifier", elem_id="load")
+
+        round_outputs = [session_state, *cells, stats, progress_plot, map_plot]
+
+        # ------------------------------------------------------------------------------------------ handlers
+        def render(session: Session | None) -> list[Any]:
+            ws = loader.get()
+            return [
+                session,
+                *batch_updates(ws, session, thumbnail),
+                stats_markdown(session),
+                progress_frame(session),
+                map_frame(ws, session),
+            ]
+
+        def search(prompt_text: str, negative_text: str, strategy_name: str, size: float, prior: float):
+            ws = workspace_or_error(loader)
+            return render(new_session(ws, prompt_text, negative_text, strategy_name, size, prior))
+
+        def train(session: Session | None, *values: float):
+            if session is None:
+                raise gr.Error("Search for a concept first: type it above and press Search.")
+            scores = scores_from_sliders(session, values)
+            try:
+                session.label(scores)
+                if not any(session.labels.values()):
+                    gr.Warning("No labels yet: slide right for 'it', left for 'not it'. Showing new images anyway.")
+                session.train_and_requery()
+            except (ValueError, ConnectionError, TimeoutError) as err:
+                raise gr.Error(f"{err}. Your labels are kept; try again.") from err
+            if session.exhausted:
+                gr.Info("That was the last batch: you have seen the whole collection.")
+            return render(session)
+
+        def undo(session: Session | None):
+            if session is None:
+                raise gr.Error("Nothing to undo yet.")
+            try:
+                session.undo()
+            except ValueError as err:
+                raise gr.Error(str(err)) from err
+            return render(session)
+
+        def mark_rest_not_it(session: Session | None, *values: float):
+            size = len(session.batch()) if session else 0
+            return [(-1.0 if position < size and value == 0 else value) for position, value in enumerate(values)]
+
+        def classify(session: Session | None, split_name: str, cutoff: float):
+            session = require_session(session)
+            ws = loader.get()
+            held_out = split_name == "held-out split"
+            if held_out and ws.eval is None:
+                raise gr.Error("This collection has no held-out split; classify the indexed collection.")
+            embeddings = ws.eval.embeddings if held_out else ws.embeddings
+            probs = session.scores(np.asarray(embeddings.vectors))
+            above = int((probs >= cutoff).sum())
+            order = np.argsort(-probs, kind="stable")[:GALLERY_SIZE]
+            shown = [(i, probs[i]) for i in order if probs[i] >= cutoff]
+            images = [(thumbnail(embeddings.ids[i], held_out), f"{p:.2f} · {embeddings.ids[i]}") for i, p in shown]
+            summary = (
+                f"**{above:,} of {len(probs):,}** images ({above / max(len(probs), 1):.1%}) score ≥ {cutoff:.2f}"
+                f" in the {split_name}. Showing the top {len(images)}."
+            )
+            return summary, images
+
+        def export(session: Session | None) -> list[str]:
+            folder = export_folder(require_session(session), loader.get())
+            return [str(zip_export(folder)), str(folder / LABELS_CSV), str(folder / LABELS_JSONL)]
+
+        def push(
+            session: Session | None,
+            repo: str,
+            private_repo: bool,
+            update: bool,
+            oauth_token: gr.OAuthToken | None = None,
+        ) -> str:
+            session = require_session(session)
+            try:
+                token = token_for_push(oauth_token.token if oauth_token else None, space=on_space())
+                url = push_classifier(
+                    export_folder(session, loader.get()), repo, token, private=private_repo, exist_ok=update
+                )
+            except HubError as err:
+                raise gr.Error(str(err)) from None  # scrubbed of any token by trainer.hub
+            return (
+                f"✅ Pushed: [{url}]({url}). Anyone can load it with `LinearProbe.from_pretrained({repo.strip()!r})`."
+            )
+
+        def load(source: str, oauth_token: gr.OAuthToken | None = None):
+            ws = workspace_or_error(loader)
+            if not source or not source.strip():
+                raise gr.Error("Enter a Hub repository such as 'someone/red-circles', or a local folder.")
+            try:
+                probe = load_classifier(
+                    source.strip(),
+                    expect_base_model=ws.settings.model_id,
+                    expect_dim=ws.embedder.dim,
+                    token=oauth_token.token if oauth_token else False,
+                )
+            except HubError as err:
+                raise gr.Error(str(err)) from None
+            session = session_from_classifier(ws, probe)
+            gr.Info(f"Loaded the classifier for {probe.prompt!r}: classify with it or keep labelling.")
+            return [probe.prompt or "", *render(session)]
+
+        # ------------------------------------------------------------------------------------------ wiring
+        search_inputs = [prompt, negative, strategy, batch_size, prior_strength]
+        search_button.click(search, search_inputs, round_outputs, api_name="search")
+        prompt.submit(search, search_inputs, round_outputs, api_name=False)
+        restart_button.click(search, search_inputs, round_outputs, api_name="start_over")
+        train_button.click(train, [session_state, *sliders], round_outputs, api_name="train")
+        undo_button.click(undo, session_state, round_outputs, api_name="undo")
+        mark_rest.click(mark_rest_not_it, [session_state, *sliders], sliders, api_name="mark_rest")
+        classify_inputs = [session_state, split, threshold]
+        classify_button.click(classify, classify_inputs, [classify_summary, matches], api_name="classify")
+        threshold.release(classify, classify_inputs, [classify_summary, matches], api_name=False)
+        export_button.click(export, session_state, export_files, api_name="export")
+        push_button.click(push, [session_state, repo_id, private, overwrite], push_result, api_name="push")
+        load_button.click(load, load_source, [prompt, *round_outputs], api_name="load")
+        demo.load(lambda: header_markdown(loader), None, header, api_name=False)
+        timer = gr.Timer(1.0)
+        timer.tick(
+            lambda: (header_markdown(loader), gr.Timer(active=not loader.status()[0] and not loader.failed)),
+            None,
+            [header, timer],
+            api_name=False,
+            show_progress="hidden",
+        )
+    return demo
+
+
+LAUNCH_KWARGS: dict[str, Any] = {"theme": THEME, "css": CSS}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    loader = WorkspaceLoader(lambda progress: load_workspace(settings, progress)).start()
+    demo = build_demo(loader)
+    demo.queue(default_concurrency_limit=4).launch(**LAUNCH_KWARGS)
+
+
+if __name__ == "__main__":
+    main()
