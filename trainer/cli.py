@@ -68,6 +68,11 @@ def _add_index_command(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--batch-size", type=int, help="images per forward pass (default: settings.embed_batch_size)")
     index.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     index.add_argument("--out", type=Path, help="index folder (default: <cache-dir>/indexes/<cache key>)")
+    index.add_argument(
+        "--backend",
+        choices=("local", "pinecone"),
+        help="where the vectors go: a saved local index (default) or Pinecone (needs PINECONE_API_KEY; resumable)",
+    )
     index.set_defaults(func=cmd_index)
 
 
@@ -109,6 +114,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         reasons = "; ".join(f"{id_}: {why}" for id_, why in result.skipped[:3])
         raise SystemExit(f"no image of {collection.source} could be decoded ({len(result.skipped)} skipped: {reasons})")
 
+    if (args.backend or settings.backend) == "pinecone":
+        return _index_into_pinecone(settings, collection, result, elapsed)
     out = args.out or Path(settings.cache_dir) / "indexes" / cache_key(embedder, collection)
     LocalIndex.from_vectors(result.ids, result.vectors).save(out)
     # Which model and collection the index was built from: what a later command needs to embed prompts with the
@@ -118,7 +125,26 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(result: Embeddings, collection: Collection, model_id: str, elapsed: float, out: Path) -> str:
+def _index_into_pinecone(settings: Settings, collection: Collection, result: Embeddings, elapsed: float) -> int:
+    """Upsert the embeddings into the settings' Pinecone index: batched, retried, and resumable (present ids skip)."""
+    from trainer.index import IndexUnavailable
+    from trainer.index.pinecone import index_into_pinecone, namespace_for
+
+    namespace = namespace_for(settings.model_id, collection.source, collection.split or "all", config=collection.config)
+    try:
+        with _ProgressBar(len(result)) as bar:
+            written = index_into_pinecone(result.ids, result.vectors, settings, namespace, progress=bar.update)
+    except IndexUnavailable as err:
+        raise SystemExit(f"Pinecone: {err}") from None
+    print(_summary(result, collection, settings.model_id, elapsed, None))
+    print(
+        f"Pinecone index {settings.pinecone_index!r}, namespace {namespace!r}: {written} record(s) written, "
+        f"{len(result) - written} already there"
+    )
+    return 0
+
+
+def _summary(result: Embeddings, collection: Collection, model_id: str, elapsed: float, out: Path | None) -> str:
     lines = [
         f"Indexed {len(result)} images (dim {result.dim}) from {collection.source}"
         + (f" [{collection.split}]" if collection.split else "")
@@ -136,7 +162,8 @@ def _summary(result: Embeddings, collection: Collection, model_id: str, elapsed:
             lines.append(f"  ... and {len(result.skipped) - _SHOW_SKIPPED} more (see {result.path}/skipped.json)")
     else:
         lines.append("Skipped: none")
-    lines.append(f"Index saved to {out}")
+    if out is not None:
+        lines.append(f"Index saved to {out}")
     return "\n".join(lines)
 
 
