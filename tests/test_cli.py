@@ -74,3 +74,29 @@ def bundle_paths(tiny_clip_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(data, "BUNDLE_MODEL", str(tiny_clip_dir))
     monkeypatch.setattr(data, "BUNDLE_DATASET", str(folder))
     return str(tiny_clip_dir), str(folder)
+
+
+def test_index_into_pinecone_is_resumable_and_says_what_it_wrote(
+    tiny_clip_dir, mixed_folder, tmp_path, capsys, monkeypatch
+):
+    from tests.fake_pinecone import FakePinecone
+    from trainer.index import pinecone as pinecone_backend
+
+    fake = FakePinecone()
+    real = pinecone_backend.index_into_pinecone
+    monkeypatch.setattr(
+        pinecone_backend, "index_into_pinecone", lambda *a, **k: real(*a, client=fake, api_key="pc-test", **k)
+    )
+    argv = ["index", "--model", str(tiny_clip_dir), "--dataset", str(mixed_folder), "--backend", "pinecone"]
+    argv += ["--cache-dir", str(tmp_path / "cache")]
+    assert cli.main(argv) == 0
+    assert "4 record(s) written, 0 already there" in capsys.readouterr().out
+    assert cli.main(argv) == 0
+    assert "0 record(s) written, 4 already there" in capsys.readouterr().out
+
+
+def test_index_into_pinecone_without_a_key_says_how_to_set_one(tiny_clip_dir, mixed_folder, tmp_path, monkeypatch):
+    monkeypatch.delenv("PINECONE_API_KEY", raising=False)
+    argv = ["index", "--model", str(tiny_clip_dir), "--dataset", str(mixed_folder), "--backend", "pinecone"]
+    with pytest.raises(SystemExit, match="PINECONE_API_KEY"):
+        cli.main([*argv, "--cache-dir", str(tmp_path / "cache")])

@@ -71,6 +71,11 @@ def _add_index_command(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--batch-size", type=int, help="images per forward pass (default: settings.embed_batch_size)")
     index.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     index.add_argument("--out", type=Path, help="index folder (default: <cache-dir>/indexes/<cache key>)")
+    index.add_argument(
+        "--backend",
+        choices=("local", "pinecone"),
+        help="where the vectors go: a saved local index (default) or Pinecone (needs PINECONE_API_KEY; resumable)",
+    )
     snapshot = index.add_argument_group(
         "embedding snapshot",
         "Publish the embeddings so that an app (a Space with CT_SNAPSHOT=<repo>) starts in seconds instead of "
@@ -127,12 +132,15 @@ def cmd_index(args: argparse.Namespace) -> int:
         reasons = "; ".join(f"{id_}: {why}" for id_, why in result.skipped[:3])
         raise SystemExit(f"no image of {collection.source} could be decoded ({len(result.skipped)} skipped: {reasons})")
 
-    out = args.out or Path(settings.cache_dir) / "indexes" / cache_key(embedder, collection)
-    LocalIndex.from_vectors(result.ids, result.vectors).save(out)
-    # Which model and collection the index was built from: what a later command needs to embed prompts with the
-    # same model and to fetch thumbnails by id.
-    (Path(out) / "source.json").write_text(json.dumps(result.manifest, indent=2))
-    print(_summary(result, collection, settings.model_id, elapsed, Path(out)))
+    if (args.backend or settings.backend) == "pinecone":
+        _index_into_pinecone(settings, collection, result, elapsed)
+    else:
+        out = args.out or Path(settings.cache_dir) / "indexes" / cache_key(embedder, collection)
+        LocalIndex.from_vectors(result.ids, result.vectors).save(out)
+        # Which model and collection the index was built from: what a later command needs to embed prompts with
+        # the same model and to fetch thumbnails by id.
+        (Path(out) / "source.json").write_text(json.dumps(result.manifest, indent=2))
+        print(_summary(result, collection, settings.model_id, elapsed, Path(out)))
     if args.push_to_hub or args.snapshot_out:
         _publish_snapshot(args, settings, embedder, collection, result, token)
     return 0
@@ -197,7 +205,26 @@ def _publish_snapshot(
             print(f"Start the app from it with CT_SNAPSHOT={repo}")
 
 
-def _summary(result: Embeddings, collection: Collection, model_id: str, elapsed: float, out: Path) -> str:
+def _index_into_pinecone(settings: Settings, collection: Collection, result: Embeddings, elapsed: float) -> int:
+    """Upsert the embeddings into the settings' Pinecone index: batched, retried, and resumable (present ids skip)."""
+    from trainer.index import IndexUnavailable
+    from trainer.index.pinecone import index_into_pinecone, namespace_for
+
+    namespace = namespace_for(settings.model_id, collection.source, collection.split or "all", config=collection.config)
+    try:
+        with _ProgressBar(len(result)) as bar:
+            written = index_into_pinecone(result.ids, result.vectors, settings, namespace, progress=bar.update)
+    except IndexUnavailable as err:
+        raise SystemExit(f"Pinecone: {err}") from None
+    print(_summary(result, collection, settings.model_id, elapsed, None))
+    print(
+        f"Pinecone index {settings.pinecone_index!r}, namespace {namespace!r}: {written} record(s) written, "
+        f"{len(result) - written} already there"
+    )
+    return 0
+
+
+def _summary(result: Embeddings, collection: Collection, model_id: str, elapsed: float, out: Path | None) -> str:
     lines = [
         f"Indexed {len(result)} images (dim {result.dim}) from {collection.source}"
         + (f" [{collection.split}]" if collection.split else "")
@@ -215,7 +242,8 @@ def _summary(result: Embeddings, collection: Collection, model_id: str, elapsed:
             lines.append(f"  ... and {len(result.skipped) - _SHOW_SKIPPED} more (see {result.path}/skipped.json)")
     else:
         lines.append("Skipped: none")
-    lines.append(f"Index saved to {out}")
+    if out is not None:
+        lines.append(f"Index saved to {out}")
     return "\n".join(lines)
 
 

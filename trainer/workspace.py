@@ -151,9 +151,7 @@ def _build_index(settings: Settings, collection: Collection, embeddings: Embeddi
         return LocalIndex.from_vectors(embeddings.ids, embeddings.vectors, dtype=settings.index_dtype)
     from .index.pinecone import namespace_for  # only when chosen: the SDK is not needed for a local index
 
-    namespace = namespace_for(
-        settings.model_id, settings.dataset, collection.split or "", config=settings.dataset_config
-    )
+    namespace = namespace_for(settings.model_id, collection.source, collection.split or "all", config=collection.config)
     index = open_index(settings, embeddings.dim, namespace)
     index.upsert_all(embeddings.ids, embeddings.vectors)  # type: ignore[attr-defined]  # skips what is there
     return index
