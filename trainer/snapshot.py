@@ -36,6 +36,7 @@ import shlex
 import shutil
 import tempfile
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -486,8 +487,8 @@ def _read_split(snapshot: Snapshot, split: str) -> tuple[list[str], np.ndarray]:
         )
     ids = id_column.to_pylist()
     if len(set(ids)) != len(ids):
-        repeated = sorted({i for i in ids if ids.count(i) > 1})[:5] if len(ids) < 10_000 else "several"
-        raise SnapshotError(f"{where} holds duplicate ids ({repeated})")
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        raise SnapshotError(f"{where} holds duplicate ids ({len(repeated):,} repeated, e.g. {repeated[:5]})")
     kind = vector_column.type
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
         raise SnapshotError(f"{where}: 'vector' must be a list of float32; got {kind}")
