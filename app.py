@@ -92,7 +92,7 @@ def header_markdown(loader: WorkspaceLoader) -> str:
             "  \n**Offline demo**: the Hugging Face Hub is not reachable, so this runs on the bundled tiny CLIP "
             "model and a generated collection of shapes (colour, shape, size, texture, background)."
         )
-    return line
+    return line + "".join(f"  \n{note}" for note in ws.notes)
 
 
 def example_prompt(loader: WorkspaceLoader) -> str:

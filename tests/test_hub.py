@@ -363,7 +363,8 @@ def test_card_escapes_markup_in_the_prompt_and_leaves_a_local_model_out_of_the_m
 def test_push_uploads_weights_config_card_and_labels(session, export, fake_hub, concept):
     url = push_classifier(export, "alice/red-circles", SECRET)
     assert url == "https://huggingface.co/alice/red-circles"
-    assert fake_hub.create_calls == [{"repo_id": "alice/red-circles", "private": False, "exist_ok": False}]
+    expected = {"repo_id": "alice/red-circles", "repo_type": "model", "private": False, "exist_ok": False}
+    assert fake_hub.create_calls == [expected]
     (upload,) = fake_hub.upload_calls
     assert upload["repo_id"] == "alice/red-circles" and upload["repo_type"] == "model"
     assert "red circles on stripes" in upload["commit_message"]

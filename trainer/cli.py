@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from trainer.hub_cli import add_predict_command, add_push_command
 
 if TYPE_CHECKING:
     from trainer.data import Collection
+    from trainer.embed import Embedder
     from trainer.indexing import Embeddings
 
 __all__ = ["build_parser", "cmd_index", "main"]
@@ -43,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in what a command publishes (a snapshot card)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
     return args.func(args)
 
@@ -73,6 +76,16 @@ def _add_index_command(subparsers: argparse._SubParsersAction) -> None:
         choices=("local", "pinecone"),
         help="where the vectors go: a saved local index (default) or Pinecone (needs PINECONE_API_KEY; resumable)",
     )
+    snapshot = index.add_argument_group(
+        "embedding snapshot",
+        "Publish the embeddings so that an app (a Space with CT_SNAPSHOT=<repo>) starts in seconds instead of "
+        "embedding again. The snapshot also holds the held-out split, which the app classifies.",
+    )
+    snapshot.add_argument("--push-to-hub", metavar="REPO", help="push a snapshot to this Hub dataset repo (owner/name)")
+    snapshot.add_argument("--snapshot-out", type=Path, help="write the snapshot to this folder (kept after a push)")
+    snapshot.add_argument("--eval-split", help="held-out split to include (default: settings.eval_split; 'none': none)")
+    snapshot.add_argument("--private", action="store_true", help="create the snapshot repo as private")
+    snapshot.add_argument("--exist-ok", action="store_true", help="update the snapshot repo if it exists (yours)")
     index.set_defaults(func=cmd_index)
 
 
@@ -100,6 +113,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})
     if settings.embed_batch_size <= 0:
         raise SystemExit(f"--batch-size must be a positive integer; got {settings.embed_batch_size}")
+    if args.eval_split is not None:
+        settings = dataclasses.replace(
+            settings, eval_split=None if args.eval_split.lower() in ("", "none") else args.eval_split
+        )
+    token = _check_push(args.push_to_hub)  # before minutes of embedding, not after
 
     embedder = embed.load(settings.model_id, settings.model_revision, device=args.device)
     collection = open_collection(settings)
@@ -115,14 +133,76 @@ def cmd_index(args: argparse.Namespace) -> int:
         raise SystemExit(f"no image of {collection.source} could be decoded ({len(result.skipped)} skipped: {reasons})")
 
     if (args.backend or settings.backend) == "pinecone":
-        return _index_into_pinecone(settings, collection, result, elapsed)
-    out = args.out or Path(settings.cache_dir) / "indexes" / cache_key(embedder, collection)
-    LocalIndex.from_vectors(result.ids, result.vectors).save(out)
-    # Which model and collection the index was built from: what a later command needs to embed prompts with the
-    # same model and to fetch thumbnails by id.
-    (Path(out) / "source.json").write_text(json.dumps(result.manifest, indent=2))
-    print(_summary(result, collection, settings.model_id, elapsed, Path(out)))
+        _index_into_pinecone(settings, collection, result, elapsed)
+    else:
+        out = args.out or Path(settings.cache_dir) / "indexes" / cache_key(embedder, collection)
+        LocalIndex.from_vectors(result.ids, result.vectors).save(out)
+        # Which model and collection the index was built from: what a later command needs to embed prompts with
+        # the same model and to fetch thumbnails by id.
+        (Path(out) / "source.json").write_text(json.dumps(result.manifest, indent=2))
+        print(_summary(result, collection, settings.model_id, elapsed, Path(out)))
+    if args.push_to_hub or args.snapshot_out:
+        _publish_snapshot(args, settings, embedder, collection, result, token)
     return 0
+
+
+def _check_push(repo: str | None) -> str | None:
+    """The token for ``--push-to-hub`` (None without it); a bad repo id or a missing token ends the command now."""
+    if not repo:
+        return None
+    from trainer.hub import HubError, find_local_token, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+        return find_local_token()
+    except HubError as err:
+        raise SystemExit(f"--push-to-hub: {err}") from None
+
+
+def _publish_snapshot(
+    args: argparse.Namespace,
+    settings: Settings,
+    embedder: Embedder,
+    collection: Collection,
+    result: Embeddings,
+    token: str | None,
+) -> None:
+    """Embed the held-out split too (the app classifies it), write the snapshot, and push it when asked."""
+    import tempfile
+
+    from trainer.data import open_collection
+    from trainer.hub import HubError
+    from trainer.indexing import build_embeddings
+    from trainer.snapshot import export_snapshot, push_snapshot
+
+    parts = [(collection, result)]
+    if settings.eval_split and settings.eval_split != collection.split:
+        try:
+            held_out = open_collection(settings, settings.eval_split)
+        except (ValueError, KeyError, FileNotFoundError) as err:
+            logger.warning("No held-out split %r to add to the snapshot (%s)", settings.eval_split, err)
+        else:
+            logger.info("Embedding the held-out split %r for the snapshot", settings.eval_split)
+            with _ProgressBar(len(held_out)) as bar:
+                embedded = build_embeddings(
+                    embedder, held_out, settings.cache_dir, batch_size=settings.embed_batch_size, progress=bar.update
+                )
+            parts.append((held_out, embedded))
+    command = "python -m trainer " + " ".join(shlex.quote(a) for a in args.argv)
+    with tempfile.TemporaryDirectory(prefix="concept-trainer-snapshot-") as tmp:
+        folder = args.snapshot_out or Path(tmp) / "snapshot"
+        export_snapshot(embedder, parts, folder, command=command, repo_id=args.push_to_hub)
+        splits = ", ".join(f"{c.split or 'train'} ({len(e)})" for c, e in parts)
+        if args.snapshot_out:
+            print(f"Snapshot of {splits} written to {folder}")
+        if args.push_to_hub:
+            try:
+                url = push_snapshot(folder, args.push_to_hub, token, private=args.private, exist_ok=args.exist_ok)
+            except HubError as err:  # already scrubbed of the token, and says what to do
+                raise SystemExit(f"snapshot push failed: {err}") from None
+            print(f"Pushed the snapshot of {splits} to {url}")
+            repo = url.rstrip("/").split("/datasets/")[-1] if "/datasets/" in url else args.push_to_hub
+            print(f"Start the app from it with CT_SNAPSHOT={repo}")
 
 
 def _index_into_pinecone(settings: Settings, collection: Collection, result: Embeddings, elapsed: float) -> int:

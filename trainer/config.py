@@ -43,6 +43,12 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: PROJECT_ROOT / "cache")
     index_dtype: str = "float32"  # "float16" halves memory; scores are computed in float32 either way
 
+    # A published embedding snapshot (a Hub dataset repo "owner/name", or a local folder) to start from instead of
+    # embedding the collection: seconds instead of minutes on a CPU Space. Checked against the model and collection;
+    # refused (and indexed locally) when it does not match. See trainer/snapshot.py and docs/space.md.
+    snapshot: str | None = None
+    snapshot_revision: str | None = None  # pin a commit or tag of the snapshot repo; None: its main branch
+
     # Vector index backend: "local" (exact, in memory) or "pinecone".
     backend: str = "local"
     pinecone_index: str = "concept-trainer"

@@ -537,19 +537,7 @@ def push_classifier(
         kept = f" Nothing was lost: the export is still at {folder}." if given_folder else ""
         calls = dict(repo_id=repo_id, token=token, attempts=attempts, backoff_s=backoff_s, note=kept)
         api = HfApi(token=token, library_name=LIBRARY_NAME)  # names this app in the Hub's user agent
-        # If an attempt fails without an answer, the repo may have been created anyway: a retry must accept it.
-        created_maybe = False
-
-        def create() -> Any:
-            nonlocal created_maybe
-            try:
-                return api.create_repo(repo_id=repo_id, private=private, exist_ok=exist_ok or created_maybe)
-            except Exception as err:
-                created_maybe = created_maybe or _is_transient(err)
-                raise
-
-        repo_url = _call_hub(create, what=f"creating the repository '{repo_id}'", **calls)
-        final_id = getattr(repo_url, "repo_id", None) or repo_id  # a bare name lands in the token owner's namespace
+        repo_url, final_id = _create_repo(api, private=private, exist_ok=exist_ok, repo_type="model", **calls)
         staged = _stage_folder(folder, Path(tmp) / "upload", final_id)
         prompt = json.loads((staged / CONFIG_NAME).read_text(encoding="utf-8")).get("prompt") or "a concept"
         commit = _call_hub(
@@ -566,6 +554,29 @@ def push_classifier(
     url = str(getattr(commit, "repo_url", None) or repo_url)
     log.info("Pushed the classifier for %r to %s", prompt, url)
     return url
+
+
+def _create_repo(
+    api: HfApi, *, private: bool, exist_ok: bool, repo_type: str, repo_id: str, **calls: Any
+) -> tuple[Any, str]:
+    """``create_repo`` through ``_call_hub``; returns (its answer, the final repo id: a bare name lands in the token
+    owner's namespace). ``calls`` are ``_call_hub``'s keyword arguments."""
+    # If an attempt fails without an answer, the repo may have been created anyway: a retry must accept it.
+    created_maybe = False
+
+    def create() -> Any:
+        nonlocal created_maybe
+        try:
+            return api.create_repo(
+                repo_id=repo_id, repo_type=repo_type, private=private, exist_ok=exist_ok or created_maybe
+            )
+        except Exception as err:
+            created_maybe = created_maybe or _is_transient(err)
+            raise
+
+    what = f"creating the repository '{repo_id}'"
+    repo_url = _call_hub(create, what=what, repo_id=repo_id, repo_type=repo_type, **calls)
+    return repo_url, getattr(repo_url, "repo_id", None) or repo_id
 
 
 def _stage_folder(folder: Path, staged: Path, repo_id: str) -> Path:
@@ -594,8 +605,11 @@ def _call_hub(
     attempts: int,
     backoff_s: float,
     note: str = "",
+    repo_type: str = "model",
 ) -> T:
-    """Run one Hub call with bounded retries on transient failures; turn every failure into a scrubbed HubError."""
+    """Run one Hub call with bounded retries on transient failures; turn every failure into a scrubbed HubError.
+
+    ``repo_type`` ("model": a classifier, "dataset": an embedding snapshot) only words the error messages."""
     attempts = max(1, int(attempts))
     for attempt in range(1, attempts + 1):
         try:
@@ -606,9 +620,10 @@ def _call_hub(
                     raise HubError(f"Unexpected error while {what}: {_scrub(_summary(err), token)}") from None
                 raise
             if not _is_transient(err) or attempt == attempts:
-                raise _explain(err, what=what, repo_id=repo_id, token=token, attempts=attempt, note=note) from (
-                    None if _leaks(err, token) else err
+                explained = _explain(
+                    err, what=what, repo_id=repo_id, token=token, attempts=attempt, note=note, repo_type=repo_type
                 )
+                raise explained from (None if _leaks(err, token) else err)
             delay = min(_MAX_WAIT_S, _retry_after(err) or backoff_s * 2 ** (attempt - 1))
             log.warning(
                 "%s failed (%s); retrying in %.1f s [%d/%d]",
@@ -668,7 +683,13 @@ def _leaks(err: BaseException, token: str | None) -> bool:
     return False
 
 
-def _explain(err: BaseException, *, what: str, repo_id: str, token: str | None, attempts: int, note: str) -> HubError:
+# What a repository of each type holds, in the words of the error messages.
+_REPO_CONTENT = {"model": "classifier", "dataset": "embedding snapshot"}
+
+
+def _explain(
+    err: BaseException, *, what: str, repo_id: str, token: str | None, attempts: int, note: str, repo_type: str
+) -> HubError:
     """One actionable message per kind of failure. Every bit of text taken from the error is scrubbed."""
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     offline = isinstance(err, OfflineModeIsEnabled) or isinstance(err.__cause__, OfflineModeIsEnabled)
@@ -681,11 +702,12 @@ def _explain(err: BaseException, *, what: str, repo_id: str, token: str | None, 
         server = _scrub(err.server_message or _summary(err), token)
         if isinstance(err, RepositoryNotFoundError):
             message = (
-                f"No model repository '{repo_id}' on the Hub, or it is private or gated and this sign-in cannot "
+                f"No {repo_type} repository '{repo_id}' on the Hub, or it is private or gated and this sign-in cannot "
                 f"read it (while {what}). Check the name, or {SIGN_IN_MESSAGE[0].lower()}{SIGN_IN_MESSAGE[1:]}."
             )
         elif isinstance(err, EntryNotFoundError):
-            message = f"'{repo_id}' is not a Concept Trainer classifier: a file is missing (while {what})."
+            content = _REPO_CONTENT.get(repo_type, repo_type)
+            message = f"'{repo_id}' is not a Concept Trainer {content}: a file is missing (while {what})."
         elif status == 404:
             message = f"'{repo_id}' was not found on the Hub (HTTP 404) while {what}; it may have been deleted."
         elif status == 401:

@@ -36,7 +36,7 @@ from trainer.data import Collection, folder_signature
 from trainer.embed import Embedder, to_rgb
 from trainer.index.local import _atomic_write
 
-__all__ = ["Embeddings", "ProgressFn", "build_embeddings", "cache_key"]
+__all__ = ["Embeddings", "ProgressFn", "build_embeddings", "cache_key", "load_cached", "save_embeddings"]
 
 logger = logging.getLogger(__name__)
 
@@ -291,24 +291,73 @@ def _consolidate(entry: Path, key: str, embedder: Embedder, collection: Collecti
             f.write(np.ascontiguousarray(_read_shard(path, "vectors"), dtype="<f4").tobytes())
 
     _atomic_write(entry / "vectors.npy", write_vectors)
+    _write_entry_files(entry, key, embedder, collection, ids, skipped, {"batch_size": batch_size})
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    for leftover in entry.glob(".*.tmp"):  # temp files of runs killed mid-write; ours were all renamed
+        leftover.unlink(missing_ok=True)
+    loaded = _load_entry(entry, dim)
+    if loaded is None:
+        raise RuntimeError(f"internal error: the cache entry just written at {entry} does not load")
+    return replace(loaded, cache_hit=False)
+
+
+def _write_entry_files(
+    entry: Path,
+    key: str,
+    embedder: Embedder,
+    collection: Collection,
+    ids: list[str],
+    skipped: list[tuple[str, str]],
+    extra: dict[str, Any],
+) -> None:
+    """ids, skipped, then the manifest: the one place that decides what a complete entry records."""
     _atomic_write(entry / "ids.json", lambda f: f.write(json.dumps(ids).encode()))
     _atomic_write(entry / "skipped.json", lambda f: f.write(json.dumps(skipped).encode()))
     manifest = {
         "format": _CACHE_FORMAT,
         "key": key,
         **_key_parts(embedder, collection),
-        "dim": dim,
+        "dim": embedder.dim,
         "count": len(ids),
         "skipped": len(skipped),
-        "batch_size": batch_size,
+        **extra,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "transformers": _version("transformers")},
     }
     _atomic_write(entry / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
-    shutil.rmtree(shard_dir, ignore_errors=True)
-    for leftover in entry.glob(".*.tmp"):  # temp files of runs killed mid-write; ours were all renamed
-        leftover.unlink(missing_ok=True)
-    loaded = _load_entry(entry, dim)
+
+
+def load_cached(embedder: Embedder, collection: Collection, cache_dir: str | Path) -> Embeddings | None:
+    """The complete cache entry for (``embedder``, ``collection``) if there is one, memory-mapped; else None."""
+    return _load_entry(Path(cache_dir) / cache_key(embedder, collection), embedder.dim)
+
+
+def save_embeddings(
+    embedder: Embedder,
+    collection: Collection,
+    cache_dir: str | Path,
+    ids: list[str],
+    vectors: np.ndarray,
+    skipped: list[tuple[str, str]],
+    *,
+    origin: dict[str, Any],
+) -> Embeddings:
+    """Store embeddings made elsewhere (a published snapshot) as this pair's cache entry, so that every later
+    ``build_embeddings`` is a plain cache hit. The caller vouches that they are what ``build_embeddings`` would have
+    computed; ``origin`` (where they came from) is kept in the manifest so that nobody mistakes them for local work.
+    """
+    rows = np.ascontiguousarray(vectors, dtype="<f4")  # (N, D)
+    if rows.shape != (len(ids), embedder.dim):
+        raise ValueError(f"expected {len(ids)} vectors of size {embedder.dim}; got an array of shape {rows.shape}")
+    key = cache_key(embedder, collection)
+    entry = Path(cache_dir) / key
+    entry.mkdir(parents=True, exist_ok=True)
+    # Incomplete from here until the new manifest lands; half-done shards of an earlier local run are superseded.
+    (entry / "manifest.json").unlink(missing_ok=True)
+    shutil.rmtree(entry / "shards", ignore_errors=True)
+    _atomic_write(entry / "vectors.npy", lambda f: np.save(f, rows))
+    _write_entry_files(entry, key, embedder, collection, ids, skipped, {"origin": origin})
+    loaded = _load_entry(entry, embedder.dim)
     if loaded is None:
         raise RuntimeError(f"internal error: the cache entry just written at {entry} does not load")
     return replace(loaded, cache_hit=False)

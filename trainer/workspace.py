@@ -24,6 +24,7 @@ from .index import VectorIndex
 from .index.factory import open_index
 from .index.local import LocalIndex
 from .indexing import Embeddings, build_embeddings
+from .snapshot import seed_cache
 
 __all__ = ["EvalSplit", "Projection", "Workspace", "WorkspaceLoader", "load_workspace", "project_2d"]
 
@@ -69,6 +70,7 @@ class Workspace:
     eval: EvalSplit | None
     projection: Projection  # the 2-D map
     load_seconds: float
+    notes: tuple[str, ...] = ()  # what start-up wants the header to say (snapshot used, refused, or how to publish one)
 
     @property
     def map_rows(self) -> np.ndarray:
@@ -113,6 +115,8 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
     collection = open_collection(settings)
     eval_collection = _open_eval(settings)
     total = len(collection) + (len(eval_collection) if eval_collection else 0)
+    # A matching snapshot fills the cache, so the build_embeddings calls below are cache hits; else they embed.
+    notes = seed_cache(settings, embedder, [c for c in (collection, eval_collection) if c is not None], report)
 
     def embedding_progress(offset: int, label: str) -> Callable[[int, int, str], None]:
         def hook(done: int, _total: int, message: str) -> None:
@@ -139,7 +143,7 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
     seconds = time.perf_counter() - started
     report(1.0, f"ready in {seconds:.1f} s")
     log.info("workspace ready in %.1f s: %s on %s, %d images", seconds, settings.model_id, settings.dataset, len(index))
-    return Workspace(settings, embedder, collection, embeddings, index, eval_split, projection, seconds)
+    return Workspace(settings, embedder, collection, embeddings, index, eval_split, projection, seconds, notes)
 
 
 def _build_index(settings: Settings, collection: Collection, embeddings: Embeddings) -> VectorIndex:

@@ -1,0 +1,681 @@
+"""Embedding snapshots: an index's vectors published as a Hub dataset repo, so that a restarted Space is ready in
+seconds instead of re-embedding its collection (minutes for imagenette on a free CPU Space).
+
+A snapshot is a folder (and, once pushed, a Hub *dataset* repository) holding
+
+    data/<split>.parquet   one row per embedded image: ``id`` (string, the image's id in its collection, which is all
+                           the app needs to find and show the image) and ``vector`` (list<float32>, L2-normalised)
+    README.md              a dataset card: YAML metadata (under ``concept_trainer``: model id, revision and commit,
+                           dimension, normalisation, dtype, collection, config, revision, per-split counts, how it was
+                           made) that the loader checks, and the same facts in words
+
+``export_snapshot`` writes one from ``build_embeddings`` results; ``push_snapshot`` uploads it (same template as
+``trainer.hub.push_classifier``: validate, create the repo, upload, every failure a scrubbed ``HubError``).
+
+At start-up ``seed_cache`` fetches the configured snapshot (``Settings.snapshot``: a repo id or a local folder),
+checks it strictly and writes each matching split into the local embeddings cache with
+``trainer.indexing.save_embeddings``. The workspace then builds as usual and finds a plain cache hit, so the rest of
+start-up (local or Pinecone index, 2-D map) has one code path whatever the vectors' origin, and a second start on
+the same disk does not even download. Why the cache rather than loading the parquet directly: the cache entry is
+memory-mapped, already validated, and keyed by the exact model weights and collection content, which a snapshot's
+name alone cannot promise.
+
+Refusals. A snapshot is used only if it matches the loaded model (id, commit when both are known, dimension) and
+collection (dataset, config, split, revision), if its data are sound (a readable parquet file, one vector of the
+model's size per row, all finite and unit length, ids unique and all in the collection, counts equal to the card's),
+and if re-embedding two of its images with the loaded model gives the same vectors (which catches weights that
+differ under the same name). Anything else raises ``SnapshotError`` naming what was expected and what was found;
+``seed_cache`` logs it, returns it as a note for the app's header, and the workspace indexes locally instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import yaml
+from huggingface_hub import DatasetCard, DatasetCardData, HfApi, metadata_load, snapshot_download
+
+from .card import LIBRARY_NAME
+from .config import Settings
+from .data import Collection, UndecodableImage
+from .embed import Embedder
+from .hub import SIGN_IN_MESSAGE, HubError, _call_hub, _create_repo, _scrub, validate_repo_id
+from .indexing import Embeddings, load_cached, save_embeddings
+
+__all__ = [
+    "CARD_KEY",
+    "SNAPSHOT_FORMAT",
+    "Snapshot",
+    "SnapshotError",
+    "SnapshotMismatch",
+    "export_snapshot",
+    "fetch_snapshot",
+    "install_snapshot",
+    "publish_command",
+    "push_snapshot",
+    "read_snapshot",
+    "seed_cache",
+]
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1  # bump when the files or their meaning change; a loader refuses formats it does not know
+CARD_KEY = "concept_trainer"  # the card metadata block this module writes and reads
+CARD_NAME = "README.md"
+DATA_DIR = "data"
+NORM_TOLERANCE = 1e-3  # float32 rows normalised in float32 are within ~1e-6 of unit length; 1e-3 means "not L2"
+# Re-embedding a few snapshot images must reproduce their vectors: same weights give cosine ~1 (up to float noise
+# across CPUs and GPUs, ~1e-4); other weights of the same size give far less.
+SPOT_CHECK_ROWS = 2
+SPOT_CHECK_MIN_COSINE = 0.99
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+
+ProgressFn = Callable[[float, str], None]  # the workspace's (fraction, message)
+
+
+class SnapshotError(ValueError):
+    """A snapshot cannot be used: unreadable, inconsistent, or made for something else. The message says which."""
+
+
+class SnapshotMismatch(SnapshotError):
+    """A sound snapshot of another model or collection than the one loaded; the message names both."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot folder on disk and its card's metadata (checked for shape, not yet against a model)."""
+
+    source: str  # what was asked for: a repo id or a folder, for messages
+    folder: Path
+    commit: str | None  # the Hub commit it was downloaded at, when known
+    model: dict[str, Any]
+    collection: dict[str, Any]
+    splits: dict[str, dict[str, Any]]  # split -> {file, count, skipped}
+
+    @property
+    def dim(self) -> int:
+        return int(self.model["dim"])
+
+    def describe(self) -> str:
+        config = f" ({self.collection['config']})" if self.collection.get("config") else ""
+        return (
+            f"{self.model['id']} ({self.dim}-d) on {self.collection['dataset']}{config}, split {'/'.join(self.splits)}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------- identity
+def _display_name(name: str) -> str:
+    """How a model or dataset is recorded and compared: a Hub id as it is, a local folder by its name only.
+
+    A local path differs from machine to machine (the snapshot's maker vs the Space) and would leak a home folder
+    into a public card; the folder name is stable, and the spot check guards the weights themselves.
+    """
+    path = Path(name).expanduser()
+    return path.name if path.is_absolute() or name.startswith((".", "~")) or path.exists() else name
+
+
+def _is_local(name: str) -> bool:
+    return _display_name(name) != name
+
+
+def _same_name(recorded: str, current: str) -> bool:
+    return _display_name(recorded).casefold() == _display_name(current).casefold()  # Hub ids are case-insensitive
+
+
+def _model_facts(embedder: Embedder) -> dict[str, Any]:
+    local = _is_local(embedder.model_id)
+    return {
+        "id": _display_name(embedder.model_id),
+        "local": local,
+        "revision": None if local else (embedder.revision or "main"),
+        "commit": embedder.commit_hash,
+        "dim": embedder.dim,
+        "normalization": "l2",  # each vector on its own: a dot product is a cosine similarity
+        "dtype": "float32",
+    }
+
+
+def _collection_facts(collection: Collection) -> dict[str, Any]:
+    return {
+        "dataset": _dataset_name(collection),
+        "local": _is_local(collection.source),
+        "config": collection.config,
+        "revision": collection.revision,
+        "image_column": collection.image_column,
+    }
+
+
+def _dataset_name(collection: Collection) -> str:
+    """The dataset a split belongs to. A folder with split subfolders opens ``photos/train`` as the collection of
+    split "train": the dataset is ``photos``, the same for all its splits."""
+    path = Path(collection.source)
+    if _is_local(collection.source) and collection.split and path.name == collection.split:
+        return path.parent.name
+    return _display_name(collection.source)
+
+
+def _split_name(collection: Collection) -> str:
+    return collection.split or "train"  # a plain image folder has no split: the whole folder is "train"
+
+
+def _split_file(split: str) -> str:
+    return f"{DATA_DIR}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', split)}.parquet"
+
+
+# ------------------------------------------------------------------------------------------------------ export
+def export_snapshot(
+    embedder: Embedder,
+    parts: Sequence[tuple[Collection, Embeddings]],
+    folder: str | Path,
+    *,
+    command: str | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Write a snapshot of ``parts`` (splits of one collection, embedded by ``embedder``) to ``folder``.
+
+    ``command`` is how the embeddings were made (recorded in the card, scrubbed of anything token-like);
+    ``repo_id`` fills the card's usage line. The folder is built beside the target and moved into place; an
+    earlier snapshot there is replaced, any other non-empty folder refused.
+    """
+    if not parts:
+        raise ValueError("a snapshot needs at least one split")
+    identities = {tuple(sorted(_collection_facts(c).items())) for c, _ in parts}
+    if len(identities) != 1:
+        raise ValueError(f"a snapshot holds splits of one collection; got {[repr(c) for c, _ in parts]}")
+    splits: dict[str, dict[str, Any]] = {}
+    for collection, embeddings in parts:
+        split = _split_name(collection)
+        if split in splits:
+            raise ValueError(f"split {split!r} given twice")
+        if not len(embeddings):
+            raise ValueError(f"split {split!r} has no embedded image: nothing to publish")
+        if embeddings.dim != embedder.dim:
+            raise ValueError(
+                f"split {split!r} holds {embeddings.dim}-d vectors; {embedder.model_id} gives {embedder.dim}"
+            )
+        splits[split] = {"file": _split_file(split), "count": len(embeddings), "skipped": len(embeddings.skipped)}
+
+    folder = Path(folder)
+    _check_replaceable(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
+    (staging / DATA_DIR).mkdir(parents=True)
+    try:
+        for collection, embeddings in parts:
+            _write_parquet(staging / splits[_split_name(collection)]["file"], embeddings)
+        facts = {
+            "format": SNAPSHOT_FORMAT,
+            "model": _model_facts(embedder),
+            "collection": _collection_facts(parts[0][0]),
+            "splits": splits,
+            "made_with": {
+                "command": _scrub(command, None) if command else None,
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "versions": _versions(),
+            },
+        }
+        snapshot_card(facts, repo_id=repo_id).save(staging / CARD_NAME)
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info(
+        "Wrote an embedding snapshot of %s to %s", ", ".join(f"{s} ({v['count']})" for s, v in splits.items()), folder
+    )
+    return folder
+
+
+def _write_parquet(path: Path, embeddings: Embeddings) -> None:
+    rows = np.ascontiguousarray(embeddings.vectors, dtype=np.float32)  # (N, D); reads a memory-mapped cache once
+    n, dim = rows.shape
+    offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
+    vectors = pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1), type=pa.float32()))
+    table = pa.table({"id": pa.array(embeddings.ids, type=pa.string()), "vector": vectors})
+    pq.write_table(table, path)
+
+
+def _check_replaceable(folder: Path) -> None:
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder; choose another snapshot folder")
+    if any(folder.iterdir()) and not _is_snapshot_folder(folder):
+        raise FileExistsError(f"{folder} is not empty and is not an earlier snapshot; choose an empty or new folder")
+
+
+def _is_snapshot_folder(folder: Path) -> bool:
+    try:
+        return CARD_KEY in (metadata_load(folder / CARD_NAME) or {})
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+        return False
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for package in ("torch", "transformers", "datasets", "huggingface_hub", "pyarrow"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def snapshot_card(facts: dict[str, Any], *, repo_id: str | None = None) -> DatasetCard:
+    """The dataset card: ``facts`` under ``concept_trainer`` (what the loader checks), standard Hub metadata
+    (viewer configs, tags, size) and the same facts in words."""
+    model, collection, splits, made = facts["model"], facts["collection"], facts["splits"], facts["made_with"]
+    total = sum(s["count"] for s in splits.values())
+    data = DatasetCardData(
+        pretty_name=f"CLIP embeddings of {collection['dataset']} ({model['id']})",
+        tags=["concept-trainer", "clip", "embeddings"],
+        size_categories=_size_category(total),
+        configs=[
+            {
+                "config_name": "default",
+                "data_files": [{"split": split, "path": s["file"]} for split, s in splits.items()],
+            }
+        ],
+        **{CARD_KEY: facts},
+    )
+    repo = repo_id or "<owner>/<this-snapshot>"
+    model_line = model["id"] + ("" if model["local"] else f" at revision `{model['revision']}`")
+    if model.get("commit"):
+        model_line += f" (commit `{model['commit']}`)"
+    dataset_line = collection["dataset"] + (f", config `{collection['config']}`" if collection.get("config") else "")
+    if collection.get("revision"):
+        dataset_line += f", revision `{collection['revision']}`"
+    rows = "\n".join(f"| {split} | {s['count']:,} | {s['skipped']:,} | `{s['file']}` |" for split, s in splits.items())
+    versions = ", ".join(f"{k} {v}" for k, v in made["versions"].items() if v)
+    command = f"`{made['command']}`" if made.get("command") else "not recorded"
+    body = f"""
+# CLIP embeddings for Concept Trainer
+
+Precomputed image embeddings, so that a [Concept Trainer](https://github.com/) app starts in seconds instead of
+embedding the collection again. Set `CT_SNAPSHOT={repo}` on the app (a Space variable); it checks that this
+snapshot matches its model and collection, and indexes locally otherwise.
+
+- **Model**: {model_line}; {model["dim"]}-dimensional image embeddings, each L2-normalised on its own (a dot
+  product is a cosine similarity), stored as float32.
+- **Collection**: {dataset_line}.
+- **Rows**: one per image that could be decoded, with its `id` in the collection (the image itself is not here:
+  the app fetches it by id) and its `vector`. Images that could not be decoded are counted as skipped.
+
+| split | images | skipped | file |
+|---|---|---|---|
+{rows}
+
+## How it was made
+
+Command: {command}. Date: {made["date"]}. Libraries: {versions}.
+"""
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M" if n < 10_000_000 else "n>10M"
+
+
+# -------------------------------------------------------------------------------------------------------- push
+def push_snapshot(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None,
+    *,
+    private: bool = False,
+    exist_ok: bool = False,
+    attempts: int = 3,
+    backoff_s: float = 2.0,
+) -> str:
+    """Upload a snapshot folder to the Hub dataset repo ``repo_id`` and return its URL.
+
+    The folder is read back strictly first (a snapshot that would not load is never uploaded). ``exist_ok=False``
+    refuses to add to an existing repo; with it, the upload replaces every earlier data file, so the repo never
+    mixes splits of two snapshots. Retries and error messages are those of ``trainer.hub``; the token never
+    appears in a message.
+    """
+    repo_id = validate_repo_id(repo_id)
+    if not token or not isinstance(token, str):
+        raise HubError(f"Pushing a snapshot needs a Hugging Face token with write access. {SIGN_IN_MESSAGE}.")
+    snapshot = read_snapshot(folder)
+    for split in snapshot.splits:
+        _read_split(snapshot, split)  # the same checks a loading app makes
+    calls = dict(repo_id=repo_id, token=token, attempts=attempts, backoff_s=backoff_s, repo_type="dataset")
+    calls["note"] = f" Nothing was lost: the snapshot is still at {folder}."
+    api = HfApi(token=token, library_name=LIBRARY_NAME)
+    repo_url, final_id = _create_repo(api, private=private, exist_ok=exist_ok, **calls)
+    with tempfile.TemporaryDirectory(prefix="concept-trainer-snapshot-") as tmp:
+        staged = Path(tmp) / "upload"
+        shutil.copytree(snapshot.folder, staged)
+        card = staged / CARD_NAME  # the usage line names the repo it was finally pushed to
+        card.write_text(card.read_text(encoding="utf-8").replace("<owner>/<this-snapshot>", final_id), encoding="utf-8")
+        commit = _call_hub(
+            lambda: api.upload_folder(
+                repo_id=final_id,
+                repo_type="dataset",
+                folder_path=staged,
+                commit_message=f"Embedding snapshot: {snapshot.describe()}",
+                allow_patterns=[CARD_NAME, f"{DATA_DIR}/*.parquet"],
+                delete_patterns=[f"{DATA_DIR}/*"],  # an earlier snapshot's splits must not outlive its card
+            ),
+            what=f"uploading the snapshot to '{final_id}'",
+            **{**calls, "repo_id": final_id},
+        )
+    url = str(getattr(commit, "repo_url", None) or repo_url)
+    log.info("Pushed the embedding snapshot (%s) to %s", snapshot.describe(), url)
+    return url
+
+
+# -------------------------------------------------------------------------------------------------------- read
+def fetch_snapshot(source: str, *, revision: str | None = None, attempts: int = 3, backoff_s: float = 2.0) -> Path:
+    """A local snapshot folder as it is, or a Hub dataset repo downloaded (card and parquet files only).
+
+    The download uses this machine's token if there is one (on a Space: the owner's HF_TOKEN secret, which is right
+    here: the owner configured the snapshot, no visitor asked for it), so a private snapshot works too.
+    """
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if source.startswith(("/", ".", "~")):
+        raise SnapshotError(f"no snapshot folder at {source!r}")
+    repo_id = validate_repo_id(source)
+    folder = _call_hub(
+        lambda: snapshot_download(
+            repo_id,
+            repo_type="dataset",
+            revision=revision,
+            allow_patterns=[CARD_NAME, f"{DATA_DIR}/*.parquet"],
+            library_name=LIBRARY_NAME,
+        ),
+        what=f"downloading the embedding snapshot '{repo_id}'",
+        repo_id=repo_id,
+        token=None,
+        attempts=attempts,
+        backoff_s=backoff_s,
+        repo_type="dataset",
+    )
+    return Path(folder)
+
+
+def read_snapshot(folder: str | Path, *, source: str | None = None) -> Snapshot:
+    """Read and check a snapshot folder's card (not its data: see ``install_snapshot``)."""
+    folder = Path(folder)
+    source = source or str(folder)
+    try:
+        metadata = metadata_load(folder / CARD_NAME) or {}
+    except FileNotFoundError:
+        raise SnapshotError(f"{source} is not an embedding snapshot: it has no {CARD_NAME}") from None
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
+        raise SnapshotError(f"the card ({CARD_NAME}) of snapshot {source} cannot be read: {err}") from None
+    facts = metadata.get(CARD_KEY)
+    if not isinstance(facts, dict):
+        raise SnapshotError(f"{source} is not a Concept Trainer embedding snapshot: its card has no {CARD_KEY!r} block")
+    if facts.get("format") != SNAPSHOT_FORMAT:
+        raise SnapshotError(
+            f"snapshot {source} has format {facts.get('format')!r}; this version reads format {SNAPSHOT_FORMAT}. "
+            "Publish it again with this version of the app."
+        )
+    model, collection, splits = facts.get("model"), facts.get("collection"), facts.get("splits")
+    problems = []
+    if not isinstance(model, dict) or not isinstance(model.get("id"), str) or not _positive_int(model.get("dim")):
+        problems.append("model (needs an id and a positive dim)")
+    elif (model.get("normalization"), model.get("dtype")) != ("l2", "float32"):
+        problems.append(f"vectors ({model.get('normalization')}, {model.get('dtype')}; expected l2, float32)")
+    if not isinstance(collection, dict) or not isinstance(collection.get("dataset"), str):
+        problems.append("collection (needs a dataset)")
+    if not isinstance(splits, dict) or not splits:
+        problems.append("splits (none listed)")
+    else:
+        for split, info in splits.items():
+            if not (
+                isinstance(info, dict)
+                and isinstance(info.get("file"), str)
+                and _positive_int(info.get("count"))
+                and isinstance(info.get("skipped"), int)
+            ):
+                problems.append(f"split {split!r} (needs file, count and skipped)")
+    if problems:
+        raise SnapshotError(f"the card of snapshot {source} is incomplete: {'; '.join(problems)}")
+    commit = folder.name if _HEX40.fullmatch(folder.name) else None  # huggingface_hub's snapshots/<commit> folders
+    return Snapshot(source, folder, commit, model, collection, splits)  # type: ignore[arg-type]
+
+
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _read_split(snapshot: Snapshot, split: str) -> tuple[list[str], np.ndarray]:
+    """The ids and (N, D) vectors of one split, after every check of the data against the card."""
+    info = snapshot.splits[split]
+    path = snapshot.folder / info["file"]
+    where = f"{info['file']} of snapshot {snapshot.source}"
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise SnapshotError(f"{where} is missing (the card lists it)") from None
+    except (pa.ArrowException, OSError) as err:
+        raise SnapshotError(f"{where} is not a readable parquet file (truncated or corrupted?): {err}") from None
+    missing = {"id", "vector"} - set(table.column_names)
+    if missing:
+        raise SnapshotError(f"{where} lacks the column(s) {sorted(missing)}; it has {table.column_names}")
+    if table.num_rows != info["count"]:
+        raise SnapshotError(f"{where} has {table.num_rows:,} rows but the card says {info['count']:,} (truncated?)")
+    id_column, vector_column = table.column("id"), table.column("vector").combine_chunks()
+    if not pa.types.is_string(id_column.type) or id_column.null_count:
+        raise SnapshotError(
+            f"{where}: 'id' must be non-null strings; got {id_column.type} ({id_column.null_count} null)"
+        )
+    ids = id_column.to_pylist()
+    if len(set(ids)) != len(ids):
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        raise SnapshotError(f"{where} holds duplicate ids ({len(repeated):,} repeated, e.g. {repeated[:5]})")
+    kind = vector_column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+        raise SnapshotError(f"{where}: 'vector' must be a list of float32; got {kind}")
+    if not pa.types.is_float32(kind.value_type):
+        raise SnapshotError(f"{where}: 'vector' must hold float32 values; got {kind.value_type}")
+    if vector_column.null_count:
+        raise SnapshotError(f"{where}: {vector_column.null_count} row(s) have no vector")
+    lengths = pc.list_value_length(vector_column).to_numpy(zero_copy_only=False)
+    wrong = np.flatnonzero(lengths != snapshot.dim)
+    if len(wrong):
+        first = int(wrong[0])
+        raise SnapshotError(
+            f"{where}: {len(wrong):,} vector(s) are not of size {snapshot.dim} (the card's), e.g. {ids[first]!r} has "
+            f"{int(lengths[first])} values"
+        )
+    flat = pc.list_flatten(vector_column).to_numpy(zero_copy_only=False)  # nulls inside a vector come out as NaN
+    vectors = np.asarray(flat, dtype=np.float32).reshape(len(ids), snapshot.dim)  # (N, D)
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        bad = [ids[i] for i in np.flatnonzero(~finite)[:5]]
+        raise SnapshotError(f"{where}: {int((~finite).sum()):,} vector(s) hold NaN or infinite values, e.g. {bad}")
+    norms = np.linalg.norm(vectors, axis=1)
+    off = np.flatnonzero(np.abs(norms - 1) > NORM_TOLERANCE)
+    if len(off):
+        raise SnapshotError(
+            f"{where}: {len(off):,} vector(s) are not L2-normalised, e.g. {ids[int(off[0])]!r} has norm "
+            f"{float(norms[off[0]]):.4f}"
+        )
+    return ids, vectors
+
+
+# ----------------------------------------------------------------------------------------------------- install
+def check_matches(snapshot: Snapshot, embedder: Embedder, collection: Collection) -> None:
+    """Raise ``SnapshotMismatch``, naming both sides, unless the snapshot was made for this model and collection."""
+    split = _split_name(collection)
+    model, recorded = _model_facts(embedder), snapshot.model
+    data, wanted = _collection_facts(collection), snapshot.collection
+    differences = []
+    if not _same_name(recorded["id"], model["id"]):
+        differences.append(f"model {recorded['id']} (snapshot) vs {model['id']} (loaded)")
+    elif recorded.get("commit") and model["commit"] and recorded["commit"] != model["commit"]:
+        differences.append(f"model commit {recorded['commit']} (snapshot) vs {model['commit']} (loaded)")
+    elif not (recorded.get("commit") and model["commit"]) and recorded.get("revision") != model["revision"]:
+        differences.append(f"model revision {recorded.get('revision')} (snapshot) vs {model['revision']} (loaded)")
+    if snapshot.dim != embedder.dim:
+        differences.append(f"embedding size {snapshot.dim} (snapshot) vs {embedder.dim} (loaded)")
+    if wanted["dataset"].casefold() != data["dataset"].casefold():
+        differences.append(f"dataset {wanted['dataset']} (snapshot) vs {data['dataset']} (loaded)")
+    for key in ("config", "revision"):
+        if wanted.get(key) != data[key]:
+            differences.append(f"dataset {key} {wanted.get(key)} (snapshot) vs {data[key]} (loaded)")
+    if wanted.get("image_column") and data["image_column"] and wanted["image_column"] != data["image_column"]:
+        differences.append(f"image column {wanted['image_column']} (snapshot) vs {data['image_column']} (loaded)")
+    if split not in snapshot.splits:
+        differences.append(f"split {'/'.join(snapshot.splits)} (snapshot) vs {split} (loaded)")
+    if differences:
+        raise SnapshotMismatch(
+            f"snapshot {snapshot.source} was made for {snapshot.describe()}, but the app loaded {embedder.model_id} "
+            f"({embedder.dim}-d) on {collection.source} split {split}: {'; '.join(differences)}"
+        )
+
+
+def install_snapshot(
+    snapshot: Snapshot, embedder: Embedder, collection: Collection, cache_dir: str | Path
+) -> Embeddings:
+    """Check ``snapshot`` against the model and collection, then write its split into the embeddings cache."""
+    check_matches(snapshot, embedder, collection)
+    split = _split_name(collection)
+    ids, vectors = _read_split(snapshot, split)
+    where = f"split {split} of snapshot {snapshot.source}"
+    positions = {id_: row for row, id_ in enumerate(collection.ids)}
+    unknown = [i for i in ids if i not in positions]
+    if unknown:
+        raise SnapshotMismatch(
+            f"{where} holds {len(unknown):,} id(s) that are not in {collection!r}, e.g. {unknown[:3]}: it was made "
+            "from another version of the collection"
+        )
+    expected_skipped = snapshot.splits[split]["skipped"]
+    if len(collection) - len(ids) != expected_skipped:
+        raise SnapshotMismatch(
+            f"{where} covers {len(ids):,} of the collection's {len(collection):,} images but records "
+            f"{expected_skipped:,} skipped: it was made from another version of the collection"
+        )
+    order = np.argsort([positions[i] for i in ids], kind="stable")  # the cache keeps collection order
+    ids, vectors = [ids[i] for i in order], vectors[order]
+    _spot_check(where, embedder, collection, ids, vectors)
+    covered = set(ids)
+    skipped = [
+        (i, f"not in snapshot {snapshot.source} (undecodable when it was made)")
+        for i in collection.ids
+        if i not in covered
+    ]
+    origin = {"snapshot": snapshot.source, "commit": snapshot.commit, "split": split}
+    return save_embeddings(embedder, collection, cache_dir, ids, vectors, skipped, origin=origin)
+
+
+def _spot_check(where: str, embedder: Embedder, collection: Collection, ids: list[str], vectors: np.ndarray) -> None:
+    """Re-embed a few images: the snapshot's vectors must be this model's, not another's of the same size."""
+    rows = sorted({int(r) for r in np.linspace(0, len(ids) - 1, SPOT_CHECK_ROWS)})
+    try:
+        images = [collection.image(ids[r]) for r in rows]
+    except (KeyError, UndecodableImage) as err:
+        raise SnapshotMismatch(f"{where}: cannot re-embed an image it lists to check it ({err})") from None
+    fresh = embedder.embed_images(images)  # (k, D)
+    cosines = np.sum(fresh * vectors[rows], axis=1)
+    if float(cosines.min()) < SPOT_CHECK_MIN_COSINE:
+        raise SnapshotMismatch(
+            f"{where}: its vectors are not what {embedder.model_id} gives for the same images (cosine "
+            f"{float(cosines.min()):.3f} < {SPOT_CHECK_MIN_COSINE} for {ids[rows[int(np.argmin(cosines))]]!r}): "
+            "it was made with other weights"
+        )
+
+
+# ------------------------------------------------------------------------------------------------ the workspace
+def seed_cache(
+    settings: Settings,
+    embedder: Embedder,
+    collections: Sequence[Collection],
+    progress: ProgressFn | None = None,
+) -> tuple[str, ...]:
+    """Before the workspace embeds ``collections``, fill the cache from ``settings.snapshot`` where it can.
+
+    Returns notes for the app's header (also logged): a refused or unreachable snapshot and the local indexing that
+    replaces it, or, with no snapshot configured and local indexing ahead, how to publish one. A collection already
+    in the cache needs nothing: no download, no note.
+    """
+    report = progress or (lambda fraction, message: None)
+    missing = [c for c in collections if load_cached(embedder, c, settings.cache_dir) is None]
+    if not missing:
+        return ()
+    if not settings.snapshot:
+        if settings.source == "bundle":  # the bundle embeds in seconds: nothing worth publishing
+            return ()
+        note = (
+            f"No embedding snapshot configured: embedding {sum(len(c) for c in missing):,} images locally. To start "
+            f"in seconds next time, publish one: `{publish_command(settings, missing[0])}`, then set "
+            "CT_SNAPSHOT=<you>/<name>."
+        )
+        log.warning(note)
+        return (note,)
+    if settings.source == "bundle" and not Path(settings.snapshot).expanduser().is_dir():
+        note = f"Embedding snapshot {settings.snapshot} not used: this start runs on the offline bundle."
+        log.warning(note)
+        return (note,)
+    report(0.03, f"fetching embedding snapshot {settings.snapshot}")
+    try:
+        folder = fetch_snapshot(settings.snapshot, revision=settings.snapshot_revision)
+        snapshot = read_snapshot(folder, source=settings.snapshot)
+    except (HubError, SnapshotError) as err:
+        return (_fallback(f"Embedding snapshot {settings.snapshot} could not be loaded: {err}"),)
+    notes = []
+    for collection in missing:
+        try:
+            embeddings = install_snapshot(snapshot, embedder, collection, settings.cache_dir)
+        except SnapshotError as err:
+            notes.append(_fallback(f"Embedding snapshot refused: {err}"))
+            continue
+        log.info(
+            "Embedding snapshot %s: %d vectors of split %s installed",
+            snapshot.source,
+            len(embeddings),
+            collection.split,
+        )
+        notes.append(f"Embeddings of {_split_name(collection)} loaded from snapshot {snapshot.source}.")
+    return tuple(notes)
+
+
+def _fallback(reason: str) -> str:
+    note = f"{reason}. Indexing locally instead (this takes longer)."
+    log.warning(note)
+    return note
+
+
+def publish_command(settings: Settings, collection: Collection) -> str:
+    """The one command that publishes a snapshot of ``collection`` (opened from ``settings``) with ``settings``'
+    model and held-out split. Run it where embedding is fast; the flags make it independent of CT_* variables."""
+    parts = ["--model", settings.model_id]
+    if not _is_local(settings.model_id) and settings.model_revision:
+        parts += ["--model-revision", settings.model_revision]
+    parts += ["--dataset", settings.dataset]
+    for flag, value in (
+        ("--config", collection.config),  # as opened: a local folder has none, whatever the settings say
+        ("--split", collection.split),
+        ("--eval-split", settings.eval_split),
+        ("--revision", collection.revision),
+        ("--image-column", settings.image_column),
+    ):
+        if value:
+            parts += [flag, value]
+    return " ".join(["python -m trainer index", *map(shlex.quote, parts), "--push-to-hub", "<you>/<name>"])
