@@ -137,7 +137,9 @@ class LocalIndex:
             scores[rows] = -np.inf  # scores is a fresh array: safe to overwrite
         k = min(top_k, len(scores))
         best = torch.topk(torch.from_numpy(scores), k).indices.numpy()  # sorted, best first
-        return [Hit(self._ids[r], float(scores[r])) for r in best if scores[r] != -np.inf]
+        best = best[scores[best] != -np.inf]
+        # Plain Python ints and floats first: indexing numpy scalars one by one costs ~2 us per hit.
+        return [Hit(self._ids[r], s) for r, s in zip(best.tolist(), scores[best].tolist(), strict=True)]
 
     def fetch(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors for ``ids`` as (n, d) float32, in the order asked."""
