@@ -203,7 +203,7 @@ def strategies_part(args: argparse.Namespace) -> None:
 
 
 def prior_part(args: argparse.Namespace) -> None:
-    labellers = {"oracle": oracle, f"noisy ({args.flip:.0%} flipped, |y| 0.3-1)": noisy_labeller(args.flip)}
+    labellers = {"oracle": oracle, f"noisy ({args.flip:.0%} flipped, confidence 0.3-1)": noisy_labeller(args.flip)}
     print(
         f"## prior_strength sweep, strategy {args.strategy}, {args.rounds} rounds max, n={args.n}, dim={args.dim}, "
         f"seeds {args.seeds}"
