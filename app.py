@@ -33,6 +33,7 @@ from trainer.hub import (
     token_for_push,
     zip_export,
 )
+from trainer.index import IndexUnavailable
 from trainer.session import RECIPE_NAMES, Session
 from trainer.workspace import Workspace, WorkspaceLoader, load_workspace
 
@@ -92,7 +93,7 @@ def header_markdown(loader: WorkspaceLoader) -> str:
             "  \n**Offline demo**: the Hugging Face Hub is not reachable, so this runs on the bundled tiny CLIP "
             "model and a generated collection of shapes (colour, shape, size, texture, background)."
         )
-    return line
+    return line + "".join(f"  \n⚠️ {note}" for note in ws.notes)
 
 
 def example_prompt(loader: WorkspaceLoader) -> str:
@@ -126,7 +127,7 @@ def new_session(
             prompt=prompt.strip(),
             base_model=ws.settings.model_id,
         )
-    except ValueError as err:
+    except (ValueError, IndexUnavailable) as err:  # IndexUnavailable: a remote index down; says what to do
         raise gr.Error(str(err)) from err
 
 
@@ -387,8 +388,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 if not any(session.labels.values()):
                     gr.Warning("No labels yet: slide right for 'it', left for 'not it'. Showing new images anyway.")
                 session.train_and_requery()
-            except (ValueError, ConnectionError, TimeoutError) as err:
-                raise gr.Error(f"{err}. Your labels are kept; try again.") from err
+            except (ValueError, ConnectionError, TimeoutError, IndexUnavailable) as err:
+                raise gr.Error(f"{str(err).rstrip('.')}. Your labels are kept; try again.") from err
             if session.exhausted:
                 gr.Info("That was the last batch: you have seen the whole collection.")
             return render(session)
@@ -425,8 +426,11 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             return summary, images
 
         def export(session: Session | None) -> list[str]:
-            folder = export_folder(require_session(session), loader.get())
-            return [str(zip_export(folder)), str(folder / LABELS_CSV), str(folder / LABELS_JSONL)]
+            try:
+                folder = export_folder(require_session(session), loader.get())
+                return [str(zip_export(folder)), str(folder / LABELS_CSV), str(folder / LABELS_JSONL)]
+            except OSError as err:  # a full or read-only temporary folder: nothing is lost, the session is untouched
+                raise gr.Error(f"Could not write the export ({err.strerror or err}). Your labels are kept.") from None
 
         def push(
             session: Session | None,
@@ -457,6 +461,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     expect_base_model=ws.settings.model_id,
                     expect_dim=ws.embedder.dim,
                     token=oauth_token.token if oauth_token else False,
+                    local=not on_space(),  # a visitor to a public Space must not make the server read its folders
                 )
             except HubError as err:
                 raise gr.Error(str(err)) from None
@@ -490,7 +495,9 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
     return demo
 
 
-LAUNCH_KWARGS: dict[str, Any] = {"theme": THEME, "css": CSS}
+# No component takes an upload, but Gradio's upload route is open to anyone: cap what a visitor can send.
+MAX_UPLOAD = "5mb"
+LAUNCH_KWARGS: dict[str, Any] = {"theme": THEME, "css": CSS, "max_file_size": MAX_UPLOAD}
 
 
 def main() -> None:
