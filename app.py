@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from trainer.classifier import LinearProbe
@@ -503,9 +504,11 @@ LAUNCH_KWARGS: dict[str, Any] = {"theme": THEME, "css": CSS, "max_file_size": MA
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)  # process-wide; see Settings.torch_threads
     loader = WorkspaceLoader(lambda progress: load_workspace(settings, progress)).start()
     demo = build_demo(loader)
-    demo.queue(default_concurrency_limit=4).launch(**LAUNCH_KWARGS)
+    demo.queue(default_concurrency_limit=settings.concurrency).launch(**LAUNCH_KWARGS)
 
 
 if __name__ == "__main__":
