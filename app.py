@@ -18,6 +18,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
 from trainer.classifier import LinearProbe
@@ -34,6 +35,7 @@ from trainer.hub import (
     token_for_push,
     zip_export,
 )
+from trainer.index import IndexUnavailable
 from trainer.session import RECIPE_NAMES, Session
 from trainer.workspace import Workspace, WorkspaceLoader, load_workspace
 
@@ -127,7 +129,7 @@ def new_session(
             prompt=prompt.strip(),
             base_model=ws.settings.model_id,
         )
-    except ValueError as err:
+    except (ValueError, IndexUnavailable) as err:  # IndexUnavailable: a remote index down; says what to do
         raise gr.Error(str(err)) from err
 
 
@@ -395,8 +397,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 if not any(session.labels.values()):
                     gr.Warning("No labels yet: slide right for 'it', left for 'not it'. Showing new images anyway.")
                 session.train_and_requery()
-            except (ValueError, ConnectionError, TimeoutError) as err:
-                raise gr.Error(f"{err}. Your labels are kept; try again.") from err
+            except (ValueError, ConnectionError, TimeoutError, IndexUnavailable) as err:
+                raise gr.Error(f"{str(err).rstrip('.')}. Your labels are kept; try again.") from err
             if session.exhausted:
                 gr.Info("That was the last batch: you have seen the whole collection.")
             return render(session)
@@ -433,8 +435,11 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             return summary, images
 
         def export(session: Session | None) -> list[str]:
-            folder = export_folder(require_session(session), loader.get())
-            return [str(zip_export(folder)), str(folder / LABELS_CSV), str(folder / LABELS_JSONL)]
+            try:
+                folder = export_folder(require_session(session), loader.get())
+                return [str(zip_export(folder)), str(folder / LABELS_CSV), str(folder / LABELS_JSONL)]
+            except OSError as err:  # a full or read-only temporary folder: nothing is lost, the session is untouched
+                raise gr.Error(f"Could not write the export ({err.strerror or err}). Your labels are kept.") from None
 
         def push(
             session: Session | None,
@@ -465,6 +470,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     expect_base_model=ws.settings.model_id,
                     expect_dim=ws.embedder.dim,
                     token=oauth_token.token if oauth_token else False,
+                    local=not on_space(),  # a visitor to a public Space must not make the server read its folders
                 )
             except HubError as err:
                 raise gr.Error(str(err)) from None
@@ -499,15 +505,19 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
     return demo
 
 
-LAUNCH_KWARGS: dict[str, Any] = {"theme": THEME, "css": CSS}
+# No component takes an upload, but Gradio's upload route is open to anyone: cap what a visitor can send.
+MAX_UPLOAD = "5mb"
+LAUNCH_KWARGS: dict[str, Any] = {"theme": THEME, "css": CSS, "max_file_size": MAX_UPLOAD}
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
+    if settings.torch_threads > 0:
+        torch.set_num_threads(settings.torch_threads)  # process-wide; see Settings.torch_threads
     loader = WorkspaceLoader(lambda progress: load_workspace(settings, progress)).start()
     demo = build_demo(loader)
-    demo.queue(default_concurrency_limit=4).launch(**LAUNCH_KWARGS)
+    demo.queue(default_concurrency_limit=settings.concurrency).launch(**LAUNCH_KWARGS)
 
 
 if __name__ == "__main__":

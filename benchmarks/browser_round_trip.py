@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     timings.sort()
     p95 = timings[min(len(timings) - 1, round(0.95 * (len(timings) - 1)))]
     load = os.getloadavg()[0]
-    print(f"{len(timings)} rounds: median {statistics.median(timings):.0f} ms, p95 {p95:.0f} ms, "
-          f"min {timings[0]:.0f} ms, max {timings[-1]:.0f} ms (target < 300 ms)")
+    print(
+        f"{len(timings)} rounds: median {statistics.median(timings):.0f} ms, p95 {p95:.0f} ms, "
+        f"min {timings[0]:.0f} ms, max {timings[-1]:.0f} ms (target < 300 ms)"
+    )
     print("| date | machine | load avg | rounds | median | p95 | min | max |")
     print("|---|---|---|---|---|---|---|---|")
     print(

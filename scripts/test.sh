@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, offline, exactly as CI runs it: `bash scripts/test.sh` (extra arguments go to pytest).
+# The slow load test is left out by default (pyproject's addopts); run it with `bash scripts/test.sh -m slow`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --browser

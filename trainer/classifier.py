@@ -130,6 +130,10 @@ class LinearProbe(
                 f"this classifier takes ({self.dim},)-dimensional embeddings of {self.base_model or 'its CLIP model'}"
                 f"; got shape {vectors.shape}"
             )
+        # NaN in would be NaN scores out, and one NaN row in ``fit`` would turn every weight into NaN.
+        bad = ~np.isfinite(vectors).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{int(bad.sum())} embedding(s) contain NaN or inf (first at row {int(np.argmax(bad))})")
         return vectors
 
     # ------------------------------------------------------------------------------------------------- training

@@ -49,6 +49,12 @@ class Settings:
     snapshot: str | None = None
     snapshot_revision: str | None = None  # pin a commit or tag of the snapshot repo; None: its main branch
 
+    # Serving, tuned from measurements (benchmarks/RESULTS-load.md): events the queue runs at once, and torch's
+    # intra-op threads (process-wide). A round is mostly Python and image encoding, not big tensor ops, so on 2
+    # cores more concurrent events beat more threads per event; 0 leaves torch's own default.
+    concurrency: int = 4
+    torch_threads: int = 1
+
     # Vector index backend: "local" (exact, in memory) or "pinecone".
     backend: str = "local"
     pinecone_index: str = "concept-trainer"

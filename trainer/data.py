@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import logging
 import os
 import urllib.error
@@ -197,6 +198,7 @@ def _decode(record: dict[str, Any]) -> Image.Image:
     path = record.get("path")
     if record.get("bytes") is None and path and os.path.isfile(path) and os.path.getsize(path) == 0:
         raise UndecodableImage("empty file (0 bytes)")  # clearer than Pillow's "cannot identify image file"
+    _refuse_huge(record)
     try:
         # The datasets decoder (as datasets itself uses): opens bytes, local or remote paths, loads the pixels and
         # applies the EXIF orientation, so a folder and a Hub dataset decode the same way.
@@ -206,6 +208,34 @@ def _decode(record: dict[str, Any]) -> Image.Image:
     # reason is kept and reported by id, so nothing is hidden.
     except Exception as err:
         raise UndecodableImage(f"{type(err).__name__}: {err}") from err
+
+
+def _refuse_huge(record: dict[str, Any]) -> None:
+    """Refuse an image whose header promises more than ``Image.MAX_IMAGE_PIXELS`` pixels, before decoding it.
+
+    Pillow itself only *warns* between 1x and 2x that limit and then decodes (a 10,000 x 10,000 PNG of a few KB
+    becomes 300 MB of RGB); above 2x it raises. Reading the header is cheap, so every size over the limit is refused
+    here, with the size in the message, and never reaches the decoder. Remote paths are left to the decoder.
+    """
+    source: Any = io.BytesIO(record["bytes"]) if record.get("bytes") is not None else record.get("path")
+    if not isinstance(source, io.BytesIO) and not (source and os.path.isfile(source)):
+        return
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        # Between 1x and 2x the limit Pillow warns here (once); we refuse just below. The warning is not silenced:
+        # ``warnings.catch_warnings`` is process-global and the collection is decoded on several threads.
+        with Image.open(source) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as err:
+        raise UndecodableImage(f"refused as a possible decompression bomb: {err}") from None
+    # Anything else (not an image, a broken header) is for the decoder to report, with its own reason.
+    except Exception:
+        return
+    if limit and width * height > limit:
+        raise UndecodableImage(
+            f"image is {width:,} x {height:,} pixels, over the limit of {limit:,}: refused as a possible "
+            "decompression bomb (resize it first)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- datasets

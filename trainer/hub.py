@@ -376,6 +376,7 @@ def load_classifier(
     token: str | bool | None = None,
     attempts: int = 3,
     backoff_s: float = 2.0,
+    local: bool = True,
 ) -> LinearProbe:
     """Load a classifier from an export folder or a Hub model repo, strictly.
 
@@ -383,13 +384,24 @@ def load_classifier(
     missing, none unexpected, every shape right, every value finite), and, when ``expect_base_model`` or
     ``expect_dim`` is given, the classifier must take that model's embeddings; otherwise ``ClassifierMismatch``
     names both models. ``token`` is for private repos: None uses this machine's login (the app should pass the
-    visitor's token, or False).
+    visitor's token, or False). ``local=False`` never touches the local file system: the source must be a Hub repo
+    id, and anything shaped like a path is refused. A public Space passes that, so that a visitor cannot make the
+    server read its own folders.
     """
     source = str(repo_or_folder)
-    if Path(source).is_dir():
+    if not local:
+        if isinstance(repo_or_folder, os.PathLike) or source.strip().startswith(("/", ".", "~", "\\")):
+            raise HubError(
+                "Loading from a folder on the server is turned off here: enter a Hub repository such as "
+                "'someone/red-circles'."
+            )
+        source = validate_repo_id(source)  # a relative path that happens to exist is still only a repo id here
+    if local and Path(source).is_dir():
         _require_files(Path(source), source)
         config_path, weights_path = Path(source) / CONFIG_NAME, Path(source) / WEIGHTS_NAME
-    elif isinstance(repo_or_folder, os.PathLike) or source.startswith(("/", ".", "~")) or Path(source).exists():
+    elif local and (
+        isinstance(repo_or_folder, os.PathLike) or source.startswith(("/", ".", "~")) or Path(source).exists()
+    ):
         raise HubError(f"No classifier folder at {source}: pass the folder of an export, or a Hub repo id.")
     else:
         repo_id = validate_repo_id(source)
@@ -401,7 +413,7 @@ def load_classifier(
                 token=token if isinstance(token, str) else None,
                 attempts=attempts,
                 backoff_s=backoff_s,
-                note=f" (There is no local folder named {source!r} either.)",
+                note=f" (There is no local folder named {source!r} either.)" if local else "",
             )
             for name in (CONFIG_NAME, WEIGHTS_NAME)
         ]

@@ -36,7 +36,15 @@ from trainer.data import Collection, folder_signature
 from trainer.embed import Embedder, to_rgb
 from trainer.index.local import _atomic_write
 
-__all__ = ["Embeddings", "ProgressFn", "build_embeddings", "cache_key", "load_cached", "save_embeddings"]
+__all__ = [
+    "Embeddings",
+    "ProgressFn",
+    "build_embeddings",
+    "cache_key",
+    "embed_in_memory",
+    "load_cached",
+    "save_embeddings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +131,40 @@ def build_embeddings(
     if resume_at:
         logger.info("Resuming %s at row %d of %d (%d shard(s) on disk)", key, resume_at, total, len(shards))
     report(resume_at, total, f"resuming at image {resume_at}" if resume_at else "embedding images")
-    _embed_rows(embedder, collection, shard_dir, resume_at, batch_size, max(1, shard_size // batch_size), report)
+
+    def write(start: int, stop: int, vectors: list[np.ndarray], ids: list[str], skipped: list[tuple[str, str]]) -> None:
+        _write_shard(shard_dir, start, stop, vectors, ids, skipped, embedder.dim)
+
+    _embed_rows(embedder, collection, write, resume_at, batch_size, max(1, shard_size // batch_size), report)
     return _consolidate(entry, key, embedder, collection, batch_size)
+
+
+def embed_in_memory(
+    embedder: Embedder, collection: Collection, batch_size: int = 64, progress: ProgressFn | None = None
+) -> Embeddings:
+    """Embed every decodable image with nothing written to disk: the fallback when the cache cannot be written.
+
+    Same pipeline and batch boundaries as ``build_embeddings``, so the vectors are the ones a cache would hold; but
+    nothing survives the process, and a restart embeds the collection again.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    report = progress or (lambda done, total, message: None)
+    parts: list[np.ndarray] = []
+    ids: list[str] = []
+    skipped: list[tuple[str, str]] = []
+
+    def keep(
+        start: int, stop: int, vectors: list[np.ndarray], batch_ids: list[str], bad: list[tuple[str, str]]
+    ) -> None:
+        parts.extend(vectors)
+        ids.extend(batch_ids)
+        skipped.extend(bad)
+
+    report(0, len(collection), "embedding images (in memory: the cache folder is not writable)")
+    _embed_rows(embedder, collection, keep, 0, batch_size, 1, report)
+    vectors = np.concatenate(parts) if parts else np.empty((0, embedder.dim), dtype=np.float32)
+    return Embeddings(ids, vectors.astype(np.float32, copy=False), skipped, cache_hit=False, path=None)
 
 
 # ------------------------------------------------------------------------------------------------- the pipeline
@@ -165,10 +205,14 @@ def _prepare(embedder: Embedder, collection: Collection, start: int, stop: int) 
     return _Prepared(stop, ids, pixels, skipped)
 
 
+ShardWriter = Callable[[int, int, list[np.ndarray], list[str], list[tuple[str, str]]], None]
+"""``write(start, stop, vectors, ids, skipped)``: where a finished run of rows goes (a shard file, or memory)."""
+
+
 def _embed_rows(
     embedder: Embedder,
     collection: Collection,
-    shard_dir: Path,
+    write: ShardWriter,
     resume_at: int,
     batch_size: int,
     batches_per_shard: int,
@@ -195,7 +239,7 @@ def _embed_rows(
             skipped.extend(prepared.skipped)
             batches += 1
             if batches == batches_per_shard or prepared.stop == total:
-                _write_shard(shard_dir, shard_start, prepared.stop, vectors, ids, skipped, embedder.dim)
+                write(shard_start, prepared.stop, vectors, ids, skipped)
                 shard_start, vectors, ids, skipped, batches = prepared.stop, [], [], [], 0
             rate = (prepared.stop - resume_at) / max(time.perf_counter() - started, 1e-9)
             report(prepared.stop, total, f"embedded {prepared.stop}/{total} images ({rate:.1f} images/s)")

@@ -646,6 +646,9 @@ def seed_cache(
         except SnapshotError as err:
             notes.append(_fallback(f"Embedding snapshot refused: {err}"))
             continue
+        except OSError as err:  # a read-only or full cache folder: the workspace then embeds in memory
+            notes.append(_fallback(f"Embedding snapshot could not be written to the cache ({err.strerror or err})"))
+            continue
         log.info(
             "Embedding snapshot %s: %d vectors of split %s installed",
             snapshot.source,

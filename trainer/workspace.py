@@ -7,6 +7,7 @@ while a first start embeds the collection.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from .embed import load as load_embedder
 from .index import VectorIndex
 from .index.factory import open_index
 from .index.local import LocalIndex
-from .indexing import Embeddings, build_embeddings
+from .indexing import Embeddings, build_embeddings, embed_in_memory
 from .snapshot import seed_cache
 
 __all__ = ["EvalSplit", "Projection", "Workspace", "WorkspaceLoader", "load_workspace", "project_2d"]
@@ -34,6 +35,8 @@ ProgressFn = Callable[[float, str], None]  # (fraction 0..1, message)
 
 # The 2-D map plots at most this many points: enough to show the collection's shape, few enough to draw fast.
 MAP_POINTS = 2000
+# Why a cache folder cannot be written: read-only, no permission, disk or quota full.
+_STORAGE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 # How far a negative prompt pushes the prior away from what it describes.
 NEGATIVE_PROMPT_WEIGHT = 0.5
 
@@ -116,7 +119,7 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
     eval_collection = _open_eval(settings)
     total = len(collection) + (len(eval_collection) if eval_collection else 0)
     # A matching snapshot fills the cache, so the build_embeddings calls below are cache hits; else they embed.
-    notes = seed_cache(settings, embedder, [c for c in (collection, eval_collection) if c is not None], report)
+    notes = list(seed_cache(settings, embedder, [c for c in (collection, eval_collection) if c is not None], report))
 
     def embedding_progress(offset: int, label: str) -> Callable[[int, int, str], None]:
         def hook(done: int, _total: int, message: str) -> None:
@@ -124,18 +127,11 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
 
         return hook
 
-    embeddings = build_embeddings(
-        embedder, collection, settings.cache_dir, settings.embed_batch_size, embedding_progress(0, settings.split)
-    )
+    embeddings = _embed(embedder, collection, settings, embedding_progress(0, settings.split), notes)
     eval_split = None
     if eval_collection is not None:
-        eval_embeddings = build_embeddings(
-            embedder,
-            eval_collection,
-            settings.cache_dir,
-            settings.embed_batch_size,
-            embedding_progress(len(collection), eval_collection.split or "eval"),
-        )
+        progress_hook = embedding_progress(len(collection), eval_collection.split or "eval")
+        eval_embeddings = _embed(embedder, eval_collection, settings, progress_hook, notes)
         eval_split = EvalSplit(eval_collection.split or "eval", eval_collection, eval_embeddings)
     report(0.96, f"building the {settings.backend} index")
     index = _build_index(settings, collection, embeddings)
@@ -143,7 +139,34 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
     seconds = time.perf_counter() - started
     report(1.0, f"ready in {seconds:.1f} s")
     log.info("workspace ready in %.1f s: %s on %s, %d images", seconds, settings.model_id, settings.dataset, len(index))
-    return Workspace(settings, embedder, collection, embeddings, index, eval_split, projection, seconds, notes)
+    return Workspace(
+        settings, embedder, collection, embeddings, index, eval_split, projection, seconds, tuple(dict.fromkeys(notes))
+    )
+
+
+def _embed(
+    embedder: Embedder,
+    collection: Collection,
+    settings: Settings,
+    progress: Callable[[int, int, str], None],
+    notes: list[str],
+) -> Embeddings:
+    """The collection's embeddings from the disk cache; in memory, with a note, when the cache cannot be written.
+
+    A read-only or full cache folder must not take the app down: the vectors are the same either way, only the next
+    start is slower. Any other error is a real fault and propagates.
+    """
+    try:
+        return build_embeddings(embedder, collection, settings.cache_dir, settings.embed_batch_size, progress)
+    except OSError as err:
+        if err.errno not in _STORAGE_ERRNOS:
+            raise
+        log.warning("cache folder %s is not writable (%s): embedding in memory instead", settings.cache_dir, err)
+        notes.append(
+            f"The cache folder is not writable ({err.strerror or err}), so the embeddings are kept in memory only: "
+            "the app works as usual, but the next start embeds the collection again."
+        )
+        return embed_in_memory(embedder, collection, settings.embed_batch_size, progress)
 
 
 def _build_index(settings: Settings, collection: Collection, embeddings: Embeddings) -> VectorIndex:

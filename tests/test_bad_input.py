@@ -1,0 +1,258 @@
+"""Bad input through every entry point that takes it: the engine API, the command line and the app's HTTP API.
+
+Each bad input must get a clear message and leave a session exactly as it was (labels, batch, round, seen and the
+classifier's weights). What other files already pin down is not repeated here: empty prompts at the embedder and in
+the app (test_embed, test_app), corrupt / empty / 16-bit / palette / RGBA files while indexing (test_data,
+test_indexing, test_cli), out-of-range and unknown-id labels (test_engine), bad index vectors and duplicate ids
+(index_contract), a classifier of another model for load and predict (test_hub, test_predict), repo names
+(test_hub). The app takes no image uploads, so image files are an engine and command-line matter only.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import trainer.hub
+from app import MAX_BATCH
+from trainer import cli
+from trainer.classifier import LinearProbe
+from trainer.data import Collection
+from trainer.hub import export_classifier
+from trainer.index.local import LocalIndex
+from trainer.indexing import build_embeddings
+from trainer.session import Session
+from trainer.synthetic import planted_concept
+
+N_OUT = 2 * MAX_BATCH
+GOOD_IMAGES = ["la.png", "cmyk.jpg", "animated.gif", "sixteen.png"]
+BOMBS = ["bomb-20000.png", "bomb-10000.png"]  # over 2x Pillow's limit (it raises) and between 1x and 2x (it warns)
+
+
+# ------------------------------------------------------------------------------------------------------ images
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` x ``height`` (8-bit grey) but whose data is a few bytes: a bomb's shape."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture
+def awkward_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "awkward"
+    folder.mkdir()
+    ramp = np.linspace(0, 255, 24 * 24).reshape(24, 24).astype(np.uint8)
+    Image.fromarray(np.stack([ramp, ramp[::-1]], axis=-1), "LA").save(folder / "la.png")
+    Image.new("CMYK", (24, 24), (0, 200, 200, 0)).save(folder / "cmyk.jpg")
+    Image.fromarray(ramp.astype(np.uint16) * 257).save(folder / "sixteen.png")
+    frames = [Image.new("RGB", (24, 24), colour) for colour in [(230, 20, 20), (20, 20, 230), (20, 230, 20)]]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (folder / "bomb-20000.png").write_bytes(png_header_only(20_000, 20_000))
+    (folder / "bomb-10000.png").write_bytes(png_header_only(10_000, 10_000))
+    return folder
+
+
+def _skipped_lines(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^  (\S+): (.+)$", text, flags=re.MULTILINE))
+
+
+def through_engine(folder: Path, tmp_path: Path, tiny_clip_dir: Path, capsys) -> tuple[set[str], dict[str, str]]:
+    from trainer import embed
+
+    result = build_embeddings(embed.load(str(tiny_clip_dir)), Collection.open(str(folder), split=None), tmp_path)
+    return set(result.ids), dict(result.skipped)
+
+
+def through_cli_index(folder: Path, tmp_path: Path, tiny_clip_dir: Path, capsys) -> tuple[set[str], dict[str, str]]:
+    argv = ["index", "--model", str(tiny_clip_dir), "--dataset", str(folder), "--cache-dir", str(tmp_path)]
+    assert cli.main([*argv, "--out", str(tmp_path / "index")]) == 0
+    skipped = _skipped_lines(capsys.readouterr().out)
+    return set(LocalIndex.load(tmp_path / "index").ids), skipped
+
+
+def through_cli_predict(folder: Path, tmp_path: Path, tiny_clip_dir: Path, capsys) -> tuple[set[str], dict[str, str]]:
+    probe = LinearProbe.from_prompt(np.ones(16, np.float32) / 4, scale=1.0, bias=0.0, base_model=str(tiny_clip_dir))
+    classifier = export_classifier(probe, tmp_path / "classifier")
+    out = tmp_path / "scores.csv"
+    assert cli.main(["predict", "--classifier", str(classifier), "--images", str(folder), "--out", str(out)]) == 0
+    skipped = _skipped_lines(capsys.readouterr().out)
+    return {line.split(",")[0] for line in out.read_text().splitlines()[1:]}, skipped
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's own note, before we refuse
+@pytest.mark.parametrize("entry", [through_engine, through_cli_index, through_cli_predict], ids=lambda f: f.__name__)
+def test_awkward_images_are_used_and_bombs_refused_by_name_before_decoding(
+    entry, awkward_folder, tmp_path, tiny_clip_dir, capsys
+):
+    used, skipped = entry(awkward_folder, tmp_path / "work", tiny_clip_dir, capsys)
+    assert used == set(GOOD_IMAGES)
+    assert set(skipped) == set(BOMBS)
+    assert all("decompression bomb" in why for why in skipped.values())
+    assert "10,000 x 10,000 pixels" in skipped["bomb-10000.png"]  # refused by us, not half-decoded by Pillow
+
+
+def test_an_animated_image_is_embedded_as_its_first_frame(awkward_folder, tiny_embedder):
+    collection = Collection.open(str(awkward_folder), split=None)
+    first_frame = Image.new("RGB", (24, 24), (230, 20, 20))
+    vectors = tiny_embedder.embed_images([collection.image("animated.gif"), first_frame])
+    assert float(vectors[0] @ vectors[1]) == pytest.approx(1.0, abs=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------------ engine
+@pytest.fixture(scope="module")
+def concept():
+    return planted_concept(n=400, dim=32, seed=3)
+
+
+@pytest.fixture
+def trained(concept) -> Session:
+    """A session one round in, with labels and a trained classifier: the state a refusal must not touch."""
+    session = Session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept.prompt_vector, seed=0)
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    session.train_and_requery()
+    return session
+
+
+def snapshot(session: Session) -> tuple:
+    weights = {k: v.clone() for k, v in session.classifier.state_dict().items()}
+    return session.labels, session.label_rounds, session.batch(), session.round, session.seen, weights
+
+
+def same(a: tuple, b: tuple) -> bool:
+    import torch
+
+    return a[:-1] == b[:-1] and all(torch.equal(a[-1][k], b[-1][k]) for k in a[-1])
+
+
+SESSION_REFUSALS = {
+    "label NaN": (lambda s, c: s.label({s.batch()[0].id: float("nan")}), r"within \[-1, 1\]"),
+    "label inf": (lambda s, c: s.label({s.batch()[0].id: float("inf")}), r"within \[-1, 1\]"),
+    "label 3": (lambda s, c: s.label({s.batch()[0].id: 3.0}), r"within \[-1, 1\]"),
+    "label an unknown id, among good ones": (
+        lambda s, c: s.label({s.batch()[0].id: 1.0, "no-such-id": 1.0}),
+        "never shown",
+    ),
+    "scores of NaN rows": (lambda s, c: s.scores(np.full((2, 32), np.nan, np.float32)), "NaN or inf"),
+    "scores of wrong-size rows": (lambda s, c: s.scores(np.ones((2, 16), np.float32)), r"\(32,\)-dimensional"),
+    "fit on an inf row": (
+        lambda s, c: s.classifier.fit(np.full((1, 32), np.inf, np.float32), np.ones(1, np.float32)),
+        "NaN or inf",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SESSION_REFUSALS))
+def test_a_refused_call_leaves_the_session_exactly_as_it_was(trained, concept, case):
+    call, message = SESSION_REFUSALS[case]
+    before = snapshot(trained)
+    with pytest.raises(ValueError, match=message):
+        call(trained, concept)
+    assert same(snapshot(trained), before)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prompt_vector": np.full(32, np.nan, np.float32)}, "32 finite numbers"),
+        ({"prompt_vector": np.ones(512, np.float32)}, "32 finite numbers"),
+        ({"strategy": "smartest"}, "unknown strategy 'smartest'; choose one of top, boundary"),
+        ({"classifier": LinearProbe(dim=16, base_model="openai/clip-vit-base-patch32")}, "16-d embeddings"),
+    ],
+    ids=["NaN prompt", "wrong-size prompt", "unknown strategy", "classifier of another size"],
+)
+def test_a_session_refuses_bad_construction_naming_what_is_wrong(concept, options, message):
+    index = LocalIndex.from_vectors(concept.ids, concept.vectors)
+    arguments = {"prompt_vector": concept.prompt_vector, **options}
+    with pytest.raises(ValueError, match=message):
+        Session(index, **arguments)
+
+
+@pytest.mark.parametrize("prompt", ["x" * 10_000, "猫が雪の中にいる", "собака на снегу", "\u200b"])
+def test_long_and_non_latin_prompts_start_a_session_on_the_workspace(bundle_workspace, prompt):
+    ws = bundle_workspace.wait(timeout=600)
+    vector = ws.prompt_vector(prompt)
+    assert vector.shape == (ws.index.dim,) and np.isfinite(vector).all()
+    assert len(Session(ws.index, vector, batch_size=5).batch()) == 5
+
+
+# ------------------------------------------------------------------------------------------------------ app
+@pytest.fixture
+def client(app_url):
+    return Client(app_url, verbose=False)
+
+
+def search(client: Client, prompt: str = "a red circle", strategy: str = "mixed", batch_size: float = 10):
+    return client.predict(prompt, "", strategy, batch_size, 10, api_name="/search")
+
+
+def train(client: Client, values: list[float]):
+    return client.predict(*values, *[0.0] * (MAX_BATCH - len(values)), api_name="/train")
+
+
+def stats(outputs) -> str:
+    out = outputs[N_OUT]
+    return out["value"] if isinstance(out, dict) else out
+
+
+@pytest.mark.parametrize("prompt", ["x" * 10_000, "猫が雪の中にいる", "🐕 في الثلج"], ids=["10k chars", "ja", "ar"])
+def test_the_app_serves_long_and_non_latin_prompts(client, prompt):
+    assert "Round 1" in stats(search(client, prompt))
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    # Text is refused by Gradio's own slider check, whose details it keeps in the server log (show_error is off).
+    # NaN and inf cannot travel in the API's JSON at all.
+    [(["yes"], ""), ([1.5], "1.5"), ([-3.0], "-3")],
+    ids=["text", "above 1", "below -1"],
+)
+def test_bad_slider_values_through_the_api_are_refused_and_change_nothing(client, values, message):
+    search(client)
+    with pytest.raises(AppError, match=message):
+        train(client, values + [1.0] * 9)
+    after = train(client, [1.0] * 3 + [-1.0] * 7)  # as if the bad call had never happened
+    assert "Round 2" in stats(after) and "10 labels (+3 / −7)" in stats(after)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "batch_size", "message"),
+    [("smartest", 10, "smartest"), ("mixed", 0, "0"), ("mixed", 1000, "1000")],
+    ids=["unknown strategy", "batch size 0", "batch size 1000"],
+)
+def test_bad_search_settings_through_the_api_are_refused_and_change_nothing(client, strategy, batch_size, message):
+    search(client, batch_size=10)
+    train(client, [1.0] * 10)
+    with pytest.raises(AppError, match=message):
+        search(client, strategy=strategy, batch_size=batch_size)
+    assert "Round 3" in stats(train(client, [-1.0] * 10))
+
+
+def test_loading_a_classifier_of_another_base_model_names_both_and_keeps_the_session(client, tmp_path):
+    probe = LinearProbe.from_prompt(np.ones(16, np.float32) / 4, scale=1.0, bias=0.0, base_model="someone/other-clip")
+    folder = export_classifier(probe, tmp_path / "other")
+    search(client)
+    with pytest.raises(AppError, match="someone/other-clip"):
+        client.predict(str(folder), api_name="/load")
+    assert "Round 2" in stats(train(client, [1.0] * 10))
+
+
+def test_pushing_to_a_path_shaped_repo_name_is_refused_before_any_request(client, monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setattr(trainer.hub, "get_token", lambda: "hf_localMachineToken")
+    monkeypatch.setattr(trainer.hub, "HfApi", None)  # any request would fail loudly
+    search(client)
+    with pytest.raises(AppError, match="repository id"):
+        client.predict("../../etc/passwd", False, False, api_name="/push")
