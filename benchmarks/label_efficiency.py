@@ -12,12 +12,14 @@ classifier and compute average precision (AP) against the planted truth. Per str
 Seeds vary the collection *and* the session: ``top``, ``boundary`` and ``mixed`` are deterministic given a
 collection, so only new collections make the seeds independent.
 
-Two parts, each a few minutes on 2 cores:
+Two parts. On a busy 2-core machine each difficulty takes 1-2.5 minutes in ``strategies`` and 3-4.5 in
+``prior``, so pick difficulties per run to stay under ~5 minutes:
 
-    python -m benchmarks.label_efficiency strategies      # original, top, boundary, mixed, random; oracle labeller
-    python -m benchmarks.label_efficiency prior           # prior_strength sweep for the default strategy,
-                                                          # oracle and noisy labeller
-    python -m benchmarks.label_efficiency strategies --quick    # smoke run
+    python -m benchmarks.label_efficiency strategies --difficulties default noisy     # original, top, boundary,
+    python -m benchmarks.label_efficiency strategies --difficulties hard misaligned   # mixed, random; oracle
+    python -m benchmarks.label_efficiency prior --difficulties noisy    # prior_strength sweep, default strategy,
+                                                                        # oracle and noisy labeller
+    python -m benchmarks.label_efficiency strategies --quick            # smoke run
 
 The noisy labeller stands in for a real person: it flips ``--flip`` of the answers (default 15%) and gives each a
 slider-like confidence drawn uniformly from 0.3 to 1.0. The prior exists to protect against exactly that.
@@ -142,7 +144,7 @@ def fmt_labels(values: list[int | None]) -> str:
         return "not reached"
     # Unreached seeds count as worse than any reached one, so the median is honest about them.
     ordered = sorted(reached) + [None] * (len(values) - len(reached))
-    middle = ordered[(len(ordered) - 1) // 2]
+    middle = ordered[len(ordered) // 2]  # the upper middle for an even count: never flatters
     median = "not reached" if middle is None else str(middle)
     return median if len(reached) == len(values) else f"{median} ({len(reached)}/{len(values)} reached)"
 

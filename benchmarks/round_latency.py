@@ -13,7 +13,7 @@ unchanged.
 
 The machine may be shared: timings are noisy, so compare rows of one run, look at medians, and rerun.
 
-    python -m benchmarks.round_latency            # 10k, 100k, 1M x float32, float16 (~3 minutes, ~6 GB peak)
+    python -m benchmarks.round_latency            # 10k, 100k, 1M x float32, float16 (~3 minutes, 6.4 GB peak)
     python -m benchmarks.round_latency --quick    # 10k only, a few rounds: a smoke run
 """
 
