@@ -254,3 +254,24 @@ def test_label_rounds_record_when_each_label_was_given_and_follow_undo(index, co
     assert set(session.label_rounds.values()) == {1, 2, 3}
     session.undo()  # back to before round 2 was trained: the round-3 labels go with it
     assert session.label_rounds == before_training
+
+
+def test_newton_and_lbfgs_fits_reach_the_same_optimum(concept, monkeypatch):
+    import trainer.classifier as classifier_module
+
+    rng = np.random.default_rng(4)
+    rows = rng.choice(len(concept.ids), 120, replace=False)
+    labels = (np.where(concept.truth[rows], 1.0, -1.0) * rng.uniform(0.3, 1, len(rows))).astype(np.float32)
+
+    def fitted(newton_limit: int) -> tuple[np.ndarray, float, float]:
+        monkeypatch.setattr(classifier_module, "_NEWTON_MAX_LABELS", newton_limit)
+        probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0)
+        report = probe.fit(concept.vectors[rows], labels)
+        return probe.weight, probe.bias, report.loss
+
+    newton_w, newton_b, newton_loss = fitted(10_000)
+    lbfgs_w, lbfgs_b, lbfgs_loss = fitted(0)
+    assert newton_loss <= lbfgs_loss + 1e-4  # exact Newton is at least as close to the optimum
+    assert newton_loss == pytest.approx(lbfgs_loss, rel=1e-3)
+    np.testing.assert_allclose(newton_w, lbfgs_w, atol=2e-2 * np.abs(lbfgs_w).max())
+    assert newton_b == pytest.approx(lbfgs_b, abs=0.05 * abs(lbfgs_b) + 0.05)

@@ -26,6 +26,9 @@ from torch import nn
 __all__ = ["RECIPES", "FitReport", "LinearProbe", "label_targets"]
 
 RECIPES = ("balanced", "original")
+# Up to this many labels a fit takes exact Newton steps in label space (1-2 ms at 50 labels, against ~8 ms for
+# L-BFGS); beyond it each n x n solve grows past what L-BFGS costs, so L-BFGS takes over.
+_NEWTON_MAX_LABELS = 256
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,21 @@ class LinearProbe(
         # The bias gets a much weaker pull: it must be free to move when every label so far is of one class.
         norm2 = float(self.prior_weight.square().sum()) or 1.0
         pull_w, pull_b = self.prior_strength / norm2, self.prior_strength * 0.01 / norm2
+        if len(x) <= _NEWTON_MAX_LABELS:
+            w, b, loss = _newton_map(
+                x.double().numpy(),
+                t.double().numpy(),
+                c.double().numpy(),
+                self.prior_weight.double().numpy(),
+                float(self.prior_bias),
+                pull_w,
+                pull_b,
+                max_iter=max_iter,
+            )
+            with torch.no_grad():
+                self.linear.weight.copy_(torch.from_numpy(w)[None, :])
+                self.linear.bias.fill_(b)
+            return FitReport(loss=loss, **report)
         weight, bias = self.linear.weight, self.linear.bias  # (1, D), (1,)
         prior_w, prior_b = self.prior_weight, self.prior_bias  # (D,), ()
         optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -182,9 +200,9 @@ class LinearProbe(
             return loss
 
         self.train()
-        loss = optimizer.step(closure)
+        optimizer.step(closure)
         self.eval()
-        return FitReport(loss=float(loss.detach()), **report)
+        return FitReport(loss=float(closure()), **report)  # step() returns the loss it started from, not the fit's
 
     def _fit_original(self, vectors: np.ndarray, labels: np.ndarray) -> FitReport:
         """The article's update: 5 SGD steps at lr 0.2 on the newest batch, targets (y + 1) / 2."""
@@ -202,6 +220,57 @@ class LinearProbe(
         self.eval()
         positives = int((labels > 0).sum())
         return FitReport(len(labels), positives, int((labels < 0).sum()), float(loss.detach()))
+
+
+def _newton_map(
+    x: np.ndarray,
+    t: np.ndarray,
+    c: np.ndarray,
+    w0: np.ndarray,
+    b0: float,
+    pull_w: float,
+    pull_b: float,
+    *,
+    max_iter: int = 50,
+    tol: float = 1e-10,
+) -> tuple[np.ndarray, float, float]:
+    """Minimise ``sum c (softplus(z) - t z) + pull_w |w - w0|^2 + pull_b (b - b0)^2`` with ``z = x w + b``.
+
+    Damped Newton, converging in under ten steps on this convex problem. The Hessian is ``A^T A + P`` with
+    ``A = sqrt(c s (1 - s)) [x 1]`` (n, D + 1) and ``P`` diagonal, so by the Woodbury identity each step solves an
+    n x n system: cheap while there are far fewer labels than dimensions. Returns (w, b, loss), float64.
+    """
+    n, d = x.shape
+    xa = np.hstack([x, np.ones((n, 1))])  # (n, D + 1)
+    theta0 = np.append(w0, b0)
+    prior = np.full(d + 1, 2 * pull_w)  # the prior's Hessian, diagonal
+    prior[-1] = 2 * pull_b
+    inverse = 1 / prior
+
+    def loss(theta: np.ndarray) -> float:
+        z = xa @ theta
+        return float(c @ (np.logaddexp(0, z) - t * z) + 0.5 * prior @ (theta - theta0) ** 2)
+
+    theta, value = theta0.copy(), loss(theta0)
+    for _ in range(max_iter):
+        z = xa @ theta
+        s = 0.5 * (1 + np.tanh(0.5 * z))
+        gradient = xa.T @ (c * (s - t)) + prior * (theta - theta0)
+        a = np.sqrt(c * s * (1 - s))[:, None] * xa
+        u = inverse * gradient
+        step = u - inverse * (a.T @ np.linalg.solve(np.eye(n) + (a * inverse) @ a.T, a @ u))  # H^-1 gradient
+        decrement = float(gradient @ step)
+        if decrement / 2 <= tol * (1 + abs(value)):
+            break
+        size = 1.0
+        while True:  # backtrack until the loss drops enough (Armijo)
+            candidate = theta - size * step
+            candidate_value = loss(candidate)
+            if candidate_value <= value - 1e-4 * size * decrement or size < 1e-8:
+                break
+            size /= 2
+        theta, value = candidate, candidate_value
+    return theta[:-1], float(theta[-1]), value
 
 
 def _balanced_weights(targets: np.ndarray, confidence: np.ndarray) -> np.ndarray:
