@@ -45,7 +45,8 @@ class Settings:
 
     # A published embedding snapshot (a Hub dataset repo "owner/name", or a local folder) to start from instead of
     # embedding the collection: seconds instead of minutes on a CPU Space. Checked against the model and collection;
-    # refused (and indexed locally) when it does not match. See trainer/snapshot.py and docs/space.md.
+    # refused (and indexed locally) when it does not match. See trainer/snapshot.py and the README's
+    # 'Deploying the Space'.
     snapshot: str | None = None
     snapshot_revision: str | None = None  # pin a commit or tag of the snapshot repo; None: its main branch
 
