@@ -101,7 +101,7 @@ def header_markdown(loader: WorkspaceLoader) -> str:
 def example_prompt(loader: WorkspaceLoader) -> str:
     ready, _, _ = loader.status()
     if ready and loader.get().offline_bundle:
-        return "a small red circle on stripes"
+        return "a small yellow shape"
     return "dogs in the snow"
 
 
@@ -170,12 +170,18 @@ def stats_markdown(session: Session | None) -> str:
 
 
 def progress_frame(session: Session | None) -> pd.DataFrame:
-    rows = [{"round": 0, "count": 0, "series": name} for name in ("labels", "positives found")] if session else []
+    # Gradio's plots fix their axis types and colour categories from the first value they get (categories that
+    # appear later are never drawn), so even the empty start holds both series, typed.
+    rows = [{"round": 0, "count": 0, "series": name} for name in ("labels", "positives found")]
     for stats in session.history if session else []:
         rows.append({"round": stats.round, "count": stats.labelled, "series": "labels"})
         rows.append({"round": stats.round, "count": stats.positives, "series": "positives found"})
-    # Typed even when empty: the plot fixes its axis types from the first value it gets.
     return pd.DataFrame(rows, columns=["round", "count", "series"]).astype({"round": "int64", "count": "int64"})
+
+
+def map_legend() -> pd.DataFrame:
+    """One undrawn (NaN) point of every kind: keeps every colour category known to the plot from its first value."""
+    return pd.DataFrame({"x": np.nan, "y": np.nan, "kind": list(MAP_COLOURS)})
 
 
 def map_frame(ws: Workspace, session: Session | None) -> pd.DataFrame:
@@ -184,10 +190,10 @@ def map_frame(ws: Workspace, session: Session | None) -> pd.DataFrame:
     xy = ws.map_xy
     if session is None:
         kinds = np.full(len(xy), "collection", dtype=object)
-        return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds})
+        return pd.concat([map_legend(), pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds})], ignore_index=True)
     threshold = session.classifier.threshold
     kinds = np.where(session.scores(vectors) >= threshold, "predicted: it", "predicted: not it").astype(object)
-    frames = [pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds})]
+    frames = [map_legend(), pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds})]
     labels = session.labels
     marked = {i: ("labelled: it" if v > 0 else "labelled: not it") for i, v in labels.items() if v != 0}
     marked.update({h.id: "current batch" for h in session.batch()})
@@ -324,6 +330,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                         height=220,
                     )
                     map_plot = gr.ScatterPlot(
+                        map_legend(),
                         x="x",
                         y="y",
                         color="kind",
