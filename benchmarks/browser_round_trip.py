@@ -26,14 +26,6 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # Runs in the page: click Train, then resolve with the milliseconds until the new batch is on screen.
 MEASURE_JS = """
@@ -67,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
     import app
+    from tests.test_browser import CHROMIUM_ARGS  # one list of the flags this machine's Chromium needs
     from trainer.config import Settings
     from trainer.workspace import WorkspaceLoader, load_workspace
 
