@@ -275,3 +275,23 @@ def test_newton_and_lbfgs_fits_reach_the_same_optimum(concept, monkeypatch):
     assert newton_loss == pytest.approx(lbfgs_loss, rel=1e-3)
     np.testing.assert_allclose(newton_w, lbfgs_w, atol=2e-2 * np.abs(lbfgs_w).max())
     assert newton_b == pytest.approx(lbfgs_b, abs=0.05 * abs(lbfgs_b) + 0.05)
+
+
+def test_resume_takes_over_labels_and_trains_the_same_classifier(index, concept):
+    first = Session(index, concept.prompt_vector, seed=0)
+    run_rounds(first, concept, rounds=3)
+    again = Session(index, concept.prompt_vector, seed=0)  # e.g. after the app restarted
+    batch = again.resume(first.labels)
+    assert again.labels == first.labels and set(first.labels) <= again.seen
+    assert not {h.id for h in batch} & set(first.labels)
+    np.testing.assert_allclose(again.classifier.weight, first.classifier.weight, atol=1e-4)
+    assert again.undo() and again.labels == {}
+
+
+def test_resume_refuses_unknown_ids_and_bad_scores_and_changes_nothing(index, concept):
+    session = Session(index, concept.prompt_vector, seed=0)
+    before = (session.batch(), session.labels, session.seen)
+    for bad, message in [({"not-an-item": 1.0}, "not in this collection"), ({concept.ids[0]: 3.0}, r"\[-1, 1\]")]:
+        with pytest.raises(ValueError, match=message):
+            session.resume(bad)
+        assert (session.batch(), session.labels, session.seen) == before

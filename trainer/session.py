@@ -149,15 +149,7 @@ class Session:
             raise ValueError(
                 f"{len(unknown)} id(s) were never shown in this session, so they cannot be labelled: {unknown[:5]}"
             )
-        clean: dict[str, float] = {}
-        for id_, value in scores.items():
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"label for {id_!r} must be a number in [-1, 1]; got {value!r}") from None
-            if not np.isfinite(number) or abs(number) > 1:
-                raise ValueError(f"label for {id_!r} must be within [-1, 1]; got {value!r}")
-            clean[id_] = number
+        clean = _clean_scores(scores)
         missing = [i for i in clean if i not in self._vectors and clean[i] != 0]
         if missing:
             # One read for the whole call; vectors are fetched before any state changes.
@@ -186,6 +178,32 @@ class Session:
         if not self._batch:
             self.exhausted = True
             log.info("collection exhausted after %d rounds: every item has been shown", len(self._history))
+        return self.batch()
+
+    def resume(self, scores: Mapping[str, float]) -> list[Hit]:
+        """Take over labels given earlier, elsewhere (a restarted app, a pulled classifier's labels.jsonl).
+
+        The items count as shown, the classifier is fitted on every label, and a fresh batch is chosen, as after
+        a round. All-or-nothing: unknown ids or bad scores refuse the whole call. ``undo`` takes it back.
+        """
+        clean = _clean_scores(scores)
+        ids = [i for i in clean if i not in self._vectors]
+        try:
+            fetched = self.index.fetch(ids) if ids else np.empty((0, self.index.dim), np.float32)
+        except KeyError as err:
+            raise ValueError(f"cannot resume: labels name items that are not in this collection ({err})") from None
+        self._undo.append(self._snapshot())
+        try:
+            self._vectors.update(zip(ids, fetched, strict=True))
+            self._labels.update(clean)
+            self._label_rounds.update(dict.fromkeys(clean, 0))  # round 0: given before this session began
+            self._seen.update(clean)
+            self._fit()
+            self._batch = self._choose(self.index.query(self.classifier.weight, self._pool_k(), exclude=self._seen))
+        except Exception:
+            self._restore(self._undo.pop())
+            raise
+        self.exhausted = not self._batch
         return self.batch()
 
     def undo(self) -> list[Hit]:
@@ -246,6 +264,20 @@ class Session:
         self.classifier.load_state_dict(state["classifier"])
         self._rng.bit_generator.state = state["rng"]
         self.exhausted = state["exhausted"]
+
+
+def _clean_scores(scores: Mapping[str, float]) -> dict[str, float]:
+    """Scores as floats in [-1, 1], or a ValueError naming the first bad one."""
+    clean: dict[str, float] = {}
+    for id_, value in scores.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"label for {id_!r} must be a number in [-1, 1]; got {value!r}") from None
+        if not np.isfinite(number) or abs(number) > 1:
+            raise ValueError(f"label for {id_!r} must be within [-1, 1]; got {value!r}")
+        clean[id_] = number
+    return clean
 
 
 def _calibrate(scores: list[float]) -> tuple[float, float]:
