@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -58,6 +59,10 @@ THEME = gr.themes.Default(
     font=[gr.themes.Font("system-ui"), gr.themes.Font("Segoe UI"), "sans-serif"],
     font_mono=[gr.themes.Font("ui-monospace"), "monospace"],
 )
+# The browser keeps each visitor's labels (gr.BrowserState) so a restarted server loses nothing. Gradio encrypts the
+# value with this key; it must stay the same across restarts to be readable. Labels of a public collection are not
+# secret, so a fixed default is fine; set CT_BROWSER_SECRET to make the saved state unreadable to others.
+BROWSER_SECRET = os.environ.get("CT_BROWSER_SECRET", "concept-trainer-browser-state")
 MAP_COLOURS = {
     "collection": "#94a3b8",
     "predicted: not it": "#cbd5e1",
@@ -204,6 +209,55 @@ def map_frame(ws: Workspace, session: Session | None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def saved_session(ws: Workspace, session: Session | None) -> dict[str, Any] | None:
+    """What the browser keeps of a session (labels and how it was started), so a restarted app loses nothing."""
+    if session is None:
+        return None
+    prior = session.classifier.prior_weight.numpy()
+    return {
+        "model": ws.settings.model_id,
+        "dataset": ws.settings.dataset,
+        "prompt": session.classifier.prompt or "",
+        "prompt_vector": (prior / max(float(np.linalg.norm(prior)), 1e-12)).tolist(),  # includes a negative prompt
+        "strategy": session.strategy,
+        "batch_size": session.batch_size,
+        "prior_strength": session.classifier.prior_strength,
+        "labels": session.labels,
+    }
+
+
+def resume_offer(ws: Workspace, saved: Any) -> str | None:
+    """The line offering to resume a saved session of this model and collection, or None."""
+    if not isinstance(saved, dict) or not saved.get("labels"):
+        return None
+    if (saved.get("model"), saved.get("dataset")) != (ws.settings.model_id, ws.settings.dataset):
+        return None
+    labels = saved["labels"]
+    return f"You have **{len(labels)} labels** for “{saved.get('prompt', '')}” from an earlier visit."
+
+
+def session_from_saved(ws: Workspace, saved: Any) -> Session:
+    """Rebuild a saved session: the same prior and settings, every label taken over (values from the browser are
+    untrusted: the Session checks every id and score)."""
+    if resume_offer(ws, saved) is None:
+        raise gr.Error("There is no saved session for this model and collection to resume.")
+    try:
+        session = Session(
+            ws.index,
+            np.asarray(saved["prompt_vector"], dtype=np.float32),
+            strategy=str(saved["strategy"]),
+            batch_size=int(saved["batch_size"]),
+            seed=ws.settings.seed,
+            prior_strength=float(saved["prior_strength"]),
+            prompt=str(saved["prompt"]),
+            base_model=ws.settings.model_id,
+        )
+        session.resume(saved["labels"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise gr.Error(f"The saved session cannot be resumed ({err}). Start a new search instead.") from None
+    return session
+
+
 def require_session(session: Session | None) -> Session:
     if session is None:
         raise gr.Error("Search for a concept and label a round or two first.")
@@ -274,6 +328,10 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 elem_id="prompt",
             )
             search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search")
+        saved = gr.BrowserState(None, storage_key="concept-trainer-session", secret=BROWSER_SECRET)
+        with gr.Row(visible=False, elem_id="resume-row") as resume_row:
+            resume_text = gr.Markdown()
+            resume_button = gr.Button("Resume", size="sm", elem_id="resume")
         with gr.Accordion("More: negative prompt, strategy, batch size, training", open=False):
             with gr.Row():
                 negative = gr.Textbox(label="Negative prompt (optional)", placeholder="what it is not, e.g. 'cats'")
@@ -387,9 +445,20 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         def render(session: Session | None) -> list[Any]:
             return [session, *batch_updates(loader.get(), session, thumbnail), stats_markdown(session)]
 
-        def plots(session: Session | None) -> list[Any]:
-            # A chained step: the new batch is on screen before the plots are computed and drawn.
-            return [progress_frame(session), map_frame(loader.get(), session)]
+        def after_round(session: Session | None) -> list[Any]:
+            # A chained step: the new batch is on screen before the plots are drawn and the browser saves the labels.
+            ws = loader.get()
+            return [progress_frame(session), map_frame(ws, session), saved_session(ws, session)]
+
+        def offer(saved_value: Any):
+            ready, _, _ = loader.status()
+            text = resume_offer(loader.get(), saved_value) if ready else None
+            return gr.update(visible=text is not None), text or ""
+
+        def resume(saved_value: Any):
+            ws = workspace_or_error(loader)
+            session = session_from_saved(ws, saved_value)
+            return [session.classifier.prompt or "", *render(session), gr.update(visible=False)]
 
         def search(prompt_text: str, negative_text: str, strategy_name: str, size: float, prior: float):
             ws = workspace_or_error(loader)
@@ -487,7 +556,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
 
         # ------------------------------------------------------------------------------------------ wiring
         search_inputs = [prompt, negative, strategy, batch_size, prior_strength]
-        plot_args = {"fn": plots, "inputs": session_state, "outputs": plot_outputs, "api_name": False}
+        plot_args = {"fn": after_round, "inputs": session_state, "outputs": [*plot_outputs, saved], "api_name": False}
         search_button.click(search, search_inputs, round_outputs, api_name="search").then(**plot_args)
         prompt.submit(search, search_inputs, round_outputs, api_name=False).then(**plot_args)
         restart_button.click(search, search_inputs, round_outputs, api_name="start_over").then(**plot_args)
@@ -501,6 +570,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         push_button.click(push, [session_state, repo_id, private, overwrite], push_result, api_name="push")
         load_button.click(load, load_source, [prompt, *round_outputs], api_name="load").then(**plot_args)
         demo.load(lambda: header_markdown(loader), None, header, api_name=False)
+        demo.load(offer, saved, [resume_row, resume_text], api_name=False)
+        resume_button.click(resume, saved, [prompt, *round_outputs, resume_row], api_name=False).then(**plot_args)
         timer = gr.Timer(1.0)
         timer.tick(
             lambda: (header_markdown(loader), gr.Timer(active=not loader.status()[0] and not loader.failed)),

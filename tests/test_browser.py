@@ -97,3 +97,27 @@ def test_a_visitor_searches_scores_trains_and_sees_the_next_round(browser, app_u
     assert overflow <= 1, f"the page scrolls sideways by {overflow}px on a phone"
     assert errors == [], f"browser console errors: {errors}"
     page.close()
+
+
+def test_a_reload_or_restart_loses_no_labels_the_browser_offers_to_resume(browser, app_url):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_url)
+    page.wait_for_function("document.querySelector('#status')?.innerText.includes('images')", timeout=60_000)
+    page.locator("#prompt textarea, #prompt input").first.fill("a small yellow shape")
+    page.click("#search")
+    page.wait_for_function("document.querySelectorAll('.ct-cell img').length >= 10", timeout=30_000)
+    set_slider(page, 0, 1.0)
+    page.click("#mark-rest")
+    page.wait_for_function("document.querySelector('#slider-9 input[type=range]')?.value === '-1'")
+    page.click("#train")
+    page.wait_for_function("document.querySelector('#stats')?.innerText.includes('Round 2')", timeout=30_000)
+    page.wait_for_timeout(1500)  # the chained step that saves the labels in the browser
+
+    page.reload()  # the tab's server-side session is gone, as after a Space restart
+    page.wait_for_selector("#resume-row", state="visible", timeout=30_000)
+    assert "10 labels" in page.locator("#resume-row").inner_text()
+    page.click("#resume")
+    page.wait_for_function("document.querySelector('#stats')?.innerText.includes('10 labels (+1 / −9)')")
+    assert page.locator("#prompt textarea, #prompt input").first.input_value() == "a small yellow shape"
+    page.screenshot(path=ARTIFACTS / "browser-resumed.png", full_page=True)
+    page.close()
