@@ -12,6 +12,8 @@ import logging
 import os
 import re
 import tempfile
+import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -442,6 +444,14 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         plot_outputs = [progress_plot, map_plot]
 
         # ------------------------------------------------------------------------------------------ handlers
+        locks: weakref.WeakKeyDictionary[Session, threading.Lock] = weakref.WeakKeyDictionary()
+        locks_guard = threading.Lock()
+
+        def exclusive(session: Session) -> threading.Lock:
+            """One lock per session: a tab's events (or an API client's parallel calls) change it one at a time."""
+            with locks_guard:
+                return locks.setdefault(session, threading.Lock())
+
         def render(session: Session | None) -> list[Any]:
             return [session, *batch_updates(loader.get(), session, thumbnail), stats_markdown(session)]
 
@@ -467,26 +477,28 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         def train(session: Session | None, *values: float):
             if session is None:
                 raise gr.Error("Search for a concept first: type it above and press Search.")
-            scores = scores_from_sliders(session, values)
-            try:
-                session.label(scores)
-                if not any(session.labels.values()):
-                    gr.Warning("No labels yet: slide right for 'it', left for 'not it'. Showing new images anyway.")
-                session.train_and_requery()
-            except (ValueError, ConnectionError, TimeoutError, IndexUnavailable) as err:
-                raise gr.Error(f"{str(err).rstrip('.')}. Your labels are kept; try again.") from err
-            if session.exhausted:
-                gr.Info("That was the last batch: you have seen the whole collection.")
-            return render(session)
+            with exclusive(session):
+                scores = scores_from_sliders(session, values)
+                try:
+                    session.label(scores)
+                    if not any(session.labels.values()):
+                        gr.Warning("No labels yet: slide right for 'it', left for 'not it'. Showing new images anyway.")
+                    session.train_and_requery()
+                except (ValueError, ConnectionError, TimeoutError, IndexUnavailable) as err:
+                    raise gr.Error(f"{str(err).rstrip('.')}. Your labels are kept; try again.") from err
+                if session.exhausted:
+                    gr.Info("That was the last batch: you have seen the whole collection.")
+                return render(session)
 
         def undo(session: Session | None):
             if session is None:
                 raise gr.Error("Nothing to undo yet.")
-            try:
-                session.undo()
-            except ValueError as err:
-                raise gr.Error(str(err)) from err
-            return render(session)
+            with exclusive(session):
+                try:
+                    session.undo()
+                except ValueError as err:
+                    raise gr.Error(str(err)) from err
+                return render(session)
 
         def mark_rest_not_it(session: Session | None, *values: float):
             size = len(session.batch()) if session else 0

@@ -184,3 +184,11 @@ def test_load_a_classifier_from_a_folder_and_keep_training(client, tmp_path):
     assert "Round 2" in stats(train(other, [1.0] * 10))
     with pytest.raises(AppError, match="Enter a Hub repository"):
         other.predict("  ", api_name="/load")
+
+
+def test_parallel_train_calls_for_one_session_take_turns(client):
+    search(client)
+    jobs = [client.submit(*[-1.0] * MAX_BATCH, api_name="/train") for _ in range(2)]
+    results = [job.result(timeout=60) for job in jobs]
+    final = max((stats(r) for r in results), key=lambda text: int(re.search(r"Round (\d+)", text).group(1)))
+    assert "Round 3" in final and "30 seen" in final  # two whole rounds, one after the other
