@@ -295,3 +295,11 @@ def test_resume_refuses_unknown_ids_and_bad_scores_and_changes_nothing(index, co
         with pytest.raises(ValueError, match=message):
             session.resume(bad)
         assert (session.batch(), session.labels, session.seen) == before
+
+
+def test_the_original_recipe_with_no_labels_leaves_the_classifier_alone(index, concept):
+    session = Session(index, concept.prompt_vector, strategy="original")
+    before = session.classifier.weight
+    session.train_and_requery()
+    np.testing.assert_array_equal(session.classifier.weight, before)
+    assert session.history[-1].fit.loss == 0.0

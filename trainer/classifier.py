@@ -210,6 +210,8 @@ class LinearProbe(
     def _fit_original(self, vectors: np.ndarray, labels: np.ndarray) -> FitReport:
         """The article's update: 5 SGD steps at lr 0.2 on the newest batch, targets (y + 1) / 2."""
         label_targets(labels)  # same range checks as ours
+        if not len(labels):  # nothing to step on: the mean loss of no labels is NaN
+            return FitReport(0, 0, 0, 0.0)
         targets = torch.from_numpy((labels + 1) / 2)
         x = torch.from_numpy(vectors)
         optimizer = torch.optim.SGD(self.parameters(), lr=0.2)
