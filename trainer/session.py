@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,7 +122,8 @@ class Session:
 
     @property
     def label_rounds(self) -> dict[str, int]:
-        """For each labelled id, the (1-based) round whose batch it was labelled in (the latest, if relabelled)."""
+        """For each labelled id, the (1-based) round whose batch it was labelled in (the latest, if relabelled);
+        0 for labels taken over with :meth:`resume`."""
         return dict(self._label_rounds)
 
     @property
@@ -160,14 +161,7 @@ class Session:
 
     def train_and_requery(self) -> list[Hit]:
         """Fit on every label so far, then return the next batch: items never shown in this session."""
-        self._undo.append(self._snapshot())
-        try:
-            fit = self._fit()
-            self._seen.update(h.id for h in self._batch)
-            pool = self.index.query(self.classifier.weight, self._pool_k(), exclude=self._seen)
-        except Exception:
-            self._restore(self._undo.pop())  # a failed round (e.g. the index is unreachable) loses nothing
-            raise
+        fit, pool = self._refit_and_query(lambda: self._seen.update(h.id for h in self._batch))
         self._newest = {}
         self._batch = self._choose(pool)
         positives = sum(v > 0 for v in self._labels.values())
@@ -192,17 +186,15 @@ class Session:
             fetched = self.index.fetch(ids) if ids else np.empty((0, self.index.dim), np.float32)
         except KeyError as err:
             raise ValueError(f"cannot resume: labels name items that are not in this collection ({err})") from None
-        self._undo.append(self._snapshot())
-        try:
-            self._vectors.update(zip(ids, fetched, strict=True))
+        self._vectors.update(zip(ids, fetched, strict=True))  # a cache: harmless to keep if the round fails
+
+        def take_over() -> None:
             self._labels.update(clean)
             self._label_rounds.update(dict.fromkeys(clean, 0))  # round 0: given before this session began
             self._seen.update(clean)
-            self._fit()
-            self._batch = self._choose(self.index.query(self.classifier.weight, self._pool_k(), exclude=self._seen))
-        except Exception:
-            self._restore(self._undo.pop())
-            raise
+
+        _, pool = self._refit_and_query(take_over)
+        self._batch = self._choose(pool)
         self.exhausted = not self._batch
         return self.batch()
 
@@ -214,6 +206,21 @@ class Session:
         return self.batch()
 
     # ------------------------------------------------------------------------------------------------- internals
+    def _refit_and_query(self, change: Callable[[], None]) -> tuple[FitReport, list[Hit]]:
+        """Checkpoint for undo, apply ``change``, fit on every label and search the unseen items.
+
+        Any failure (the index unreachable, say) restores the checkpoint: a failed round loses nothing.
+        """
+        self._undo.append(self._snapshot())
+        try:
+            change()
+            fit = self._fit()
+            pool = self.index.query(self.classifier.weight, self._pool_k(), exclude=self._seen)
+        except Exception:
+            self._restore(self._undo.pop())
+            raise
+        return fit, pool
+
     def _pool_k(self) -> int:
         # Random sampling wants the widest pool a single query allows; the others only look near the top.
         k = len(self.index) if self.strategy == "random" else self.pool_size
