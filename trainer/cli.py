@@ -208,9 +208,9 @@ def _publish_snapshot(
 def _index_into_pinecone(settings: Settings, collection: Collection, result: Embeddings, elapsed: float) -> int:
     """Upsert the embeddings into the settings' Pinecone index: batched, retried, and resumable (present ids skip)."""
     from trainer.index import IndexUnavailable
-    from trainer.index.pinecone import index_into_pinecone, namespace_for
+    from trainer.index.pinecone import collection_namespace, index_into_pinecone
 
-    namespace = namespace_for(settings.model_id, collection.source, collection.split or "all", config=collection.config)
+    namespace = collection_namespace(settings.model_id, collection)
     try:
         with _ProgressBar(len(result)) as bar:
             written = index_into_pinecone(result.ids, result.vectors, settings, namespace, progress=bar.update)

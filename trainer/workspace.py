@@ -172,9 +172,9 @@ def _embed(
 def _build_index(settings: Settings, collection: Collection, embeddings: Embeddings) -> VectorIndex:
     if settings.backend == "local":
         return LocalIndex.from_vectors(embeddings.ids, embeddings.vectors, dtype=settings.index_dtype)
-    from .index.pinecone import namespace_for  # only when chosen: the SDK is not needed for a local index
+    from .index.pinecone import collection_namespace  # only when chosen: the SDK is not needed for a local index
 
-    namespace = namespace_for(settings.model_id, collection.source, collection.split or "all", config=collection.config)
+    namespace = collection_namespace(settings.model_id, collection)
     index = open_index(settings, embeddings.dim, namespace)
     index.upsert_all(embeddings.ids, embeddings.vectors)  # type: ignore[attr-defined]  # skips what is there
     return index

@@ -40,6 +40,7 @@ from . import Hit, IndexUnavailable, check_ids, check_norms, check_query, check_
 
 if TYPE_CHECKING:
     from trainer.config import Settings
+    from trainer.data import Collection
 
 __all__ = [
     "ID_FIELD",
@@ -47,6 +48,7 @@ __all__ = [
     "PineconeIndex",
     "Progress",
     "RetryPolicy",
+    "collection_namespace",
     "index_into_pinecone",
     "namespace_for",
 ]
@@ -380,6 +382,15 @@ def namespace_for(model_id: str, dataset: str, split: str, *, config: str | None
             raise ValueError(f"namespace parts must be non-empty strings; got {part!r} in {parts}")
     digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:8]
     return ".".join([*(_slug(p) for p in parts), digest])
+
+
+def collection_namespace(model_id: str, collection: Collection) -> str:
+    """The namespace of a collection as opened (its source, split and config, not the settings' defaults).
+
+    The one place both the ``index --backend pinecone`` command, which fills the namespace, and the app, which
+    searches it, get the name from, so they always agree.
+    """
+    return namespace_for(model_id, collection.source, collection.split or "all", config=collection.config)
 
 
 def index_into_pinecone(
