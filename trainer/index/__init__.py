@@ -6,7 +6,7 @@ in the Session, so two people working on one index never see each other's work.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -55,7 +55,7 @@ class VectorIndex(Protocol):
     def fetch(self, ids: Sequence[str]) -> np.ndarray: ...
 
 
-def check_ids(ids: Sequence[str], existing: Mapping[str, int] | None = None) -> list[str]:
+def check_ids(ids: Sequence[str], existing: Container[str] | None = None) -> list[str]:
     """Ids are non-empty strings, unique within the call and, given ``existing``, new to the index."""
     ids = list(ids)
     for i in ids:
@@ -65,7 +65,7 @@ def check_ids(ids: Sequence[str], existing: Mapping[str, int] | None = None) -> 
         seen: set[str] = set()
         dupes = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
         raise ValueError(f"duplicate ids in one call: {dupes[:5]}{' ...' if len(dupes) > 5 else ''}")
-    if existing:
+    if existing is not None:
         clash = [i for i in ids if i in existing]
         if clash:
             raise ValueError(f"ids already in the index: {clash[:5]}{' ...' if len(clash) > 5 else ''}")

@@ -40,7 +40,7 @@ from . import Hit, IndexUnavailable, check_ids, check_norms, check_query, check_
 
 if TYPE_CHECKING:
     from trainer.config import Settings
-    from trainer.data import Collection
+    from trainer.data import Collection as ImageCollection  # collections.abc's Collection is used here too
 
 __all__ = [
     "ID_FIELD",
@@ -206,10 +206,7 @@ class PineconeIndex:
         writes nothing. A failure part-way (the service going away) leaves earlier batches written; rerunning with
         :meth:`upsert_all` finishes the job."""
         ids, rows = self._check_records(ids, vectors, metadata, normalize)
-        present = self._present(ids)
-        if present:
-            clash = [i for i in ids if i in present]
-            raise ValueError(f"ids already in the index: {clash[:5]}{' ...' if len(clash) > 5 else ''}")
+        check_ids(ids, self._present(ids))  # the same refusal, worded the same, as every backend's
         self._write(ids, rows, metadata, normalize, skip_present=False, progress=None)
 
     def upsert_all(
@@ -384,7 +381,7 @@ def namespace_for(model_id: str, dataset: str, split: str, *, config: str | None
     return ".".join([*(_slug(p) for p in parts), digest])
 
 
-def collection_namespace(model_id: str, collection: Collection) -> str:
+def collection_namespace(model_id: str, collection: ImageCollection) -> str:
     """The namespace of a collection as opened (its source, split and config, not the settings' defaults).
 
     The one place both the ``index --backend pinecone`` command, which fills the namespace, and the app, which
