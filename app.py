@@ -140,7 +140,7 @@ def new_session(
         raise gr.Error(str(err)) from err
 
 
-def batch_updates(ws: Workspace, session: Session | None, thumbnail: Callable[[str], str]) -> list[Any]:
+def batch_updates(session: Session | None, thumbnail: Callable[[str], str]) -> list[Any]:
     """Updates for every grid cell: (column, image, slider) x MAX_BATCH, in that order.
 
     ``gr.update`` dicts, not component objects: building 60 components costs ~20 ms a round, dicts nothing.
@@ -453,7 +453,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 return locks.setdefault(session, threading.Lock())
 
         def render(session: Session | None) -> list[Any]:
-            return [session, *batch_updates(loader.get(), session, thumbnail), stats_markdown(session)]
+            return [session, *batch_updates(session, thumbnail), stats_markdown(session)]
 
         def after_round(session: Session | None) -> list[Any]:
             # A chained step: the new batch is on screen before the plots are drawn and the browser saves the labels.
