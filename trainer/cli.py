@@ -170,24 +170,22 @@ def _publish_snapshot(
     """Embed the held-out split too (the app classifies it), write the snapshot, and push it when asked."""
     import tempfile
 
-    from trainer.data import open_collection
+    from trainer.data import open_held_out
     from trainer.hub import HubError
     from trainer.indexing import build_embeddings
     from trainer.snapshot import export_snapshot, push_snapshot
 
     parts = [(collection, result)]
-    if settings.eval_split and settings.eval_split != collection.split:
-        try:
-            held_out = open_collection(settings, settings.eval_split)
-        except (ValueError, KeyError, FileNotFoundError) as err:
-            logger.warning("No held-out split %r to add to the snapshot (%s)", settings.eval_split, err)
-        else:
-            logger.info("Embedding the held-out split %r for the snapshot", settings.eval_split)
-            with _ProgressBar(len(held_out)) as bar:
-                embedded = build_embeddings(
-                    embedder, held_out, settings.cache_dir, batch_size=settings.embed_batch_size, progress=bar.update
-                )
-            parts.append((held_out, embedded))
+    held_out = None
+    if settings.eval_split != collection.split:
+        held_out = open_held_out(settings, "the snapshot holds the indexed split only")
+    if held_out is not None:
+        logger.info("Embedding the held-out split %r for the snapshot", settings.eval_split)
+        with _ProgressBar(len(held_out)) as bar:
+            embedded = build_embeddings(
+                embedder, held_out, settings.cache_dir, batch_size=settings.embed_batch_size, progress=bar.update
+            )
+        parts.append((held_out, embedded))
     command = "python -m trainer " + " ".join(shlex.quote(a) for a in args.argv)
     with tempfile.TemporaryDirectory(prefix="concept-trainer-snapshot-") as tmp:
         folder = args.snapshot_out or Path(tmp) / "snapshot"

@@ -44,6 +44,7 @@ __all__ = [
     "folder_signature",
     "hub_reachable",
     "open_collection",
+    "open_held_out",
     "resolve_source",
 ]
 
@@ -490,3 +491,14 @@ def open_collection(settings: Settings, split: str | None = None) -> Collection:
         revision=settings.dataset_revision,
         image_column=settings.image_column,
     )
+
+
+def open_held_out(settings: Settings, without_it: str) -> Collection | None:
+    """The held-out split ``settings.eval_split``, or None (logged, saying ``without_it``) when there is none."""
+    if not settings.eval_split:
+        return None
+    try:
+        return open_collection(settings, settings.eval_split)
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        logger.warning("No held-out split %r in %s (%s): %s", settings.eval_split, settings.dataset, err, without_it)
+        return None

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import Settings
-from .data import Collection, open_collection, resolve_source
+from .data import Collection, open_collection, open_held_out, resolve_source
 from .embed import Embedder
 from .embed import load as load_embedder
 from .index import VectorIndex
@@ -116,7 +116,7 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
         settings.model_id, revision=None if settings.source == "bundle" else settings.model_revision
     )
     collection = open_collection(settings)
-    eval_collection = _open_eval(settings)
+    eval_collection = open_held_out(settings, "Classify will cover the indexed split only")
     total = len(collection) + (len(eval_collection) if eval_collection else 0)
     # A matching snapshot fills the cache, so the build_embeddings calls below are cache hits; else they embed.
     notes = list(seed_cache(settings, embedder, [c for c in (collection, eval_collection) if c is not None], report))
@@ -178,21 +178,6 @@ def _build_index(settings: Settings, collection: Collection, embeddings: Embeddi
     index = open_index(settings, embeddings.dim, namespace)
     index.upsert_all(embeddings.ids, embeddings.vectors)  # type: ignore[attr-defined]  # skips what is there
     return index
-
-
-def _open_eval(settings: Settings) -> Collection | None:
-    if not settings.eval_split:
-        return None
-    try:
-        return open_collection(settings, settings.eval_split)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        log.warning(
-            "no held-out split %r in %s (%s): Classify will cover the indexed split only",
-            settings.eval_split,
-            settings.dataset,
-            err,
-        )
-        return None
 
 
 def project_2d(vectors: np.ndarray, limit: int, seed: int = 0) -> Projection:
