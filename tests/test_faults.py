@@ -65,7 +65,7 @@ def test_an_unwritable_cache_folder_falls_back_to_memory_with_a_visible_note(
     def refuse(path, write):  # every cache write fails the way the OS says it does (root ignores chmod, so patch)
         raise OSError(failure, f"{errno.errorcode[failure]} (simulated)", str(path))
 
-    monkeypatch.setattr(trainer.indexing, "_atomic_write", refuse)
+    monkeypatch.setattr(trainer.indexing, "atomic_write", refuse)
     settings = dataclasses.replace(settings, cache_dir=tmp_path / "other-cache")
     ws = load_workspace(settings)
     assert np.array_equal(np.asarray(ws.embeddings.vectors), np.asarray(cached.embeddings.vectors))
@@ -84,7 +84,7 @@ def test_any_other_cache_error_is_not_hidden(tiny_clip_dir, tmp_path, monkeypatc
     def broken(path, write):
         raise OSError(errno.EIO, "I/O error", str(path))
 
-    monkeypatch.setattr(trainer.indexing, "_atomic_write", broken)
+    monkeypatch.setattr(trainer.indexing, "atomic_write", broken)
     with pytest.raises(OSError, match="I/O error"):
         load_workspace(settings)
 

@@ -34,7 +34,7 @@ import torch
 
 from trainer.data import Collection, folder_signature
 from trainer.embed import Embedder, to_rgb
-from trainer.index.local import _atomic_write
+from trainer.files import atomic_write
 
 __all__ = [
     "Embeddings",
@@ -261,7 +261,7 @@ def _write_shard(
         "ids": np.array(ids, dtype=np.str_),
         "skipped": np.array(skipped, dtype=np.str_).reshape(-1, 2),
     }
-    _atomic_write(shard_dir / f"{start:010d}-{stop:010d}.npz", lambda f: np.savez(f, **arrays))
+    atomic_write(shard_dir / f"{start:010d}-{stop:010d}.npz", lambda f: np.savez(f, **arrays))
 
 
 def _read_shard(path: Path, part: str) -> np.ndarray:
@@ -289,7 +289,7 @@ def _run_batch_size(shard_dir: Path, key: str, total: int, batch_size: int) -> i
         for stale in shard_dir.glob("*.npz"):
             stale.unlink()
     run = {"key": key, "total": total, "batch_size": batch_size}
-    _atomic_write(run_file, lambda f: f.write(json.dumps(run).encode()))
+    atomic_write(run_file, lambda f: f.write(json.dumps(run).encode()))
     return batch_size
 
 
@@ -334,7 +334,7 @@ def _consolidate(entry: Path, key: str, embedder: Embedder, collection: Collecti
         for _, _, path in shards:
             f.write(np.ascontiguousarray(_read_shard(path, "vectors"), dtype="<f4").tobytes())
 
-    _atomic_write(entry / "vectors.npy", write_vectors)
+    atomic_write(entry / "vectors.npy", write_vectors)
     _write_entry_files(entry, key, embedder, collection, ids, skipped, {"batch_size": batch_size})
     shutil.rmtree(shard_dir, ignore_errors=True)
     for leftover in entry.glob(".*.tmp"):  # temp files of runs killed mid-write; ours were all renamed
@@ -355,8 +355,8 @@ def _write_entry_files(
     extra: dict[str, Any],
 ) -> None:
     """ids, skipped, then the manifest: the one place that decides what a complete entry records."""
-    _atomic_write(entry / "ids.json", lambda f: f.write(json.dumps(ids).encode()))
-    _atomic_write(entry / "skipped.json", lambda f: f.write(json.dumps(skipped).encode()))
+    atomic_write(entry / "ids.json", lambda f: f.write(json.dumps(ids).encode()))
+    atomic_write(entry / "skipped.json", lambda f: f.write(json.dumps(skipped).encode()))
     manifest = {
         "format": _CACHE_FORMAT,
         "key": key,
@@ -368,7 +368,7 @@ def _write_entry_files(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": {"torch": torch.__version__, "transformers": _version("transformers")},
     }
-    _atomic_write(entry / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+    atomic_write(entry / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
 
 
 def load_cached(embedder: Embedder, collection: Collection, cache_dir: str | Path) -> Embeddings | None:
@@ -399,7 +399,7 @@ def save_embeddings(
     # Incomplete from here until the new manifest lands; half-done shards of an earlier local run are superseded.
     (entry / "manifest.json").unlink(missing_ok=True)
     shutil.rmtree(entry / "shards", ignore_errors=True)
-    _atomic_write(entry / "vectors.npy", lambda f: np.save(f, rows))
+    atomic_write(entry / "vectors.npy", lambda f: np.save(f, rows))
     _write_entry_files(entry, key, embedder, collection, ids, skipped, {"origin": origin})
     loaded = _load_entry(entry, embedder.dim)
     if loaded is None:

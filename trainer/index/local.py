@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..files import atomic_write
 from . import Hit, check_ids, check_norms, check_query, check_vectors
 
 __all__ = ["LocalIndex"]
@@ -156,9 +156,9 @@ class LocalIndex:
         old = _read_manifest(folder) if (folder / "manifest.json").exists() else None
         token = secrets.token_hex(4)
         files = {"vectors": f"vectors-{token}.npy", "ids": f"ids-{token}.json", "metadata": f"metadata-{token}.json"}
-        _atomic_write(folder / files["vectors"], lambda f: np.save(f, np.ascontiguousarray(self._vectors)))
-        _atomic_write(folder / files["ids"], lambda f: f.write(json.dumps(self._ids).encode()))
-        _atomic_write(folder / files["metadata"], lambda f: f.write(json.dumps(self._metadata).encode()))
+        atomic_write(folder / files["vectors"], lambda f: np.save(f, np.ascontiguousarray(self._vectors)))
+        atomic_write(folder / files["ids"], lambda f: f.write(json.dumps(self._ids).encode()))
+        atomic_write(folder / files["metadata"], lambda f: f.write(json.dumps(self._metadata).encode()))
         manifest = {
             "format": "concept-trainer-local-index",
             "version": _FORMAT_VERSION,
@@ -168,7 +168,7 @@ class LocalIndex:
             "files": files,
         }
         # The manifest swap is the commit point: before it the old index is intact, after it the new one is.
-        _atomic_write(folder / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
+        atomic_write(folder / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=2).encode()))
         if old is not None:
             for name in old["files"].values():
                 if name not in files.values():
@@ -221,17 +221,3 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
             f"(format={manifest.get('format')!r}, version={manifest.get('version')!r})"
         )
     return manifest
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through a temp file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
