@@ -10,6 +10,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from PIL import Image
 
 from trainer.config import BUNDLE_DATASET, BUNDLE_MODEL
 from trainer.embed import load
@@ -71,20 +72,50 @@ def test_zero_shot_finds_a_colour_it_was_taught(validation, embedder):
     assert average_precision(scores, truth) > 0.9  # chance is ~0.13; see BUNDLE_REPORT.md for every attribute
 
 
+def test_the_training_stream_is_reproducible_and_matches_the_processor():
+    """Training batches are a pure function of (seed, step), whoever draws them, and are normalised exactly as
+    the shipped CLIPImageProcessor would: otherwise the model would be trained on inputs it never sees later."""
+    script = build_script()
+    inline = list(script.training_batches(0, steps=2, size=3, workers=0))
+    drawn_by_a_worker = list(script.training_batches(0, steps=2, size=3, workers=1))
+    for a, b in zip(inline, drawn_by_a_worker, strict=True):
+        assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels) and a.captions == b.captions
+    assert not np.array_equal(inline[0].images, inline[1].images)
+    shipped = script.build_split(0, "train", 3)
+    assert not any(np.array_equal(np.asarray(im), inline[0].images[i]) for i, im in enumerate(shipped.images))
+
+    images = [Image.fromarray(a) for a in inline[0].images]
+    expected = script.pixel_values(script.build_image_processor(), images).numpy()
+    np.testing.assert_allclose(script.normalise_pixels(inline[0].images).numpy(), expected, atol=1e-6)
+
+
+# Concepts that pair a colour with a shape: zero-shot the tiny model ranks them with AP 0.3-0.8, and its image
+# embedding holds shape well enough (linear probe 64%, see BUNDLE_REPORT.md) for labels to do better.
+# Measured after 8 rounds: 0.82 -> 0.89, 0.34 -> 0.65, 0.59 -> 0.75.
+TAUGHT_CONCEPTS = {
+    "a red star": ("red", "star"),
+    "a blue heart": ("blue", "heart"),
+    "a green cross": ("green", "cross"),
+}
+
+
 def test_labels_from_ground_truth_beat_zero_shot_end_to_end(embedder):
-    """prompt -> embedder -> LocalIndex -> Session -> careful labels -> better ranking than the prompt alone."""
+    """prompt -> embedder -> LocalIndex -> Session (default strategy) -> careful labels -> better than the prompt."""
     from trainer.index.local import LocalIndex
     from trainer.session import Session
 
     train = datasets.load_dataset(BUNDLE_DATASET, split="train")
     vectors = np.concatenate([embedder.embed_images(train[i : i + 500]["image"]) for i in range(0, len(train), 500)])
-    truth = (np.asarray(train["colour"]) == "yellow") & (np.asarray(train["size"]) == "small")
+    index = LocalIndex.from_vectors(train["id"], vectors)
     row = {id_: i for i, id_ in enumerate(train["id"])}
-    prompt = embedder.embed_text(["a small yellow shape"])[0]
-    # boundary: on this bundle, whose model encodes size only weakly, the batches must hold near-misses to learn it
-    session = Session(LocalIndex.from_vectors(train["id"], vectors), prompt, strategy="boundary")
-    zero_shot = average_precision(session.scores(vectors), truth)
-    for _ in range(8):
-        session.label({hit.id: 1.0 if truth[row[hit.id]] else -1.0 for hit in session.batch()})
-        session.train_and_requery()
-    assert average_precision(session.scores(vectors), truth) > zero_shot + 0.2  # measured: 0.30 -> 0.75
+    gains = {}
+    for prompt, (colour, shape) in TAUGHT_CONCEPTS.items():
+        truth = (np.asarray(train["colour"]) == colour) & (np.asarray(train["shape"]) == shape)
+        session = Session(index, embedder.embed_text([prompt])[0])
+        zero_shot = average_precision(session.scores(vectors), truth)
+        for _ in range(8):
+            session.label({hit.id: 1.0 if truth[row[hit.id]] else -1.0 for hit in session.batch()})
+            session.train_and_requery()
+        gains[prompt] = (zero_shot, average_precision(session.scores(vectors), truth))
+    assert all(after > before + 0.05 for before, after in gains.values()), gains
+    assert np.mean([after - before for before, after in gains.values()]) > 0.15, gains
