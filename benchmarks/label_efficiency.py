@@ -105,12 +105,13 @@ def run_session(
     rounds: int,
     labeller: Labeller = oracle,
     prior_strength: float = 10.0,
+    batch_size: int = BATCH_SIZE,
 ) -> Run:
     session = Session(
         index,
         concept.prompt_vector,
         strategy=strategy,
-        batch_size=BATCH_SIZE,
+        batch_size=batch_size,
         seed=seed,
         **({} if strategy == "original" else {"prior_strength": prior_strength}),
     )
