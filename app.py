@@ -108,7 +108,7 @@ def header_markdown(loader: WorkspaceLoader) -> str:
 def example_prompt(loader: WorkspaceLoader) -> str:
     ready, _, _ = loader.status()
     if ready and loader.get().offline_bundle:
-        return "a small yellow shape"
+        return "a large red heart"
     return "dogs in the snow"
 
 
