@@ -601,6 +601,17 @@ def training_batches(seed: int, steps: int, size: int, workers: int, ahead: int 
             yield batch
 
 
+def attribute_loss(heads, image_embeds, labels):
+    """Mean over the attributes of the cross-entropy of ``heads`` (one linear layer, every attribute's values side
+    by side) reading the unit image embeddings; ``labels`` (n, attributes) holds each value's index."""
+    import torch
+
+    sizes = [len(values) for values in ATTRIBUTES.values()]
+    logits = heads(image_embeds * AUX_LOGIT_SCALE).split(sizes, dim=1)
+    losses = [torch.nn.functional.cross_entropy(lg, labels[:, j]) for j, lg in enumerate(logits)]
+    return sum(losses) / len(sizes)
+
+
 def train_model(model, tokenizer, seed: int, settings: TrainSettings, workers: int = 1) -> list[float]:
     """CLIP's contrastive loss plus an auxiliary attribute loss, on a fresh batch of drawn images every step.
 
@@ -612,8 +623,7 @@ def train_model(model, tokenizer, seed: int, settings: TrainSettings, workers: i
     import torch
 
     torch.manual_seed(seed)
-    sizes = [len(values) for values in ATTRIBUTES.values()]
-    heads = torch.nn.Linear(settings.projection_dim, sum(sizes))
+    heads = torch.nn.Linear(settings.projection_dim, sum(len(values) for values in ATTRIBUTES.values()))
     params = [*model.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
 
@@ -633,9 +643,7 @@ def train_model(model, tokenizer, seed: int, settings: TrainSettings, workers: i
     for step, batch in enumerate(batches, start=1):
         text = tokenizer(batch.captions, padding=True, truncation=True, return_tensors="pt")
         out = model(**text, pixel_values=normalise_pixels(batch.images), return_loss=True)
-        logits = heads(out.image_embeds * AUX_LOGIT_SCALE).split(sizes, dim=1)
-        targets = torch.from_numpy(batch.labels)
-        aux = sum(torch.nn.functional.cross_entropy(lg, targets[:, j]) for j, lg in enumerate(logits)) / len(sizes)
+        aux = attribute_loss(heads, out.image_embeds, torch.from_numpy(batch.labels))
         loss = out.loss + settings.aux_weight * aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -131,11 +131,9 @@ def run_config(name: str, overrides: dict, images: np.ndarray, labels: np.ndarra
         output = model(**text, pixel_values=bb.normalise_pixels(images[idx]).to(device), return_loss=True)
         loss = output.loss
         if cfg["aux"]:
-            logits = heads(output.image_embeds * bb.AUX_LOGIT_SCALE).split(sizes, dim=1)
-            targets = torch.from_numpy(labels[idx]).to(device)
-            aux = sum(torch.nn.functional.cross_entropy(lg, targets[:, j]) for j, lg in enumerate(logits))
-            # The sum of the five losses; build_bundle weighs their mean, so its aux_weight 3.0 is 0.6 here.
-            loss = loss + cfg["aux"] * aux
+            aux = bb.attribute_loss(heads, output.image_embeds, torch.from_numpy(labels[idx]).to(device))
+            # Weighted as the sum of the five losses; build_bundle weighs their mean, so its 3.0 is 0.6 here.
+            loss = loss + cfg["aux"] * len(sizes) * aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
