@@ -30,7 +30,8 @@ import numpy as np
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
-def _load_build_script():
+def build_script():
+    """``assets/build_bundle.py`` as a module (it is a script, not a package); importing it builds nothing."""
     spec = importlib.util.spec_from_file_location("build_bundle", ASSETS / "build_bundle.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -38,7 +39,7 @@ def _load_build_script():
     return module
 
 
-bb = _load_build_script()
+bb = build_script()
 ATTRIBUTE_NAMES = list(bb.ATTRIBUTES)
 PROBE_ITEMS = 4000  # the pool's last images: the probe's training set, never trained on by the model
 
