@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
     import app
-    from tests.test_browser import CHROMIUM_ARGS  # one list of the flags this machine's Chromium needs
+    from tests.helpers.browser import CHROMIUM_ARGS  # one list of the flags this machine's Chromium needs
     from trainer.config import Settings
     from trainer.workspace import WorkspaceLoader, load_workspace
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import BAD_FILES
+from tests.helpers.images import BAD_FILES
 from trainer import cli, data
 from trainer.index.local import LocalIndex
 
@@ -68,7 +68,7 @@ def test_help_lists_the_index_command(capsys):
 
 @pytest.fixture
 def bundle_paths(tiny_clip_dir, tmp_path, monkeypatch):
-    from tests.conftest import write_image_folder
+    from tests.helpers.images import write_image_folder
 
     folder = write_image_folder(tmp_path / "shapes", 6)
     monkeypatch.setattr(data, "BUNDLE_MODEL", str(tiny_clip_dir))
@@ -79,7 +79,7 @@ def bundle_paths(tiny_clip_dir, tmp_path, monkeypatch):
 def test_index_into_pinecone_is_resumable_and_says_what_it_wrote(
     tiny_clip_dir, mixed_folder, tmp_path, capsys, monkeypatch
 ):
-    from tests.fake_pinecone import FakePinecone
+    from tests.helpers.fake_pinecone import FakePinecone
     from trainer.index import pinecone as pinecone_backend
 
     fake = FakePinecone()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import BAD_FILES, GOOD_FILES, write_image_folder
+from tests.helpers.images import BAD_FILES, GOOD_FILES, write_image_folder
 from trainer import data
 from trainer.config import Settings
 from trainer.data import Collection, UndecodableImage, open_collection, resolve_source

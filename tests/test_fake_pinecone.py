@@ -15,7 +15,7 @@ from pinecone.errors.exceptions import (
     UnauthorizedError,
 )
 
-from tests.fake_pinecone import FakePinecone
+from tests.helpers.fake_pinecone import FakePinecone
 
 DIM = 4
 

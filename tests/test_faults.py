@@ -22,9 +22,9 @@ import app
 import trainer.hub
 import trainer.indexing
 from app import MAX_BATCH
-from tests.conftest import write_image_folder
-from tests.fake_pinecone import FakePinecone
-from tests.test_hub import SECRET, FakeHub, http_error
+from tests.helpers.fake_hub import SECRET, FakeHub, http_error
+from tests.helpers.fake_pinecone import FakePinecone
+from tests.helpers.images import write_image_folder
 from trainer.classifier import LinearProbe
 from trainer.config import Settings
 from trainer.hub import HubError, export_classifier, load_classifier

@@ -20,14 +20,13 @@ import httpx2
 import numpy as np
 import pytest
 import yaml
-from huggingface_hub import HfApi, ModelCard, metadata_load
+from huggingface_hub import ModelCard, metadata_load
 from huggingface_hub.errors import HfHubHTTPError
-from huggingface_hub.hf_api import CommitInfo, RepoUrl
-from huggingface_hub.utils import hf_raise_for_status
 from huggingface_hub.utils import validate_repo_id as hub_validate_repo_id
 from safetensors.torch import load_file, save_file
 
 import trainer.hub as hub
+from tests.helpers.fake_hub import SECRET, FakeHub, http_error, leaked
 from trainer.classifier import LinearProbe
 from trainer.hub import (
     SIGN_IN_MESSAGE,
@@ -45,7 +44,6 @@ from trainer.session import Session
 from trainer.synthetic import planted_concept
 
 CLIP = "openai/clip-vit-base-patch32"
-SECRET = "hf_SECRETtoken123"
 
 
 @pytest.fixture(scope="module")
@@ -79,61 +77,6 @@ def export(session, tmp_path):
 
 def digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
-
-
-def http_error(status: int, message: str = "", headers: dict[str, str] | None = None) -> HfHubHTTPError:
-    """The error huggingface_hub itself raises for such an answer."""
-    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
-    response = httpx2.Response(status, request=request, json={"error": message}, headers=headers or {})
-    try:
-        hf_raise_for_status(response)
-    except HfHubHTTPError as err:
-        return err
-    raise AssertionError(f"HTTP {status} did not raise")
-
-
-class FakeHub:
-    """Stands in for HfApi.create_repo / upload_folder; keeps a copy of what was uploaded, fails on request."""
-
-    def __init__(self, tmp_path: Path, owner: str = "alice") -> None:
-        self.owner = owner
-        self.uploaded = tmp_path / "uploaded"
-        self.create_calls: list[dict] = []
-        self.upload_calls: list[dict] = []
-        self.tokens: list[str | None] = []
-        self.library_names: list[str | None] = []
-        self.create_failures: list[BaseException] = []
-        self.upload_failures: list[BaseException] = []
-
-    def install(self, monkeypatch) -> FakeHub:
-        fake = self
-
-        def create_repo(api, repo_id, **kwargs):
-            fake.tokens.append(api.token)
-            fake.library_names.append(api.library_name)
-            fake.create_calls.append({"repo_id": repo_id, **kwargs})
-            if fake.create_failures:
-                raise fake.create_failures.pop(0)
-            full = repo_id if "/" in repo_id else f"{fake.owner}/{repo_id}"
-            return RepoUrl(f"https://huggingface.co/{full}")
-
-        def upload_folder(api, *, repo_id, folder_path, **kwargs):
-            fake.tokens.append(api.token)
-            fake.upload_calls.append({"repo_id": repo_id, "folder_path": folder_path, **kwargs})
-            if fake.upload_failures:
-                raise fake.upload_failures.pop(0)
-            shutil.rmtree(fake.uploaded, ignore_errors=True)
-            shutil.copytree(folder_path, fake.uploaded)
-            return CommitInfo(
-                commit_url=f"https://huggingface.co/{repo_id}/commit/abc123",
-                commit_message=kwargs.get("commit_message") or "",
-                commit_description="",
-                oid="abc123",
-            )
-
-        monkeypatch.setattr(HfApi, "create_repo", create_repo)
-        monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-        return self
 
 
 @pytest.fixture
@@ -523,14 +466,6 @@ def test_push_refuses_a_folder_that_is_not_a_loadable_export(export, fake_hub, t
 
 
 # ------------------------------------------------------------------------------------------------- token hygiene
-def leaked(token: str, *texts: str, folders: tuple[Path, ...] = ()) -> list[str]:
-    """Where ``token`` shows up: among the given texts and in every file under ``folders``."""
-    found = [f"text #{i}" for i, text in enumerate(texts) if token in text]
-    for folder in folders:
-        found += [str(p) for p in folder.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
-    return found
-
-
 def test_the_token_never_reaches_files_logs_or_messages_on_success(session, export, fake_hub, caplog, tmp_path):
     caplog.set_level("DEBUG")
     url = push_classifier(export, "alice/red-circles", SECRET)

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.fake_pinecone import FakePinecone
-from tests.index_contract import DIM, unit_rows
+from tests.helpers.fake_pinecone import FakePinecone
+from tests.helpers.index_contract import DIM, unit_rows
 from trainer.config import PROJECT_ROOT, Settings
 from trainer.index.factory import open_index
 from trainer.index.local import LocalIndex

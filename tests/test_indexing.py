@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import BAD_FILES, GOOD_FILES, write_image_folder
+from tests.helpers.images import BAD_FILES, GOOD_FILES, write_image_folder
 from trainer.data import Collection
 from trainer.indexing import build_embeddings, cache_key
 
@@ -225,7 +225,7 @@ def test_cache_key_of_a_local_model_ignores_the_revision_argument(tiny_clip_dir,
 
 
 def test_cache_key_changes_when_a_local_model_is_rebuilt_in_place(folder40, tmp_path):
-    from tests.conftest import build_tiny_clip
+    from tests.helpers.tiny_clip import build_tiny_clip
     from trainer import embed
 
     collection = Collection.open(str(folder40))

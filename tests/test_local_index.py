@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.index_contract import DIM, IndexContract, unit_rows
+from tests.helpers.index_contract import DIM, IndexContract, unit_rows
 from trainer.index.local import LocalIndex
 
 

@@ -10,8 +10,8 @@ import traceback
 import numpy as np
 import pytest
 
-from tests.fake_pinecone import MAX_UPSERT_BYTES, FakePinecone
-from tests.index_contract import DIM, IndexContract, brute_force, unit_rows
+from tests.helpers.fake_pinecone import MAX_UPSERT_BYTES, FakePinecone
+from tests.helpers.index_contract import DIM, IndexContract, brute_force, unit_rows
 from trainer.config import PROJECT_ROOT, Settings
 from trainer.index import IndexUnavailable
 from trainer.index.pinecone import (

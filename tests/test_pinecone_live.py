@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from tests.index_contract import DIM, brute_force, unit_rows
+from tests.helpers.index_contract import DIM, brute_force, unit_rows
 from trainer.config import Settings
 from trainer.index import IndexUnavailable
 from trainer.index.pinecone import PineconeIndex

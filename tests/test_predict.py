@@ -16,12 +16,11 @@ import pytest
 from PIL import Image
 
 import trainer.predict as predict
+from tests.helpers.fake_hub import SECRET, FakeHub, leaked
 from trainer import cli
 from trainer.card import REPO_PLACEHOLDER
 from trainer.classifier import LinearProbe
 from trainer.hub import SIGN_IN_MESSAGE, ClassifierMismatch, export_classifier
-
-from .test_hub import SECRET, FakeHub, leaked
 
 CLIP = "openai/clip-vit-base-patch32"
 DIM = 16

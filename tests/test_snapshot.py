@@ -19,8 +19,9 @@ from huggingface_hub import DatasetCard, HfApi, metadata_load, metadata_save
 from huggingface_hub.errors import OfflineModeIsEnabled
 from huggingface_hub.hf_api import CommitInfo, RepoUrl
 
-from tests.conftest import build_tiny_clip, write_image_folder
-from tests.fake_pinecone import MAX_UPSERT_RECORDS, FakePinecone
+from tests.helpers.fake_pinecone import MAX_UPSERT_RECORDS, FakePinecone
+from tests.helpers.images import write_image_folder
+from tests.helpers.tiny_clip import build_tiny_clip
 from trainer import cli
 from trainer.config import Settings
 from trainer.embed import Embedder

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from tests.conftest import write_image_folder
+from tests.helpers.images import write_image_folder
 from trainer.config import Settings
 from trainer.workspace import WorkspaceLoader, load_workspace, project_2d
 

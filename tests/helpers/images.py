@@ -1,0 +1,41 @@
+"""Image folders for tests: awkward-but-valid images that must be indexed, broken files that must be skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+GOOD_FILES = ["gray.jpg", "palette.png", "layers/rgba.png", "deep/sixteen.png"]
+BAD_FILES = ["corrupt.jpg", "empty.png"]
+
+
+def write_mixed_folder(folder: Path) -> Path:
+    """Images of awkward kinds that must all be indexed, plus two files that must be skipped, not crash a run."""
+    import numpy as np
+    from PIL import Image
+
+    for sub in ("layers", "deep"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    ramp = np.linspace(0, 255, 40 * 30, dtype=np.float64).reshape(30, 40)
+    Image.fromarray(ramp.astype(np.uint8)).save(folder / "gray.jpg")  # mode L
+    colours = np.stack([ramp, ramp[::-1], np.full_like(ramp, 90)], axis=-1).astype(np.uint8)
+    Image.fromarray(colours).convert("P", palette=Image.Palette.ADAPTIVE, colors=8).save(folder / "palette.png")
+    rgba = np.concatenate([colours, ramp[..., None].astype(np.uint8)], axis=-1)
+    Image.fromarray(rgba).save(folder / "layers" / "rgba.png")
+    Image.fromarray((ramp * 257).astype(np.uint16)).save(folder / "deep" / "sixteen.png")  # 16-bit greyscale PNG
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "README.txt").write_text("not an image: ignored, not reported")
+    (folder / ".hidden.png").write_bytes(b"hidden files are not part of the collection")
+    return folder
+
+
+def write_image_folder(folder: Path, count: int, *, size: int = 24, seed: int = 0) -> Path:
+    """``count`` small distinct PNGs named 000.png, 001.png, ..."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return folder

@@ -1,0 +1,82 @@
+"""LinearProbe: how labels map onto BCE, the zero-shot prior, the MAP fit (Newton and L-BFGS), save and load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer.classifier import LinearProbe, label_targets
+
+
+def test_label_mapping_sign_is_class_magnitude_is_confidence_zero_trains_nothing():
+    targets, weights = label_targets(np.array([1.0, -0.5, 0.0, 0.2], np.float32))
+    assert targets.tolist() == [1, 0, 0, 1]
+    assert weights.tolist() == pytest.approx([1.0, 0.5, 0.0, 0.2])
+
+
+@pytest.mark.parametrize("bad", [[1.5], [-1.01], [float("nan")], [float("inf")]])
+def test_labels_outside_minus_one_to_one_are_refused(bad):
+    with pytest.raises(ValueError, match=r"\[-1, 1\]"):
+        label_targets(np.array(bad, np.float32))
+
+
+def test_zero_shot_probe_ranks_exactly_like_the_prompt(concept):
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0)
+    assert np.array_equal(
+        np.argsort(-probe.logits(concept.vectors), kind="stable"),
+        np.argsort(-(concept.vectors @ concept.prompt_vector), kind="stable"),
+    )
+
+
+def test_fit_with_only_zero_labels_leaves_the_prior_untouched(concept):
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0)
+    before = probe.weight
+    report = probe.fit(concept.vectors[:5], np.zeros(5, np.float32))
+    assert report.labels_used == 0
+    np.testing.assert_array_equal(probe.weight, before)
+
+
+def test_fit_depends_on_the_labels_not_on_how_often_it_was_called(concept):
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0)
+    labels = np.where(concept.truth[:40], 1.0, -1.0).astype(np.float32)
+    probe.fit(concept.vectors[:40], labels)
+    once = probe.weight
+    probe.fit(concept.vectors[:40], labels)
+    np.testing.assert_allclose(probe.weight, once, atol=1e-5)
+
+
+def test_probe_refuses_embeddings_of_the_wrong_size_naming_both(concept):
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=1.0, bias=0.0, base_model="tiny-clip")
+    with pytest.raises(ValueError, match=r"\(32,\)-dimensional embeddings of tiny-clip; got shape \(2, 8\)"):
+        probe.predict_proba(np.zeros((2, 8), np.float32))
+
+
+def test_probe_save_and_load_give_bit_identical_scores(concept, tmp_path):
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prompt="a thing", base_model="m")
+    probe.fit(concept.vectors[:30], np.where(concept.truth[:30], 1.0, -1.0).astype(np.float32))
+    probe.save_pretrained(tmp_path / "probe")
+    loaded = LinearProbe.from_pretrained(tmp_path / "probe")
+    assert (loaded.prompt, loaded.base_model, loaded.dim) == ("a thing", "m", 32)
+    assert np.array_equal(loaded.predict_proba(concept.vectors), probe.predict_proba(concept.vectors))
+    np.testing.assert_array_equal(loaded.prior_weight.numpy(), probe.prior_weight.numpy())
+
+
+def test_newton_and_lbfgs_fits_reach_the_same_optimum(concept, monkeypatch):
+    import trainer.classifier as classifier_module
+
+    rng = np.random.default_rng(4)
+    rows = rng.choice(len(concept.ids), 120, replace=False)
+    labels = (np.where(concept.truth[rows], 1.0, -1.0) * rng.uniform(0.3, 1, len(rows))).astype(np.float32)
+
+    def fitted(newton_limit: int) -> tuple[np.ndarray, float, float]:
+        monkeypatch.setattr(classifier_module, "_NEWTON_MAX_LABELS", newton_limit)
+        probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0)
+        report = probe.fit(concept.vectors[rows], labels)
+        return probe.weight, probe.bias, report.loss
+
+    newton_w, newton_b, newton_loss = fitted(10_000)
+    lbfgs_w, lbfgs_b, lbfgs_loss = fitted(0)
+    assert newton_loss <= lbfgs_loss + 1e-4  # exact Newton is at least as close to the optimum
+    assert newton_loss == pytest.approx(lbfgs_loss, rel=1e-3)
+    np.testing.assert_allclose(newton_w, lbfgs_w, atol=2e-2 * np.abs(lbfgs_w).max())
+    assert newton_b == pytest.approx(lbfgs_b, abs=0.05 * abs(lbfgs_b) + 0.05)

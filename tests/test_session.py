@@ -1,0 +1,191 @@
+"""Session: one person's labelling loop on synthetic embeddings with a planted concept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.helpers.planted import run_rounds
+from trainer.index.local import LocalIndex
+from trainer.session import Session
+from trainer.strategies import get_strategy
+from trainer.synthetic import planted_concept
+
+
+def test_an_unknown_strategy_lists_the_valid_ones(concept_index, concept):
+    with pytest.raises(ValueError, match="choose one of top, boundary, mixed, random"):
+        get_strategy("greedy")
+    with pytest.raises(ValueError, match="top, boundary, mixed, random, original"):
+        Session(concept_index, concept.prompt_vector, strategy="greedy")
+
+
+def test_labels_make_the_classifier_better_than_zero_shot(concept_index, concept):
+    aps = run_rounds(Session(concept_index, concept.prompt_vector, seed=0), concept, rounds=5)
+    assert aps[-1] > aps[0] + 0.1
+    assert min(aps[1:]) >= aps[0] - 1e-6  # the default never does worse than the prompt alone
+
+
+def test_our_recipe_beats_the_original_article(concept_index, concept):
+    ours = run_rounds(Session(concept_index, concept.prompt_vector, seed=0), concept, rounds=5)
+    original = run_rounds(Session(concept_index, concept.prompt_vector, strategy="original", seed=0), concept, rounds=5)
+    assert ours[-1] > original[-1] + 0.05
+
+
+def test_a_session_never_shows_an_item_twice(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, strategy="random", batch_size=25, seed=3)
+    shown: list[str] = []
+    for _ in range(6):
+        batch = session.batch()
+        shown += [h.id for h in batch]
+        session.label({batch[0].id: 1.0})
+        session.train_and_requery()
+    assert len(shown) == len(set(shown)) == 150
+
+
+def test_sessions_are_deterministic_for_a_seed(concept_index, concept):
+    def ids(seed):
+        session = Session(concept_index, concept.prompt_vector, strategy="random", seed=seed)
+        run_rounds(session, concept, rounds=2)
+        return [h.id for h in session.batch()]
+
+    assert ids(7) == ids(7)
+    assert ids(7) != ids(8)
+
+
+def test_undo_restores_the_exact_previous_state(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    run_rounds(session, concept, rounds=2)
+    batch = session.batch()
+    session.label({batch[0].id: 1.0, batch[1].id: -1.0})
+    before = (session.batch(), session.labels, session.history, session.seen, session.classifier.weight)
+    next_batch = session.train_and_requery()
+    assert [h.id for h in next_batch] != [h.id for h in batch]
+    assert session.undo() == before[0]
+    after = (session.batch(), session.labels, session.history, session.seen, session.classifier.weight)
+    assert after[:4] == before[:4]
+    np.testing.assert_array_equal(after[4], before[4])
+    assert session.train_and_requery() == next_batch  # the same seed state: the same next batch again
+
+
+def test_undo_with_nothing_to_undo_says_so(concept_index, concept):
+    with pytest.raises(ValueError, match="nothing to undo"):
+        Session(concept_index, concept.prompt_vector).undo()
+
+
+def test_two_sessions_on_one_index_never_see_each_others_labels(concept_index, concept):
+    alice = Session(concept_index, concept.prompt_vector, seed=0)
+    bob = Session(concept_index, concept.prompt_vector, seed=0)
+    assert [h.id for h in alice.batch()] == [h.id for h in bob.batch()]
+    alice.label({h.id: 1.0 for h in alice.batch()})
+    alice.train_and_requery()
+    assert bob.labels == {} and bob.round == 1
+    assert [h.id for h in bob.train_and_requery()] != [h.id for h in alice.batch()]  # bob's own, untrained, path
+    assert not alice.seen & {"never"} and len(concept_index) == len(concept.ids)
+
+
+@pytest.mark.parametrize("value", [1.0, -1.0])
+def test_all_positive_or_all_negative_labels_train_without_error(concept_index, concept, value):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    for _ in range(3):
+        session.label({h.id: value for h in session.batch()})
+        session.train_and_requery()
+    probs = session.scores(concept.vectors)
+    assert np.isfinite(probs).all()
+    assert session.history[-1].positives == (30 if value > 0 else 0)
+
+
+def test_a_tiny_collection_exhausts_cleanly():
+    concept = planted_concept(n=23, dim=8, seed=2)
+    session = Session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept.prompt_vector, batch_size=10)
+    sizes = [len(session.batch())]
+    while not session.exhausted:
+        session.label(concept.oracle([h.id for h in session.batch()]))
+        sizes.append(len(session.train_and_requery()))
+    assert sizes == [10, 10, 3, 0]
+    assert session.batch() == []
+    assert session.train_and_requery() == []  # asking again is harmless
+
+
+def test_labels_for_items_never_shown_or_out_of_range_are_refused_and_change_nothing(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    shown = session.batch()[0].id
+    unshown = next(i for i in concept.ids if i not in session.seen)
+    for bad, message in [({unshown: 1.0}, "never shown"), ({shown: 2.0}, r"\[-1, 1\]"), ({shown: "yes"}, "number")]:
+        with pytest.raises(ValueError, match=message):
+            session.label({shown: 0.5, **bad})
+        assert session.labels == {}
+
+
+def test_a_failed_round_keeps_every_label(concept_index, concept, monkeypatch):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    before = (session.labels, session.batch(), session.round)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("concept_index unreachable")
+
+    monkeypatch.setattr(concept_index, "query", unreachable)
+    with pytest.raises(ConnectionError):
+        session.train_and_requery()
+    assert (session.labels, session.batch(), session.round) == before
+
+
+def test_history_counts_labels_and_positives_per_round(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    run_rounds(session, concept, rounds=3)
+    history = session.history
+    assert [h.round for h in history] == [1, 2, 3]
+    assert [h.shown for h in history] == [10, 20, 30]
+    assert all(h.positives + h.negatives == h.labelled for h in history)
+    assert history[-1].positives == sum(v > 0 for v in session.labels.values())
+
+
+def test_bad_prompt_vectors_and_batch_sizes_are_refused(concept_index):
+    with pytest.raises(ValueError, match="32 finite numbers"):
+        Session(concept_index, np.zeros(16, np.float32))
+    with pytest.raises(ValueError, match="batch_size"):
+        Session(concept_index, np.ones(32, np.float32), batch_size=0)
+
+
+def test_label_rounds_record_when_each_label_was_given_and_follow_undo(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    first = [h.id for h in session.batch()]
+    session.label(concept.oracle(first))
+    second = [h.id for h in session.train_and_requery()]
+    session.label({**concept.oracle(second), first[0]: 0.0})  # a relabel counts in the round it happened
+    assert session.label_rounds == {**dict.fromkeys(first[1:], 1), **dict.fromkeys([*second, first[0]], 2)}
+    assert session.label_rounds.keys() == session.labels.keys()
+    before_training = session.label_rounds
+    third = [h.id for h in session.train_and_requery()]
+    session.label(concept.oracle(third))
+    assert set(session.label_rounds.values()) == {1, 2, 3}
+    session.undo()  # back to before round 2 was trained: the round-3 labels go with it
+    assert session.label_rounds == before_training
+
+
+def test_resume_takes_over_labels_and_trains_the_same_classifier(concept_index, concept):
+    first = Session(concept_index, concept.prompt_vector, seed=0)
+    run_rounds(first, concept, rounds=3)
+    again = Session(concept_index, concept.prompt_vector, seed=0)  # e.g. after the app restarted
+    batch = again.resume(first.labels)
+    assert again.labels == first.labels and set(first.labels) <= again.seen
+    assert not {h.id for h in batch} & set(first.labels)
+    np.testing.assert_allclose(again.classifier.weight, first.classifier.weight, atol=1e-4)
+    assert again.undo() and again.labels == {}
+
+
+def test_resume_refuses_unknown_ids_and_bad_scores_and_changes_nothing(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    before = (session.batch(), session.labels, session.seen)
+    for bad, message in [({"not-an-item": 1.0}, "not in this collection"), ({concept.ids[0]: 3.0}, r"\[-1, 1\]")]:
+        with pytest.raises(ValueError, match=message):
+            session.resume(bad)
+        assert (session.batch(), session.labels, session.seen) == before
+
+
+def test_the_original_recipe_with_no_labels_leaves_the_classifier_alone(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, strategy="original")
+    before = session.classifier.weight
+    session.train_and_requery()
+    np.testing.assert_array_equal(session.classifier.weight, before)
+    assert session.history[-1].fit.loss == 0.0
