@@ -22,7 +22,7 @@ def workspace_settings(tiny_clip_dir, tmp_path):
 
 def test_load_workspace_indexes_the_collection_and_reports_progress(workspace_settings):
     reports: list[tuple[float, str]] = []
-    ws = load_workspace(workspace_settings, lambda fraction, message: reports.append((fraction, message)))
+    ws = load_workspace(workspace_settings, lambda done, total, message: reports.append((done / total, message)))
     assert len(ws.index) == len(ws.collection) == 30
     assert ws.index.dim == ws.embedder.dim
     assert ws.eval is None and not ws.offline_bundle
@@ -62,7 +62,7 @@ def test_the_loader_reports_progress_then_the_workspace():
     release = threading.Event()
 
     def build(progress):
-        progress(0.5, "embedding")
+        progress(1, 2, "embedding")
         release.wait(5)
         return "workspace"
 

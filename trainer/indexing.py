@@ -35,10 +35,10 @@ import torch
 from trainer.data import Collection, folder_signature
 from trainer.embed import Embedder, to_rgb
 from trainer.files import atomic_write
+from trainer.progress import ProgressFn, no_progress
 
 __all__ = [
     "Embeddings",
-    "ProgressFn",
     "build_embeddings",
     "cache_key",
     "embed_in_memory",
@@ -47,9 +47,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int, str], None]
-"""``progress(done, total, message)``: rows handled so far (skipped ones included), rows in the collection."""
 
 _CACHE_FORMAT = 1  # bump when the files or the vectors' meaning change: old entries then simply miss
 _SHARD_NAME = re.compile(r"(\d{10})-(\d{10})\.npz")
@@ -110,10 +107,13 @@ def build_embeddings(
     *,
     shard_size: int = 1024,
 ) -> Embeddings:
-    """Embed every decodable image of ``collection``, or load the result of an earlier run (see the module doc)."""
+    """Embed every decodable image of ``collection``, or load the result of an earlier run (see the module doc).
+
+    ``progress`` counts the rows handled so far (skipped ones included) of the rows in the collection.
+    """
     if batch_size <= 0 or shard_size <= 0:
         raise ValueError(f"batch_size and shard_size must be positive; got {batch_size} and {shard_size}")
-    report = progress or (lambda done, total, message: None)
+    report = progress or no_progress
     total = len(collection)
     key = cache_key(embedder, collection)
     entry = Path(cache_dir) / key
@@ -149,7 +149,7 @@ def embed_in_memory(
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
-    report = progress or (lambda done, total, message: None)
+    report = progress or no_progress
     parts: list[np.ndarray] = []
     ids: list[str] = []
     skipped: list[tuple[str, str]] = []

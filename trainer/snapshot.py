@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +56,7 @@ from .data import Collection, UndecodableImage
 from .embed import Embedder
 from .hub import SIGN_IN_MESSAGE, HubError, _call_hub, _create_repo, _scrub, validate_repo_id
 from .indexing import Embeddings, load_cached, save_embeddings
+from .progress import ProgressFn, no_progress
 
 __all__ = [
     "CARD_KEY",
@@ -84,8 +85,6 @@ NORM_TOLERANCE = 1e-3  # float32 rows normalised in float32 are within ~1e-6 of 
 SPOT_CHECK_ROWS = 2
 SPOT_CHECK_MIN_COSINE = 0.99
 _HEX40 = re.compile(r"[0-9a-f]{40}")
-
-ProgressFn = Callable[[float, str], None]  # the workspace's (fraction, message)
 
 
 class SnapshotError(ValueError):
@@ -615,7 +614,7 @@ def seed_cache(
     replaces it, or, with no snapshot configured and local indexing ahead, how to publish one. A collection already
     in the cache needs nothing: no download, no note.
     """
-    report = progress or (lambda fraction, message: None)
+    report = progress or no_progress
     missing = [c for c in collections if load_cached(embedder, c, settings.cache_dir) is None]
     if not missing:
         return ()
@@ -633,7 +632,7 @@ def seed_cache(
         note = f"Embedding snapshot {settings.snapshot} not used: this start runs on the offline bundle."
         log.warning(note)
         return (note,)
-    report(0.03, f"fetching embedding snapshot {settings.snapshot}")
+    report(0, 1, f"fetching embedding snapshot {settings.snapshot}")
     try:
         folder = fetch_snapshot(settings.snapshot, revision=settings.snapshot_revision)
         snapshot = read_snapshot(folder, source=settings.snapshot)

@@ -25,14 +25,16 @@ from .index import VectorIndex
 from .index.factory import open_index
 from .index.local import LocalIndex
 from .indexing import Embeddings, build_embeddings, embed_in_memory
+from .progress import ProgressFn, no_progress
 from .snapshot import seed_cache
 
 __all__ = ["EvalSplit", "Projection", "Workspace", "WorkspaceLoader", "load_workspace", "project_2d"]
 
 log = logging.getLogger(__name__)
 
-ProgressFn = Callable[[float, str], None]  # (fraction 0..1, message)
-
+# The start-up bar counts thousandths of the whole start: loading the model and fetching a snapshot take its first
+# 5%, embedding the next 90%, building the index and the map the rest.
+STARTUP_STEPS = 1000
 # The 2-D map plots at most this many points: enough to show the collection's shape, few enough to draw fast.
 MAP_POINTS = 2000
 # Why a cache folder cannot be written: read-only, no permission, disk or quota full.
@@ -109,9 +111,13 @@ class Workspace:
 def load_workspace(settings: Settings | None = None, progress: ProgressFn | None = None) -> Workspace:
     """Resolve the source (real defaults or the offline bundle), load the model, embed (or load) and index."""
     started = time.perf_counter()
-    report = progress or (lambda fraction, message: None)
+    report = progress or no_progress
+
+    def at(fraction: float, message: str) -> None:
+        report(round(fraction * STARTUP_STEPS), STARTUP_STEPS, message)
+
     settings = resolve_source(settings or Settings.from_env())
-    report(0.02, f"loading {settings.model_id}")
+    at(0.02, f"loading {settings.model_id}")
     embedder = load_embedder(
         settings.model_id, revision=None if settings.source == "bundle" else settings.model_revision
     )
@@ -119,11 +125,12 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
     eval_collection = open_held_out(settings, "Classify will cover the indexed split only")
     total = len(collection) + (len(eval_collection) if eval_collection else 0)
     # A matching snapshot fills the cache, so the build_embeddings calls below are cache hits; else they embed.
-    notes = list(seed_cache(settings, embedder, [c for c in (collection, eval_collection) if c is not None], report))
+    collections = [c for c in (collection, eval_collection) if c is not None]
+    notes = list(seed_cache(settings, embedder, collections, lambda _done, _total, message: at(0.03, message)))
 
-    def embedding_progress(offset: int, label: str) -> Callable[[int, int, str], None]:
+    def embedding_progress(offset: int, label: str) -> ProgressFn:
         def hook(done: int, _total: int, message: str) -> None:
-            report(0.05 + 0.9 * (offset + done) / max(total, 1), f"{label}: {done:,}/{_total:,} images ({message})")
+            at(0.05 + 0.9 * (offset + done) / max(total, 1), f"{label}: {done:,}/{_total:,} images ({message})")
 
         return hook
 
@@ -133,11 +140,11 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
         progress_hook = embedding_progress(len(collection), eval_collection.split or "eval")
         eval_embeddings = _embed(embedder, eval_collection, settings, progress_hook, notes)
         eval_split = EvalSplit(eval_collection.split or "eval", eval_collection, eval_embeddings)
-    report(0.96, f"building the {settings.backend} index")
+    at(0.96, f"building the {settings.backend} index")
     index = _build_index(settings, collection, embeddings)
     projection = project_2d(embeddings.vectors, MAP_POINTS, seed=settings.seed)
     seconds = time.perf_counter() - started
-    report(1.0, f"ready in {seconds:.1f} s")
+    at(1.0, f"ready in {seconds:.1f} s")
     log.info("workspace ready in %.1f s: %s on %s, %d images", seconds, settings.model_id, settings.dataset, len(index))
     return Workspace(
         settings, embedder, collection, embeddings, index, eval_split, projection, seconds, tuple(dict.fromkeys(notes))
@@ -148,7 +155,7 @@ def _embed(
     embedder: Embedder,
     collection: Collection,
     settings: Settings,
-    progress: Callable[[int, int, str], None],
+    progress: ProgressFn,
     notes: list[str],
 ) -> Embeddings:
     """The collection's embeddings from the disk cache; in memory, with a note, when the cache cannot be written.
@@ -214,9 +221,9 @@ class WorkspaceLoader:
         self._thread.join(timeout)
         return self.get()
 
-    def _progress(self, fraction: float, message: str) -> None:
+    def _progress(self, done: int, total: int, message: str) -> None:
         with self._lock:
-            self._fraction, self._message = fraction, message
+            self._fraction, self._message = done / total if total else 0.0, message
 
     def _run(self) -> None:
         try:

@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..progress import ProgressFn
 from . import Hit, IndexUnavailable, check_ids, check_norms, check_query, check_vectors
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ __all__ = [
     "ID_FIELD",
     "METRIC",
     "PineconeIndex",
-    "Progress",
     "RetryPolicy",
     "collection_namespace",
     "index_into_pinecone",
@@ -56,7 +56,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Progress = Callable[[int, int, str], None]  # progress(done, total, message)
 
 METRIC = "dotproduct"  # scores are raw dot products: classifier weights as the query vector rank like the probe does
 ID_FIELD = "cid"  # metadata key holding the record id, so that `exclude` can be a metadata filter
@@ -215,7 +214,7 @@ class PineconeIndex:
         vectors: np.ndarray,
         metadata: Sequence[Mapping[str, Any]] | None = None,
         *,
-        progress: Progress | None = None,
+        progress: ProgressFn | None = None,
         normalize: bool = False,
     ) -> int:
         """Write every record that is not in the namespace yet; return how many were written.
@@ -324,7 +323,7 @@ class PineconeIndex:
         normalize: bool,
         *,
         skip_present: bool,
-        progress: Progress | None,
+        progress: ProgressFn | None,
     ) -> int:
         written = skipped = 0
         budget = MAX_UPSERT_BYTES - len(_json({"vectors": [], "namespace": self._namespace}))
@@ -395,7 +394,7 @@ def index_into_pinecone(
     vectors: np.ndarray,
     settings: Settings,
     namespace: str,
-    progress: Progress | None = None,
+    progress: ProgressFn | None = None,
     *,
     metadata: Sequence[Mapping[str, Any]] | None = None,
     normalize: bool = False,
