@@ -98,12 +98,17 @@ def test_a_reload_or_restart_loses_no_labels_the_browser_offers_to_resume(browse
     page.locator("#prompt textarea, #prompt input").first.fill("a small yellow shape")
     page.click("#search")
     page.wait_for_function("document.querySelectorAll('.ct-cell img').length >= 10", timeout=30_000)
+    # The chained step after each round saves the session in the browser; wait for the search's save, then for the
+    # round's (a fixed pause was too short on a busy machine).
+    saved = "localStorage.getItem('concept-trainer-session')"
+    page.wait_for_function(f"{saved} !== null", timeout=30_000)
+    after_search = page.evaluate(saved)
     set_slider(page, 0, 1.0)
     page.click("#mark-rest")
     page.wait_for_function("document.querySelector('#slider-9 input[type=range]')?.value === '-1'")
     page.click("#train")
     page.wait_for_function("document.querySelector('#stats')?.innerText.includes('Round 2')", timeout=30_000)
-    page.wait_for_timeout(1500)  # the chained step that saves the labels in the browser
+    page.wait_for_function(f"previous => {saved} !== previous", arg=after_search, timeout=30_000)
 
     page.reload()  # the tab's server-side session is gone, as after a Space restart
     page.wait_for_selector("#resume-row", state="visible", timeout=30_000)
