@@ -23,10 +23,8 @@ import datetime
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -38,7 +36,8 @@ import httpx
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.app_process import app_process, free_port
+
 MAX_BATCH = 20  # app.MAX_BATCH; not imported so that this client does not load gradio's server side and torch
 COLOURS = ["red", "blue", "green", "yellow", "purple"]
 SHAPES = ["circle", "square", "triangle", "star"]
@@ -181,18 +180,12 @@ def run_load(url: str, sessions: int = 20, rounds: int = 10, timeout_s: float = 
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve_app(
     *, concurrency: int, torch_threads: int, cache_dir: Path | None = None, ready_timeout_s: float = 180.0
 ) -> Iterator[str]:
     """``python app.py`` on the offline bundle at 127.0.0.1:<free port>; yields its URL once search works."""
-    port = _free_port()
+    port = free_port()
     with contextlib.ExitStack() as stack:
         cache = cache_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ct-load-")))
         env = {
@@ -209,18 +202,10 @@ def serve_app(
         }
         env.pop("SPACE_ID", None)
         log = stack.enter_context(tempfile.TemporaryFile())
-        server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            _wait_until_ready(url, server, log, ready_timeout_s)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=20)
+        server = stack.enter_context(app_process(env, log))
+        url = f"http://127.0.0.1:{port}/"
+        _wait_until_ready(url, server, log, ready_timeout_s)
+        yield url
 
 
 def _wait_until_ready(url: str, server: subprocess.Popen, log: object, timeout_s: float) -> None:

@@ -10,29 +10,20 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.app_process import app_process, free_port
+
 SPACE_HOST = "someone-concept-trainer.hf.space"
 CLIENT_ID = "client-id-of-this-space"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -95,28 +86,19 @@ def space_url(openid_provider: str, tmp_path_factory: pytest.TempPathFactory) ->
         "CT_CACHE_DIR": str(tmp_path_factory.mktemp("space-cache")),
     }
     url = f"http://127.0.0.1:{port}"
-    with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if server.poll() is not None:
-                    pytest.fail(f"app.py exited with {server.returncode} as a Space:\n{log_path.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(url + "/", timeout=2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"app.py did not serve a page within 120 s:\n{log_path.read_text()[-3000:]}")
-                    time.sleep(0.5)
-            yield url
-        finally:
-            server.terminate()
+    with log_path.open("w") as log, app_process(env, log) as server:
+        deadline = time.monotonic() + 120
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"app.py exited with {server.returncode} as a Space:\n{log_path.read_text()[-3000:]}")
             try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+                with urllib.request.urlopen(url + "/", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"app.py did not serve a page within 120 s:\n{log_path.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
 
 
 def test_the_app_starts_as_a_space_and_serves_the_sign_in_button(space_url):

@@ -1,0 +1,34 @@
+"""``python app.py`` in a child process, as a Space or a load test starts it, on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def app_process(env: dict[str, str], log: IO[bytes] | IO[str]) -> Iterator[subprocess.Popen]:
+    """Run ``python app.py`` with exactly ``env``, its output to ``log``; stopped (then killed) on exit."""
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield server
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=20)
