@@ -83,10 +83,8 @@ def test_index_into_pinecone_is_resumable_and_says_what_it_wrote(
     from trainer.index import pinecone as pinecone_backend
 
     fake = FakePinecone()
-    real = pinecone_backend.index_into_pinecone
-    monkeypatch.setattr(
-        pinecone_backend, "index_into_pinecone", lambda *a, **k: real(*a, client=fake, api_key="pc-test", **k)
-    )
+    monkeypatch.setenv("PINECONE_API_KEY", "pc-test")
+    monkeypatch.setattr(pinecone_backend, "_make_client", lambda api_key: fake)
     argv = ["index", "--model", str(tiny_clip_dir), "--dataset", str(mixed_folder), "--backend", "pinecone"]
     argv += ["--cache-dir", str(tmp_path / "cache")]
     assert cli.main(argv) == 0

@@ -20,7 +20,6 @@ from trainer.index.pinecone import (
     MAX_TOP_K,
     PineconeIndex,
     RetryPolicy,
-    index_into_pinecone,
     namespace_for,
 )
 
@@ -363,16 +362,6 @@ def test_add_refuses_ids_already_stored_after_a_reopen():
     with pytest.raises(ValueError, match="already"):
         connect(client).add([ids[3], "new"], unit_rows(2, seed=8))
     assert len(connect(client)) == 10
-
-
-def test_index_into_pinecone_creates_and_seeds_the_namespace():
-    client = FakePinecone()
-    ids, vectors = [f"img-{i}" for i in range(30)], unit_rows(30, dim=16)
-    calls = []
-    written = index_into_pinecone(ids, vectors, SETTINGS, NAMESPACE, lambda *a: calls.append(a), client=client)
-    assert written == 30 and calls[-1][:2] == (30, 30)
-    assert client.store("ct-test").dimension == 16
-    assert len(connect(client, dim=16)) == 30
 
 
 def test_unnormalised_vectors_are_refused_unless_asked_to_normalise():

@@ -93,7 +93,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     # Imported here so that `--help` and other commands do not pay for torch and transformers.
     from trainer import embed
     from trainer.data import open_collection, resolve_source
-    from trainer.index.local import LocalIndex
     from trainer.indexing import build_embeddings, cache_key
 
     settings = Settings.from_env(**({"source": args.source} if args.source else {}))
@@ -109,6 +108,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         "image_column": args.image_column,
         "cache_dir": args.cache_dir,
         "embed_batch_size": args.batch_size,
+        "backend": args.backend,
     }
     settings = dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})
     if settings.embed_batch_size <= 0:
@@ -132,15 +132,8 @@ def cmd_index(args: argparse.Namespace) -> int:
         reasons = "; ".join(f"{id_}: {why}" for id_, why in result.skipped[:3])
         raise SystemExit(f"no image of {collection.source} could be decoded ({len(result.skipped)} skipped: {reasons})")
 
-    if (args.backend or settings.backend) == "pinecone":
-        _index_into_pinecone(settings, collection, result, elapsed)
-    else:
-        out = args.out or Path(settings.cache_dir) / "indexes" / cache_key(embedder, collection)
-        LocalIndex.from_vectors(result.ids, result.vectors).save(out)
-        # Which model and collection the index was built from: what a later command needs to embed prompts with
-        # the same model and to fetch thumbnails by id.
-        (Path(out) / "source.json").write_text(json.dumps(result.manifest, indent=2))
-        print(_summary(result, collection, settings.model_id, elapsed, Path(out)))
+    out = args.out or Path(settings.cache_dir) / "indexes" / cache_key(embedder, collection)
+    _write_index(settings, collection, result, elapsed, out)
     if args.push_to_hub or args.snapshot_out:
         _publish_snapshot(args, settings, embedder, collection, result, token)
     return 0
@@ -203,23 +196,28 @@ def _publish_snapshot(
             print(f"Start the app from it with CT_SNAPSHOT={repo}")
 
 
-def _index_into_pinecone(settings: Settings, collection: Collection, result: Embeddings, elapsed: float) -> int:
-    """Upsert the embeddings into the settings' Pinecone index: batched, retried, and resumable (present ids skip)."""
+def _write_index(settings: Settings, collection: Collection, result: Embeddings, elapsed: float, out: Path) -> None:
+    """Put the embeddings where ``settings.backend`` says, through the one index builder, and say what was done:
+    a local index saved at ``out``, or the collection's Pinecone namespace (batched, retried, resumable)."""
     from trainer.index import IndexUnavailable
-    from trainer.index.pinecone import collection_namespace, index_into_pinecone
+    from trainer.index.factory import build_index
 
-    namespace = collection_namespace(settings.model_id, collection)
     try:
         with _ProgressBar(len(result)) as bar:
-            written = index_into_pinecone(result.ids, result.vectors, settings, namespace, progress=bar.update)
+            built = build_index(settings, collection, result.ids, result.vectors, local_path=out, progress=bar.update)
     except IndexUnavailable as err:
         raise SystemExit(f"Pinecone: {err}") from None
+    if built.namespace is None:
+        # Which model and collection the index was built from: what a later command needs to embed prompts with
+        # the same model and to fetch thumbnails by id.
+        (out / "source.json").write_text(json.dumps(result.manifest, indent=2))
+        print(_summary(result, collection, settings.model_id, elapsed, out))
+        return
     print(_summary(result, collection, settings.model_id, elapsed, None))
     print(
-        f"Pinecone index {settings.pinecone_index!r}, namespace {namespace!r}: {written} record(s) written, "
-        f"{len(result) - written} already there"
+        f"Pinecone index {settings.pinecone_index!r}, namespace {built.namespace!r}: {built.written} record(s) "
+        f"written, {len(result) - built.written} already there"
     )
-    return 0
 
 
 def _summary(result: Embeddings, collection: Collection, model_id: str, elapsed: float, out: Path | None) -> str:

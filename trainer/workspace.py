@@ -22,8 +22,7 @@ from .data import Collection, open_collection, open_held_out, resolve_source
 from .embed import Embedder
 from .embed import load as load_embedder
 from .index import VectorIndex
-from .index.factory import open_index
-from .index.local import LocalIndex
+from .index.factory import build_index
 from .indexing import Embeddings, build_embeddings, embed_in_memory
 from .progress import ProgressFn, no_progress
 from .snapshot import seed_cache
@@ -141,7 +140,7 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
         eval_embeddings = _embed(embedder, eval_collection, settings, progress_hook, notes)
         eval_split = EvalSplit(eval_collection.split or "eval", eval_collection, eval_embeddings)
     at(0.96, f"building the {settings.backend} index")
-    index = _build_index(settings, collection, embeddings)
+    index = build_index(settings, collection, embeddings.ids, embeddings.vectors).index  # Pinecone: skips what is there
     projection = project_2d(embeddings.vectors, MAP_POINTS, seed=settings.seed)
     seconds = time.perf_counter() - started
     at(1.0, f"ready in {seconds:.1f} s")
@@ -174,17 +173,6 @@ def _embed(
             "the app works as usual, but the next start embeds the collection again."
         )
         return embed_in_memory(embedder, collection, settings.embed_batch_size, progress)
-
-
-def _build_index(settings: Settings, collection: Collection, embeddings: Embeddings) -> VectorIndex:
-    if settings.backend == "local":
-        return LocalIndex.from_vectors(embeddings.ids, embeddings.vectors, dtype=settings.index_dtype)
-    from .index.pinecone import collection_namespace  # only when chosen: the SDK is not needed for a local index
-
-    namespace = collection_namespace(settings.model_id, collection)
-    index = open_index(settings, embeddings.dim, namespace)
-    index.upsert_all(embeddings.ids, embeddings.vectors)  # type: ignore[attr-defined]  # skips what is there
-    return index
 
 
 def project_2d(vectors: np.ndarray, limit: int, seed: int = 0) -> Projection:

@@ -41,15 +41,12 @@ from . import Hit, IndexUnavailable, check_ids, check_norms, check_query, check_
 
 if TYPE_CHECKING:
     from trainer.config import Settings
-    from trainer.data import Collection as ImageCollection  # collections.abc's Collection is used here too
 
 __all__ = [
     "ID_FIELD",
     "METRIC",
     "PineconeIndex",
     "RetryPolicy",
-    "collection_namespace",
-    "index_into_pinecone",
     "namespace_for",
 ]
 
@@ -378,39 +375,6 @@ def namespace_for(model_id: str, dataset: str, split: str, *, config: str | None
             raise ValueError(f"namespace parts must be non-empty strings; got {part!r} in {parts}")
     digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:8]
     return ".".join([*(_slug(p) for p in parts), digest])
-
-
-def collection_namespace(model_id: str, collection: ImageCollection) -> str:
-    """The namespace of a collection as opened (its source, split and config, not the settings' defaults).
-
-    The one place both the ``index --backend pinecone`` command, which fills the namespace, and the app, which
-    searches it, get the name from, so they always agree.
-    """
-    return namespace_for(model_id, collection.source, collection.split or "all", config=collection.config)
-
-
-def index_into_pinecone(
-    ids: Sequence[str],
-    vectors: np.ndarray,
-    settings: Settings,
-    namespace: str,
-    progress: ProgressFn | None = None,
-    *,
-    metadata: Sequence[Mapping[str, Any]] | None = None,
-    normalize: bool = False,
-    api_key: str | None = None,
-    client: Any = None,
-) -> int:
-    """Seed ``namespace`` from embeddings already computed (what ``python -m trainer index --backend pinecone`` runs).
-
-    Connects (creating the index if needed) and calls :meth:`PineconeIndex.upsert_all`, so an interrupted run is
-    resumed by running it again. Returns how many records this run wrote.
-    """
-    shape = np.shape(vectors)
-    if len(shape) != 2:
-        raise ValueError(f"vectors must be a 2-D array (n, d); got shape {shape}")
-    index = PineconeIndex.connect(settings, int(shape[1]), namespace, api_key=api_key, client=client)
-    return index.upsert_all(ids, vectors, metadata, progress=progress, normalize=normalize)
 
 
 # --------------------------------------------------------------------------------------------------- connecting
