@@ -54,6 +54,28 @@ def families() -> dict[str, list[tuple[str, dict[str, str]]]]:
     }
 
 
+def embed_bundle(model: str = BUNDLE_MODEL):
+    """The bundle's train split and its image embeddings under ``model``: (embedder, dataset, (N, D) vectors)."""
+    embedder = load(model)
+    train = datasets.load_dataset(BUNDLE_DATASET, split="train")
+    vectors = np.concatenate([embedder.embed_images(train[i : i + 500]["image"]) for i in range(0, len(train), 500)])
+    return embedder, train, vectors
+
+
+def family_concepts(embedder, train, vectors: np.ndarray, prompts: list[tuple[str, dict[str, str]]]):
+    """The family's concepts with at least ``MIN_POSITIVES`` images, at most ``MAX_CONCEPTS`` (a fixed sample)."""
+    columns = {name: np.asarray(train[name]) for name in ("colour", "shape", "size", "texture")}
+    concepts = []
+    for prompt, condition in prompts:
+        truth = np.logical_and.reduce([columns[k] == v for k, v in condition.items()])
+        if truth.sum() >= MIN_POSITIVES:
+            concepts.append(PlantedConcept(train["id"], vectors, truth, embedder.embed_text([prompt])[0]))
+    if len(concepts) > MAX_CONCEPTS:
+        keep = np.random.default_rng(0).choice(len(concepts), MAX_CONCEPTS, replace=False)
+        concepts = [concepts[i] for i in sorted(keep)]
+    return concepts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=BUNDLE_MODEL)
@@ -66,11 +88,8 @@ def main() -> None:
     args = parser.parse_args()
 
     started = time.perf_counter()
-    embedder = load(args.model)
-    train = datasets.load_dataset(BUNDLE_DATASET, split="train")
-    vectors = np.concatenate([embedder.embed_images(train[i : i + 500]["image"]) for i in range(0, len(train), 500)])
+    embedder, train, vectors = embed_bundle(args.model)
     index = LocalIndex.from_vectors(train["id"], vectors)
-    columns = {name: np.asarray(train[name]) for name in ("colour", "shape", "size", "texture")}
     labeller = oracle if args.flip == 0 else noisy_labeller(args.flip)
 
     print(f"# Labelling on the offline bundle ({today()})\n")
@@ -90,14 +109,7 @@ def main() -> None:
     for family, prompts in families().items():
         if family not in args.families:
             continue
-        concepts = []
-        for prompt, condition in prompts:
-            truth = np.logical_and.reduce([columns[k] == v for k, v in condition.items()])
-            if truth.sum() >= MIN_POSITIVES:
-                concepts.append(PlantedConcept(train["id"], vectors, truth, embedder.embed_text([prompt])[0]))
-        if len(concepts) > MAX_CONCEPTS:
-            keep = np.random.default_rng(0).choice(len(concepts), MAX_CONCEPTS, replace=False)
-            concepts = [concepts[i] for i in sorted(keep)]
+        concepts = family_concepts(embedder, train, vectors, prompts)
         positives = np.mean([c.truth.sum() for c in concepts])
         for strategy in args.strategies:
             runs: list[Run] = []
