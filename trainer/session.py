@@ -15,6 +15,7 @@ import numpy as np
 
 from .classifier import FitReport, LinearProbe
 from .index import Hit, VectorIndex
+from .quality import Quality, choose_audit, cross_validated_quality, estimate_quality
 from .strategies import STRATEGIES, get_strategy
 
 __all__ = ["RECIPE_NAMES", "RoundStats", "Session"]
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 RECIPE_NAMES = (*STRATEGIES, "original")
 # How many prompt scores calibrate the zero-shot probabilities (see Session._prior).
 _CALIBRATION_SAMPLE = 256
+# An index without ``scores_all`` is scored whole through one query; a query returns at most this many hits.
+_MAX_QUERY = 10_000
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,10 @@ class Session:
         self._newest: dict[str, float] = {}  # labels given since the last round: all the "original" recipe trains on
         self._vectors: dict[str, np.ndarray] = {}  # labelled items' embeddings, fetched once each
         self._seen: set[str] = set()
+        # Audited items (see trainer/quality.py): id -> design weight. Held out: never trained on, never in a batch;
+        # kept out of the undo checkpoints, so undoing a round never turns an audit label into a training label.
+        self._audit: dict[str, float] = {}
+        self._audit_labels: dict[str, float] = {}
         self._history: list[RoundStats] = []
         self._undo: list[dict] = []
         self.exhausted = False
@@ -132,7 +139,18 @@ class Session:
 
     @property
     def seen(self) -> frozenset[str]:
-        return frozenset(self._seen | {h.id for h in self._batch})
+        """Every item shown in this session: training batches and audits."""
+        return frozenset(self._seen | self._audit.keys() | {h.id for h in self._batch})
+
+    @property
+    def audit_labels(self) -> dict[str, float]:
+        """Labels given to audited items: held out from training, used only by :meth:`quality`."""
+        return dict(self._audit_labels)
+
+    @property
+    def audit_weights(self) -> dict[str, float]:
+        """Each audited item's design weight: how many unseen items its draw stood for (see trainer/quality.py)."""
+        return dict(self._audit)
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """P(concept) under the current classifier for any (n, D) embeddings."""
@@ -151,10 +169,13 @@ class Session:
                 f"{len(unknown)} id(s) were never shown in this session, so they cannot be labelled: {unknown[:5]}"
             )
         clean = _clean_scores(scores)
+        audit = {i: v for i, v in clean.items() if i in self._audit}
+        clean = {i: v for i, v in clean.items() if i not in self._audit}
         missing = [i for i in clean if i not in self._vectors and clean[i] != 0]
         if missing:
             # One read for the whole call; vectors are fetched before any state changes.
             self._vectors.update(zip(missing, self.index.fetch(missing), strict=True))
+        self._audit_labels.update(audit)
         self._labels.update(clean)
         self._newest.update(clean)
         self._label_rounds.update(dict.fromkeys(clean, self.round))
@@ -181,6 +202,9 @@ class Session:
         a round. All-or-nothing: unknown ids or bad scores refuse the whole call. ``undo`` takes it back.
         """
         clean = _clean_scores(scores)
+        held_out = [i for i in clean if i in self._audit]
+        if held_out:
+            raise ValueError(f"cannot resume: {len(held_out)} label(s) are for audited items, held out: {held_out[:5]}")
         ids = [i for i in clean if i not in self._vectors]
         try:
             fetched = self.index.fetch(ids) if ids else np.empty((0, self.index.dim), np.float32)
@@ -197,6 +221,57 @@ class Session:
         self._batch = self._choose(pool)
         self.exhausted = not self._batch
         return self.batch()
+
+    def audit(self, n: int) -> list[Hit]:
+        """A random sample of ``n`` items never shown, stratified by the current score, to check quality with.
+
+        Label them with :meth:`label` as usual: their labels are held out (never trained on) and feed
+        :meth:`quality`. They never appear in a training batch. Returned best-scored first, each with its current
+        P(concept); fewer than ``n`` when fewer unseen items are left. Audits are not undone by :meth:`undo`.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"an audit needs a positive whole number of images; got {n!r}")
+        ids, logits = self._collection_logits()
+        seen = self.seen
+        eligible = np.fromiter((i not in seen for i in ids), dtype=bool, count=len(ids))
+        rows, weights = choose_audit(logits, eligible, n, self._audit_rng(), threshold=self.classifier.threshold)
+        self._audit.update(zip((ids[r] for r in rows), weights.tolist(), strict=True))
+        return [Hit(ids[r], float(p)) for r, p in zip(rows, _sigmoid(logits[rows].astype(np.float64)), strict=True)]
+
+    def quality(self, threshold: float | None = None) -> Quality | None:
+        """How good the classifier is on the whole collection, at ``threshold`` (default: the classifier's).
+
+        From the audit labels when there are any: honest estimates with 90% intervals (see trainer/quality.py).
+        Before any audit, a cross-validated estimate over the training labels, marked ``optimistic``. None while
+        neither is possible (fewer than 2 training labels of each class and no audit label).
+        """
+        threshold = self.classifier.threshold if threshold is None else float(threshold)
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be a probability strictly between 0 and 1; got {threshold!r}")
+        audited = {i: v for i, v in self._audit_labels.items() if v != 0}
+        trained = {i: v for i, v in self._labels.items() if v != 0}
+        seed = [self.seed, len(self._audit_labels), len(self._labels)]
+        if not audited:
+            if not trained:
+                return None
+            probe = copy.deepcopy(self.classifier)
+            probe.threshold = threshold
+            vectors = np.stack([self._vector(i) for i in trained])
+            labels = np.asarray(list(trained.values()), dtype=np.float32)
+            return cross_validated_quality(probe, vectors, labels, collection_size=len(self.index), seed=seed)
+        ids, logits = self._collection_logits()
+        row = {id_: r for r, id_ in enumerate(ids)}
+        return estimate_quality(
+            logits,
+            threshold,
+            trained_rows=np.asarray([row[i] for i in trained], dtype=np.int64),
+            trained_truth=np.asarray([v > 0 for v in trained.values()], dtype=bool),
+            audit_rows=np.asarray([row[i] for i in audited], dtype=np.int64),
+            audit_truth=np.asarray([v > 0 for v in audited.values()], dtype=bool),
+            audit_weights=np.asarray([self._audit[i] for i in audited]),
+            split=self.classifier.threshold,
+            seed=seed,
+        )
 
     def undo(self) -> list[Hit]:
         """Return to the state just before the last ``train_and_requery``; the batch shown then comes back."""
@@ -215,11 +290,29 @@ class Session:
         try:
             change()
             fit = self._fit()
-            pool = self.index.query(self.classifier.weight, self._pool_k(), exclude=self._seen)
+            pool = self.index.query(self.classifier.weight, self._pool_k(), exclude=self._seen | self._audit.keys())
         except Exception:
             self._restore(self._undo.pop())
             raise
         return fit, pool
+
+    def _collection_logits(self) -> tuple[list[str], np.ndarray]:
+        """Every item's id and current logit ``w . x + b``, in one pass over the index."""
+        weight, bias = self.classifier.weight, self.classifier.bias
+        scores_all = getattr(self.index, "scores_all", None)
+        if callable(scores_all) and hasattr(self.index, "ids"):
+            return list(self.index.ids), scores_all(weight).astype(np.float64) + bias  # type: ignore[attr-defined]
+        if len(self.index) > _MAX_QUERY:
+            raise ValueError(
+                f"checking quality scores every image, and this index ({type(self.index).__name__}, "
+                f"{len(self.index):,} images) returns at most {_MAX_QUERY:,} per query: use a local index"
+            )
+        hits = self.index.query(weight, len(self.index))
+        return [h.id for h in hits], np.asarray([h.score for h in hits], dtype=np.float64) + bias
+
+    def _audit_rng(self) -> np.random.Generator:
+        # Its own stream: an audit must not shift the training batches' random choices (nor undo's replay of them).
+        return np.random.default_rng([self.seed, 0xA0D17, len(self._audit)])
 
     def _pool_k(self) -> int:
         # Random sampling wants the widest pool a single query allows; the others only look near the top.

@@ -1,0 +1,245 @@
+"""Quality estimates: audits drawn fairly and held out, intervals that contain a planted concept's known truth."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+from tests.helpers.planted import run_rounds
+from trainer.index.local import LocalIndex
+from trainer.quality import (
+    Estimate,
+    Quality,
+    band_edges,
+    choose_audit,
+    cross_validated_quality,
+    estimate_quality,
+    verdict,
+)
+from trainer.session import Session
+from trainer.synthetic import average_precision
+
+
+def true_quality(session: Session, concept) -> dict[str, float]:
+    """What the estimates estimate: the classifier's metrics against the planted truth, on the whole collection."""
+    logits = session.classifier.logits(concept.vectors).astype(np.float64)
+    threshold = session.classifier.threshold
+    above = logits >= np.log(threshold / (1 - threshold))
+    return {
+        "ap": average_precision(logits, concept.truth),
+        "precision": float(concept.truth[above].mean()),
+        "recall": float(concept.truth[above].sum() / concept.truth.sum()),
+        "prevalence": float(concept.truth.mean()),
+    }
+
+
+def audit_and_label(session: Session, concept, audits: int, size: int = 20) -> list[str]:
+    audited: list[str] = []
+    for _ in range(audits):
+        ids = [h.id for h in session.audit(size)]
+        session.label(concept.oracle(ids))
+        audited += ids
+    return audited
+
+
+def assert_contains_truth(quality: Quality, truth: dict[str, float]) -> None:
+    for metric, value in truth.items():
+        estimate = getattr(quality, metric)
+        assert estimate.low <= value <= estimate.high, f"{metric}: {estimate} misses the truth {value:.3f}"
+        assert estimate.low <= estimate.value <= estimate.high
+
+
+@pytest.fixture(scope="module")
+def trained(concept):
+    session = Session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept.prompt_vector, seed=0)
+    run_rounds(session, concept, rounds=4)
+    return session
+
+
+@pytest.fixture
+def session(trained):
+    return copy.deepcopy(trained)
+
+
+# ----------------------------------------------------------------------------------------------------- the audit
+def test_an_audit_holds_only_items_never_shown_and_never_repeats(session, concept):
+    shown_before = session.seen
+    first = [h.id for h in session.audit(20)]
+    second = [h.id for h in session.audit(20)]
+    assert len(set(first + second)) == 40
+    assert not shown_before & set(first + second)
+    assert set(first + second) <= session.seen  # audited items count as shown
+
+
+def test_audited_items_never_appear_in_a_training_batch(session, concept):
+    audited = set(audit_and_label(session, concept, audits=3))
+    for _ in range(5):
+        assert not audited & {h.id for h in session.batch()}
+        session.label(concept.oracle([h.id for h in session.batch()]))
+        session.train_and_requery()
+
+
+def test_audit_labels_are_held_out_from_training(session, concept):
+    audited = audit_and_label(session, concept, audits=2)
+    assert set(session.audit_labels) == set(audited)
+    assert not set(audited) & set(session.labels)
+    before = (session.labels, session.label_rounds)
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    fit = session.history[-1].fit
+    session.train_and_requery()
+    trained_on = {i: v for i, v in session.labels.items() if v != 0}
+    assert session.history[-1].fit.labels_used == len(trained_on) > fit.labels_used
+    assert session.history[-1].labelled == len(trained_on)
+    # The same classifier as one fitted on the training labels alone: the audit changed nothing.
+    alone = copy.deepcopy(session.classifier)
+    alone.fit(concept_vectors(concept, trained_on), np.asarray(list(trained_on.values()), dtype=np.float32))
+    assert np.allclose(alone.weight, session.classifier.weight) and before[0].items() <= session.labels.items()
+
+
+def concept_vectors(concept, ids) -> np.ndarray:
+    rows = {id_: r for r, id_ in enumerate(concept.ids)}
+    return concept.vectors[[rows[i] for i in ids]]
+
+
+def test_an_audit_samples_every_band_of_the_ranking_and_its_weights_count_the_unseen(concept):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=4000)
+    eligible = np.ones(4000, bool)
+    eligible[np.argsort(-logits)[:30]] = False  # the best 30 were shown in training
+    rows, weights = choose_audit(logits, eligible, 20, rng)
+    assert len(set(rows.tolist())) == 20 and eligible[rows].all()
+    assert np.isclose(weights.sum(), eligible.sum())  # each draw stands for its band: together, every unseen item
+    ranks = np.argsort(np.argsort(-logits[eligible]))  # rank among the unseen
+    drawn_ranks = ranks[np.searchsorted(np.flatnonzero(eligible), rows)]
+    edges = band_edges(int(eligible.sum()))
+    assert set(np.searchsorted(edges, drawn_ranks, side="right") - 1) == set(range(len(edges) - 1))
+    assert (drawn_ranks < edges[1]).sum() >= 2  # the top 1/128 is sampled ~30x more densely than the bottom half
+
+
+def test_a_small_audit_still_gives_every_unseen_item_a_chance(concept):
+    rows, weights = choose_audit(np.arange(1000.0), np.ones(1000, bool), 3, np.random.default_rng(1))
+    assert len(rows) == 3 and np.isclose(weights.sum(), 1000)
+    rows, weights = choose_audit(np.arange(10.0), np.arange(10) < 4, 20, np.random.default_rng(1))
+    assert sorted(rows.tolist()) == [0, 1, 2, 3] and (weights == 1).all()  # fewer left than asked: all of them
+    rows, _ = choose_audit(np.arange(10.0), np.zeros(10, bool), 5, np.random.default_rng(1))
+    assert len(rows) == 0
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, True, "20"])
+def test_an_audit_size_must_be_a_positive_whole_number(session, size):
+    with pytest.raises(ValueError, match="positive whole number"):
+        session.audit(size)
+
+
+def test_undo_leaves_audits_alone_and_resume_refuses_to_train_on_them(session, concept):
+    audited = audit_and_label(session, concept, audits=1)
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    session.train_and_requery()
+    session.undo()
+    assert set(session.audit_labels) == set(audited)
+    with pytest.raises(ValueError, match="audited items, held out"):
+        session.resume({audited[0]: 1.0})
+
+
+def test_an_audit_label_of_zero_counts_as_no_answer(session, concept):
+    ids = [h.id for h in session.audit(20)]
+    answers = concept.oracle(ids)
+    answers[ids[0]] = 0.0
+    session.label(answers)
+    assert session.quality().audited == 19
+
+
+# ----------------------------------------------------------------------------------------------------- estimates
+def test_the_intervals_contain_the_planted_truth(session, concept):
+    audit_and_label(session, concept, audits=5)
+    quality = session.quality()
+    assert quality.method == "audit" and not quality.optimistic
+    assert quality.audited == 100 and quality.trained_on == len(session.labels)
+    assert_contains_truth(quality, true_quality(session, concept))
+    assert quality.matches.value == pytest.approx(quality.prevalence.value * len(concept.ids))
+    assert abs(quality.ap.value - true_quality(session, concept)["ap"]) < 0.1
+
+
+def test_the_audit_still_measures_the_classifier_after_more_training(session, concept):
+    audit_and_label(session, concept, audits=5)
+    run_rounds(session, concept, rounds=3)  # a different classifier from the one that drew the audit
+    assert_contains_truth(session.quality(), true_quality(session, concept))
+
+
+def test_intervals_narrow_as_audit_labels_accumulate(session, concept):
+    audit_and_label(session, concept, audits=1)
+    few = session.quality()
+    audit_and_label(session, concept, audits=4)
+    many = session.quality()
+    for metric in ("ap", "recall", "prevalence"):
+        assert getattr(many, metric).width < getattr(few, metric).width, metric
+
+
+def test_an_estimate_is_reproducible_and_follows_the_threshold(session, concept):
+    audit_and_label(session, concept, audits=2)
+    assert session.quality() == session.quality()
+    strict, lenient = session.quality(threshold=0.9), session.quality(threshold=0.1)
+    assert strict.predicted < lenient.predicted
+    assert strict.precision.value > lenient.precision.value and strict.recall.value < lenient.recall.value
+    assert strict.ap == lenient.ap and strict.prevalence == lenient.prevalence
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        session.quality(threshold=1.0)
+
+
+def test_before_any_audit_the_estimate_is_cross_validated_and_labelled_optimistic(session, concept):
+    quality = session.quality()
+    assert quality.method == "cross-validation" and quality.optimistic
+    assert quality.prevalence is None and quality.matches is None and quality.audited == 0
+    assert quality.trained_on == sum(v != 0 for v in session.labels.values())
+    assert 0 <= quality.ap.low <= quality.ap.value <= quality.ap.high <= 1
+    assert "flatter" in verdict(quality)
+
+
+def test_with_no_labels_at_all_there_is_nothing_to_estimate(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector)
+    assert session.quality() is None
+    assert cross_validated_quality(session.classifier, concept.vectors[:3], np.ones(3), collection_size=3) is None
+
+
+def test_an_index_without_scores_all_is_scored_through_one_query(concept):
+    class QueryOnly:  # the VectorIndex protocol and nothing more, like a remote index
+        def __init__(self, inner: LocalIndex) -> None:
+            self.inner, self.dim = inner, inner.dim
+
+        def __len__(self) -> int:
+            return len(self.inner)
+
+        def add(self, ids, vectors, metadata=None) -> None:
+            raise NotImplementedError
+
+        def query(self, vector, top_k, exclude=None):
+            return self.inner.query(vector, top_k, exclude)
+
+        def fetch(self, ids):
+            return self.inner.fetch(ids)
+
+    local = Session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept.prompt_vector, seed=0)
+    remote = Session(QueryOnly(LocalIndex.from_vectors(concept.ids, concept.vectors)), concept.prompt_vector, seed=0)
+    for session in (local, remote):
+        run_rounds(session, concept, rounds=2)
+    assert {h.id for h in local.audit(20)} == {h.id for h in remote.audit(20)}
+
+
+def test_estimates_refuse_inconsistent_inputs():
+    logits = np.linspace(-5, 5, 100)
+    good = dict(trained_rows=[0], trained_truth=[True], audit_rows=[1, 2], audit_truth=[True, False])
+    with pytest.raises(ValueError, match="both trained on and audited"):
+        estimate_quality(logits, 0.5, **{**good, "audit_rows": [0, 2]}, audit_weights=[1.0, 1.0])
+    with pytest.raises(ValueError, match="matching lengths"):
+        estimate_quality(logits, 0.5, **good, audit_weights=[1.0])
+    with pytest.raises(ValueError, match="positive numbers"):
+        estimate_quality(logits, 0.5, **good, audit_weights=[1.0, -1.0])
+    with pytest.raises(ValueError, match="no audited labels"):
+        estimate_quality(logits, 0.5, **{**good, "audit_rows": [], "audit_truth": []}, audit_weights=[])
+
+
+def test_an_estimate_prints_as_value_and_interval():
+    assert str(Estimate(0.8234, 0.71, 0.9)) == "0.82 (0.71-0.90)"
+    assert Estimate(0.5, 0.25, 0.75).width == 0.5
