@@ -55,7 +55,12 @@ def concept():
 def trained(concept):
     index = LocalIndex.from_vectors(concept.ids, concept.vectors)
     session = Session(
-        index, concept.prompt_vector, prompt="red circles on stripes", base_model=CLIP, base_model_revision="rev1"
+        index,
+        concept.prompt_vector,
+        prompt="red circles on stripes",
+        negative_prompt="squares",
+        base_model=CLIP,
+        base_model_revision="rev1",
     )
     for _ in range(3):
         session.label(concept.oracle([h.id for h in session.batch()]))
@@ -102,6 +107,7 @@ def test_config_records_what_a_user_needs_and_follows_a_moved_threshold(session,
         "base_model_revision": "rev1",
         "dim": 16,
         "prompt": "red circles on stripes",
+        "negative_prompt": "squares",
         "recipe": "balanced",
         "prior_strength": 10.0,
         "threshold": 0.7,
@@ -245,8 +251,9 @@ def test_labels_round_trip_through_jsonl_and_csv(session, export):
         records = read_labels(path)
         assert {r.id: r.score for r in records} == session.labels
         assert {r.id: r.round for r in records} == session.label_rounds
+        assert not any(r.audit for r in records)
     with (export / "labels.csv").open(newline="") as f:
-        assert next(csv.reader(f)) == ["id", "score", "round"]
+        assert next(csv.reader(f)) == ["id", "score", "round", "audit"]
 
 
 def test_card_metadata_parses_back_with_the_hub_library(export):
@@ -262,17 +269,18 @@ def test_card_metadata_parses_back_with_the_hub_library(export):
     assert yaml.safe_load(text.split("---")[1]) == metadata
 
 
-def test_card_reports_prompt_label_counts_rounds_strategy_and_no_quality_estimate(session, export):
+def test_card_reports_prompt_label_counts_rounds_strategy_and_a_cross_validated_estimate(session, export):
     text = (export / "README.md").read_text()
     labels = session.labels.values()
     positives, negatives = sum(v > 0 for v in labels), sum(v < 0 for v in labels)
     assert "# Concept classifier: red circles on stripes" in text
     counts = f"{positives} positive, {negatives} negative, 1 seen with no opinion ({len(labels)} in all)"
     assert f"| Labels | {counts} |" in text
-    assert "| Rounds | 3 |" in text
+    assert "| Rounds | 4 |" in text  # the 4th batch was labelled (not trained yet): the app was showing Round 4
+    assert "| Negative prompt | squares |" in text
     assert "| Selection strategy | `mixed`: Half top, half boundary" in text
     assert "Note: 2 label(s) were given after the last training round" in text
-    assert "No quality estimate was measured" in text
+    assert "optimistic" in text and "model-index" not in metadata_load(export / "README.md")
     assert "revision `rev1`" in text
     assert 'LinearProbe.from_pretrained("your-name/your-classifier")' in text
 
@@ -302,6 +310,51 @@ def test_card_escapes_markup_in_the_prompt_and_leaves_a_local_model_out_of_the_m
     assert "has not been refined by any labelling yet" in text
 
 
+def test_an_audited_session_puts_its_estimates_and_intervals_in_the_model_index(session, concept, tmp_path):
+    for _ in range(2):
+        session.label(concept.oracle([h.id for h in session.audit(20)]))
+    quality = session.quality()
+    folder = export_classifier(session, tmp_path / "audited", collection="planted concept (test)")
+    (entry,) = metadata_load(folder / "README.md")["model-index"]
+    (result,) = entry["results"]  # one task on one dataset, as the Hub's model-index spec groups them
+    assert result["task"]["type"] == "image-classification"
+    assert result["dataset"] == {"type": "planted-concept-test", "name": "planted concept (test)"}
+    metrics = {m["type"]: m for m in result["metrics"]}
+    assert list(metrics) == ["average_precision", "precision", "recall", "prevalence"]
+    for name, estimate in [("average_precision", quality.ap), ("recall", quality.recall)]:
+        assert metrics[name]["value"] == round(estimate.value, 4)
+        args = metrics[name]["args"]
+        assert (args["interval_low"], args["interval_high"]) == (round(estimate.low, 4), round(estimate.high, 4))
+        assert args["audit_labels"] == 40 and args["confidence"] == 0.9 and "held out" in args["method"]
+    assert metrics["precision"]["args"]["threshold"] == 0.5
+    # huggingface_hub reads it back into EvalResults, which is what the Hub's widget and leaderboards use
+    card = ModelCard.load(folder / "README.md")
+    assert {r.metric_type for r in card.data.eval_results} == set(metrics)
+    assert card.data.model_name == "red-circles-on-stripes"
+    text = (folder / "README.md").read_text()
+    assert "from an audit: 40 image(s) drawn at random" in text and "| Matching images in the collection |" in text
+    audit_records = [r for r in read_labels(folder) if r.audit]
+    assert {r.id: r.score for r in audit_records} == session.audit_labels
+    assert {r.id: r.score for r in read_labels(folder) if not r.audit} == session.labels
+
+
+def test_the_card_counts_rounds_as_the_app_numbers_them(concept, tmp_path):
+    session = Session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept.prompt_vector, base_model=CLIP)
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    session.train_and_requery()  # the app now says "Round 2"
+    text = (export_classifier(session, tmp_path / "one") / "README.md").read_text()
+    assert "| Rounds | 1 |" in text  # nothing labelled in round 2 yet
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    text = (export_classifier(session, tmp_path / "two") / "README.md").read_text()
+    assert "| Rounds | 2 |" in text and "refined by 2 round(s) of human labelling" in text
+    assert "Note: 10 label(s) were given after the last training round" in text
+    resumed = Session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept.prompt_vector, base_model=CLIP)
+    resumed.resume(session.labels)
+    text = (export_classifier(resumed, tmp_path / "resumed") / "README.md").read_text()
+    assert "refined by 20 label(s) carried over from an earlier session." in text
+    assert "| Rounds | 0, after 20 label(s) from an earlier session |" in text
+
+
 # ----------------------------------------------------------------------------------------------------------- push
 def test_push_uploads_weights_config_card_and_labels(session, export, fake_hub, concept):
     url = push_classifier(export, "alice/red-circles", SECRET)
@@ -314,10 +367,11 @@ def test_push_uploads_weights_config_card_and_labels(session, export, fake_hub, 
     uploaded = fake_hub.uploaded
     assert sorted(p.name for p in uploaded.iterdir()) == sorted(hub.EXPORT_FILES)
     config = json.loads((uploaded / "config.json").read_text())
-    assert {k: config[k] for k in ("base_model", "dim", "prompt", "recipe", "threshold")} == {
+    assert {k: config[k] for k in ("base_model", "dim", "prompt", "negative_prompt", "recipe", "threshold")} == {
         "base_model": CLIP,
         "dim": 16,
         "prompt": "red circles on stripes",
+        "negative_prompt": "squares",
         "recipe": "balanced",
         "threshold": 0.5,
     }

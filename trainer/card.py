@@ -1,25 +1,32 @@
 """The model card of a shared classifier: YAML metadata the Hub indexes, then what a person needs to know.
 
-The card says what the classifier detects (the prompt), how it was made (labels of each sign, rounds, strategy,
-recipe), how good it is (a held-out average precision when one was measured, else plainly that none was), how to
-use it (two copy-paste snippets: with this project, and with only torch + transformers + safetensors) and its
-limitations. It is built with huggingface_hub's ``ModelCard.from_template`` so the metadata block is written by the
-same code the Hub reads it with.
+The card says what the classifier detects (the prompt and negative prompt), how it was made (labels of each sign,
+rounds, strategy, recipe), how good it is (the audit's estimates with their 90% intervals, also in the metadata's
+``model-index`` so the Hub shows them; else a cross-validated figure marked optimistic, or plainly that nothing was
+measured), how to use it (two copy-paste snippets: with this project, and with only torch + transformers +
+safetensors) and its limitations. It is built with huggingface_hub's ``ModelCard.from_template`` so the metadata
+block is written by the same code the Hub reads it with.
+
+Rounds are counted the way the app numbers them: a label given while the app showed "Round 2" belongs to round 2,
+so a card exported then says 2 rounds (and notes which labels the weights have not been trained on yet). Labels
+carried over from an earlier session (``Session.resume``) are counted apart, since their rounds are not known.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .classifier import LinearProbe
+from .quality import Estimate, Quality
 from .session import RoundStats
 from .strategies import STRATEGIES, get_strategy
 
@@ -43,6 +50,8 @@ class CardFacts:
     held_out_ap: float | None
     held_out_note: str | None
     collection: str | None
+    quality: Quality | None  # the session's estimate: from an audit, or cross-validated (optimistic)
+    audit_labels: dict[str, float]
     repo_id: str  # or REPO_PLACEHOLDER while the repo is not known
     license: str
     tags: tuple[str, ...]
@@ -52,21 +61,29 @@ def model_card(facts: CardFacts, *, files: Mapping[str, str]) -> ModelCard:
     """The card for ``facts``; ``files`` names the export's files (keys: weights, config, jsonl, csv)."""
     probe = facts.probe
     hub_base = _hub_model_id(probe.base_model)
+    audited = facts.quality if facts.quality is not None and not facts.quality.optimistic else None
+    results = _eval_results(facts, audited)
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
         base_model=hub_base,
         license=facts.license,
         pipeline_tag="image-classification",
         tags=sorted({*CARD_TAGS, *facts.tags}),
+        model_name=_model_name(facts) if results else None,
+        eval_results=results or None,
     )
     positives = sum(v > 0 for v in facts.labels.values())
     negatives = sum(v < 0 for v in facts.labels.values())
     trained_rounds = len(facts.history)
     untrained = sum(r > trained_rounds for r in facts.label_rounds.values())
+    carried_over = sum(r == 0 for r in facts.label_rounds.values())
+    # The app's round numbers: the latest round with a label, or the rounds trained if none was labelled since.
+    rounds = max([trained_rounds, *facts.label_rounds.values()])
     card = ModelCard.from_template(
         card_data,
         template_str=_CARD_TEMPLATE,
         prompt=_md(probe.prompt) if probe.prompt else "(no prompt recorded)",
+        negative_prompt=_md(probe.negative_prompt) if probe.negative_prompt else None,
         base_model=f"`{probe.base_model}`"
         if hub_base
         else f"a local CLIP model folder, `{Path(str(probe.base_model)).name}`",
@@ -83,9 +100,21 @@ def model_card(facts: CardFacts, *, files: Mapping[str, str]) -> ModelCard:
         negatives=negatives,
         neutral=len(facts.labels) - positives - negatives,
         total=len(facts.labels),
-        rounds=trained_rounds,
+        rounds=rounds,
+        carried_over=carried_over,
+        refined_by=" and ".join(
+            ([f"{carried_over} label(s) carried over from an earlier session"] if carried_over else [])
+            + ([f"{rounds} round(s) of human labelling"] if rounds else [])
+        ),
         history=facts.history,
         untrained=untrained,
+        quality=_quality_rows(facts.quality) if facts.quality is not None else None,
+        audited=audited,
+        quality_trained=facts.quality.trained_on if facts.quality is not None else 0,
+        optimistic=facts.quality is not None and facts.quality.optimistic,
+        audit_positives=sum(v > 0 for v in facts.audit_labels.values()),
+        audit_negatives=sum(v < 0 for v in facts.audit_labels.values()),
+        confidence=f"{facts.quality.confidence:.0%}" if facts.quality is not None else None,
         held_out_ap=None if facts.held_out_ap is None else f"{facts.held_out_ap:.3f}",
         held_out_note=_md(facts.held_out_note) if facts.held_out_note else None,
         collection=_md(facts.collection) if facts.collection else None,
@@ -93,6 +122,86 @@ def model_card(facts: CardFacts, *, files: Mapping[str, str]) -> ModelCard:
         files=dict(files),
     )
     return card
+
+
+def _model_name(facts: CardFacts) -> str:
+    if facts.repo_id != REPO_PLACEHOLDER:
+        return facts.repo_id.split("/")[-1]
+    return _slug(facts.probe.prompt or "") or "concept-classifier"
+
+
+def _eval_results(facts: CardFacts, quality: Quality | None) -> list[EvalResult]:
+    """The model-index entries: each audited metric with its interval and how it was measured; a held-out AP."""
+    dataset = {
+        "task_type": "image-classification",
+        "task_name": f"Concept detection: {facts.probe.prompt}" if facts.probe.prompt else "Concept detection",
+        "dataset_type": _slug(facts.collection or "") or "image-collection",
+        "dataset_name": facts.collection or "the labelled image collection",
+    }
+    results = []
+    if quality is not None:
+        how = {
+            "method": "audit: a stratified random sample of images never shown, held out from training",
+            "audit_labels": quality.audited,
+            "training_labels": quality.trained_on,
+            "collection_size": quality.collection_size,
+            "confidence": quality.confidence,
+        }
+        threshold = {"threshold": quality.threshold}
+        for metric, name, estimate, extra in (
+            ("average_precision", "Average precision", quality.ap, {}),
+            ("precision", f"Precision at threshold {quality.threshold:g}", quality.precision, threshold),
+            ("recall", f"Recall at threshold {quality.threshold:g}", quality.recall, threshold),
+            ("prevalence", "Prevalence (share of the collection)", quality.prevalence, {}),
+        ):
+            if estimate is None or not math.isfinite(estimate.value):
+                continue
+            results.append(
+                EvalResult(
+                    **dataset,
+                    metric_type=metric,
+                    metric_value=round(estimate.value, 4),
+                    metric_name=f"{name}, estimated ({_interval(estimate, quality.confidence)})",
+                    metric_args={"interval_low": round(estimate.low, 4), "interval_high": round(estimate.high, 4)}
+                    | extra
+                    | how,
+                )
+            )
+    if facts.held_out_ap is not None:
+        results.append(
+            EvalResult(
+                **dataset | {"dataset_name": facts.held_out_note or dataset["dataset_name"]},
+                metric_type="average_precision",
+                metric_value=round(facts.held_out_ap, 4),
+                metric_name="Average precision on held-out images",
+            )
+        )
+    return results
+
+
+def _interval(estimate: Estimate, confidence: float) -> str:
+    return f"{confidence:.0%} interval {estimate.low:.3f}-{estimate.high:.3f}"
+
+
+def _quality_rows(quality: Quality) -> list[tuple[str, str]]:
+    """(what, estimate with its interval) rows for the card's quality table."""
+    named = [("Average precision", quality.ap), (f"Precision at threshold {quality.threshold:g}", quality.precision)]
+    named.append((f"Recall at threshold {quality.threshold:g}", quality.recall))
+    rows = [(name, f"{e.value:.3f} ({e.low:.3f}-{e.high:.3f})") for name, e in named if e is not None]
+    if quality.matches is not None and quality.prevalence is not None:
+        count, share = quality.matches, quality.prevalence
+        rows.append(
+            (
+                "Matching images in the collection",
+                f"{count.value:,.0f} ({count.low:,.0f}-{count.high:,.0f}): {share.value:.1%} of "
+                f"{quality.collection_size:,}",
+            )
+        )
+    return rows
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
 
 
 def _hub_model_id(base_model: str | None) -> str | None:
@@ -135,7 +244,7 @@ _CARD_TEMPLATE = """---
 
 A linear classifier on CLIP image embeddings for the concept **{{ prompt }}**, made with Concept Trainer: it started
 from the text prompt (zero-shot) and
-{%- if rounds %} was refined by {{ rounds }} round(s) of human labelling.
+{%- if refined_by %} was refined by {{ refined_by }}.
 {%- else %} has not been refined by any labelling yet.{% endif %}
 
 It scores an image as `sigmoid(w · x + b)`, where `x` is the L2-normalised {{ dim }}-d image embedding of
@@ -148,9 +257,10 @@ concept.
 | | |
 |---|---|
 | Prompt | {{ prompt }} |
+| Negative prompt | {{ negative_prompt or "none" }} |
 | Base model | {{ base_model }}{% if revision %} (revision `{{ revision }}`){% endif %}, {{ dim }}-d embeddings |
 | Labels | {{ positives }} positive, {{ negatives }} negative, {{ neutral }} seen with no opinion ({{ total }} in all) |
-| Rounds | {{ rounds }} |
+| Rounds | {{ rounds }}{% if carried_over %}, after {{ carried_over }} label(s) from an earlier session{% endif %} |
 | Selection strategy | {% if strategy %}`{{ strategy }}`: {{ strategy_note }}{% else %}not recorded{% endif %} |
 | Training recipe | `{{ recipe }}`: {{ recipe_note }} (prior strength {{ prior_strength }}) |
 | Decision threshold | {{ threshold }} |
@@ -170,13 +280,38 @@ weights have not been trained on them.
 {% endif %}
 ## Quality
 
-{% if held_out_ap -%}
-Average precision on held-out images that were never labelled: **{{ held_out_ap }}**
-{%- if held_out_note %} ({{ held_out_note }}){% endif %}.
-{%- else -%}
+{% if audited -%}
+Estimated on the whole image collection from an audit: {{ audited.audited }} image(s) drawn at random from those
+never shown during training, stratified by the classifier's score, labelled by the same person
+({{ audit_positives }} matches, {{ audit_negatives }} not) and never trained on. The {{ audited.trained_on }}
+training labels count as known; the rest of the collection is estimated from the audit. Each figure is the median
+estimate with its {{ confidence }} interval, in brackets{% if audited.audited < 40 %}: with so few audit labels the
+intervals are wide{% endif %}.
+
+| | estimate ({{ confidence }} interval) |
+|---|---|
+{% for name, cell in quality -%}
+| {{ name }} | {{ cell }} |
+{% endfor %}
+The same figures are in this card's metadata (`model-index`), each with its interval and how it was measured.
+{%- elif optimistic -%}
+No audit was run. Cross-validated over the {{ quality_trained }} training labels only, which the labelling strategy
+chose, so these figures are **optimistic** and say nothing about how common the concept is:
+
+| | estimate ({{ confidence }} interval) |
+|---|---|
+{% for name, cell in quality -%}
+| {{ name }} | {{ cell }} |
+{% endfor %}
+{%- elif not held_out_ap -%}
 No quality estimate was measured: there is no held-out evaluation for this classifier. Its labels were chosen by
 the labelling strategy, so accuracy on them would overstate its quality. Check it on images of your own before you
 rely on it.
+{%- endif %}
+{%- if held_out_ap %}
+
+Average precision on held-out images that were never labelled: **{{ held_out_ap }}**
+{%- if held_out_note %} ({{ held_out_note }}){% endif %}.
 {%- endif %}
 
 ## How to use

@@ -72,6 +72,7 @@ class LinearProbe(
         base_model_revision: str | None = None,
         prompt: str | None = None,
         recipe: str = "balanced",
+        negative_prompt: str | None = None,
         prior_strength: float = 10.0,
         threshold: float = 0.5,
     ) -> None:
@@ -82,6 +83,7 @@ class LinearProbe(
         self.base_model = base_model
         self.base_model_revision = base_model_revision
         self.prompt = prompt
+        self.negative_prompt = negative_prompt  # what the prior was pushed away from, if anything
         self.recipe = recipe
         self.prior_strength = prior_strength
         self.threshold = threshold

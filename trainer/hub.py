@@ -59,6 +59,7 @@ from safetensors.torch import load_file
 
 from .card import LIBRARY_NAME, REPO_PLACEHOLDER, CardFacts, model_card
 from .classifier import LinearProbe
+from .quality import Quality
 from .session import RoundStats, Session
 
 __all__ = [
@@ -124,6 +125,7 @@ class LabelRecord(NamedTuple):
     id: str  # the item's id in its image collection
     score: float  # in [-1, 1]: sign = class, magnitude = confidence, 0 = seen, no opinion
     round: int | None  # the labelling round it was given in, when known
+    audit: bool = False  # an audit label: held out to measure quality, never to be trained on
 
 
 # ------------------------------------------------------------------------------------------------- names, tokens
@@ -201,14 +203,16 @@ def export_classifier(
     held_out_ap: float | None = None,
     held_out_note: str | None = None,
     collection: str | None = None,
+    quality: Quality | None = None,
     repo_id: str | None = None,
     license: str = DEFAULT_LICENSE,  # the model card's own field name, shadowing the builtin on purpose
     tags: Sequence[str] = (),
 ) -> Path:
     """Write weights, config, model card and labels into ``folder`` and return its path.
 
-    ``source`` is a Session (its classifier, labels, label rounds, history and strategy are used; passing any of
-    those too is an error) or a bare LinearProbe (pass what you have; what is missing is reported as unknown).
+    ``source`` is a Session (its classifier, labels, label rounds, history, strategy, audit labels and quality
+    estimate are used; passing any of those too is an error) or a bare LinearProbe (pass what you have; what is
+    missing is reported as unknown).
     ``held_out_ap`` is the average precision measured on images never labelled, if the caller has one; the card
     says plainly when none was measured. ``collection`` names the image collection the label ids refer to.
     ``repo_id`` fills the card's code snippets; without it they show a placeholder that a push replaces.
@@ -225,6 +229,7 @@ def export_classifier(
         held_out_ap=held_out_ap,
         held_out_note=held_out_note,
         collection=collection,
+        quality=quality,
         repo_id=repo_id,
         license=license,
         tags=tags,
@@ -246,15 +251,21 @@ def export_classifier(
 
 
 def _gather_facts(source: Session | LinearProbe, **given: Any) -> CardFacts:
-    from_session = ("labels", "label_rounds", "history", "strategy")
+    from_session = ("labels", "label_rounds", "history", "strategy", "quality")
+    audit_labels: dict[str, float] = {}
     if isinstance(source, Session):
         doubled = [name for name in from_session if given[name] is not None]
         if doubled:
             raise TypeError(f"{', '.join(doubled)} come from the Session; pass them only with a bare LinearProbe")
         probe = source.classifier
         given.update(
-            labels=source.labels, label_rounds=source.label_rounds, history=source.history, strategy=source.strategy
+            labels=source.labels,
+            label_rounds=source.label_rounds,
+            history=source.history,
+            strategy=source.strategy,
+            quality=source.quality(),
         )
+        audit_labels = source.audit_labels
     elif isinstance(source, LinearProbe):
         probe = source
     else:
@@ -280,6 +291,8 @@ def _gather_facts(source: Session | LinearProbe, **given: Any) -> CardFacts:
         held_out_ap=ap,
         held_out_note=given["held_out_note"],
         collection=given["collection"],
+        quality=given["quality"],
+        audit_labels=audit_labels,
         repo_id=validate_repo_id(given["repo_id"]) if given["repo_id"] else REPO_PLACEHOLDER,
         license=given["license"] or DEFAULT_LICENSE,
         tags=tuple(given["tags"]),
@@ -305,13 +318,14 @@ def _write_export(facts: CardFacts, folder: Path) -> None:
     model_card(facts, files=files).save(folder / CARD_NAME)
     facts.probe.save_pretrained(folder, config=_probe_config(facts.probe))
     records = [LabelRecord(i, s, facts.label_rounds.get(i)) for i, s in facts.labels.items()]
+    records += [LabelRecord(i, s, None, audit=True) for i, s in facts.audit_labels.items()]
     with (folder / LABELS_JSONL).open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r._asdict(), ensure_ascii=False) + "\n")
     with (folder / LABELS_CSV).open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(LabelRecord._fields)
-        writer.writerows((r.id, r.score, "" if r.round is None else r.round) for r in records)
+        writer.writerows((r.id, r.score, "" if r.round is None else r.round, int(r.audit)) for r in records)
 
 
 def _probe_config(probe: LinearProbe) -> dict[str, Any]:
@@ -334,7 +348,12 @@ def read_labels(path: str | os.PathLike[str]) -> list[LabelRecord]:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     try:
         return [
-            LabelRecord(str(r["id"]), float(r["score"]), None if r.get("round") in (None, "") else int(r["round"]))
+            LabelRecord(
+                str(r["id"]),
+                float(r["score"]),
+                None if r.get("round") in (None, "") else int(r["round"]),
+                str(r.get("audit", "")).lower() in ("1", "true"),
+            )
             for r in rows
         ]
     except (KeyError, TypeError, ValueError) as err:
@@ -442,7 +461,7 @@ def _probe_from_config(path: Path, source: str) -> LinearProbe:
         raise HubError(f"{CONFIG_NAME} of {source} does not describe a classifier: it needs a positive integer 'dim'.")
     if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
         raise HubError(f"{CONFIG_NAME} of {source} is invalid: threshold must be a probability; got {threshold!r}")
-    for key in ("base_model", "base_model_revision", "prompt"):
+    for key in ("base_model", "base_model_revision", "prompt", "negative_prompt"):
         if not isinstance(config.get(key), str | None):
             raise HubError(f"{CONFIG_NAME} of {source} is invalid: {key} must be text; got {config[key]!r}")
     try:

@@ -56,6 +56,7 @@ class Session:
         prior_strength: float = 10.0,
         classifier: LinearProbe | None = None,
         prompt: str | None = None,
+        negative_prompt: str | None = None,
         base_model: str | None = None,
         base_model_revision: str | None = None,
     ) -> None:
@@ -104,6 +105,7 @@ class Session:
                 recipe=recipe,
                 prior_strength=prior_strength,
                 prompt=prompt,
+                negative_prompt=negative_prompt or None,
                 base_model=base_model,
                 base_model_revision=base_model_revision,
             )
