@@ -134,6 +134,7 @@ def new_session(
             seed=ws.settings.seed,
             prior_strength=float(prior_strength),
             prompt=prompt.strip(),
+            negative_prompt=(negative or "").strip() or None,
             base_model=ws.settings.model_id,
         )
     except (ValueError, IndexUnavailable) as err:  # IndexUnavailable: a remote index down; says what to do

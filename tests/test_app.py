@@ -24,8 +24,10 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def search(client: Client, prompt: str = "a red circle", batch_size: int = 10, strategy: str = "mixed"):
-    return client.predict(prompt, "", strategy, batch_size, 10, api_name="/search")
+def search(
+    client: Client, prompt: str = "a red circle", batch_size: int = 10, strategy: str = "mixed", negative: str = ""
+):
+    return client.predict(prompt, negative, strategy, batch_size, 10, api_name="/search")
 
 
 def value(output):
@@ -116,14 +118,14 @@ def test_undo_with_nothing_to_undo_says_so(client):
 
 # ----------------------------------------------------------------------------------------------- export & share
 def test_export_gives_files_that_load_back(client, tmp_path):
-    search(client)
+    search(client, negative="a blue square")
     train(client, [1.0, -1.0, 1.0] + [-1.0] * 7)
     archive, labels_csv, labels_jsonl = client.predict(api_name="/export")
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(tmp_path)
     folder = next(p.parent for p in tmp_path.rglob("model.safetensors"))
     probe = LinearProbe.from_pretrained(folder)
-    assert probe.prompt == "a red circle" and probe.dim > 0
+    assert probe.prompt == "a red circle" and probe.negative_prompt == "a blue square" and probe.dim > 0
     assert {r.score for r in read_labels(labels_csv)} == {1.0, -1.0}
     assert len(read_labels(labels_jsonl)) == 10
 
