@@ -1,7 +1,8 @@
 """Command line: ``python -m trainer <command> ...``, one function per subcommand.
 
-To add a command, write ``_add_<name>_command(subparsers)`` that registers its arguments and sets ``func`` to a
-``cmd_<name>(args) -> int`` function, then call it from :func:`build_parser`.
+To add a command, write a public ``add_<name>_command(subparsers)`` that registers its arguments and sets ``func`` to
+a ``cmd_<name>(args) -> int`` function, then call it from :func:`build_parser`. Public, because the sharing commands
+live in ``trainer/hub_cli.py`` and one module does not call another's private helpers.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from trainer.embed import Embedder
     from trainer.indexing import Embeddings
 
-__all__ = ["build_parser", "cmd_index", "main"]
+__all__ = ["add_index_command", "build_parser", "cmd_index", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description="Concept Trainer command line.")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_index_command(subparsers)
+    add_index_command(subparsers)
     add_push_command(subparsers)
     add_predict_command(subparsers)
     return parser
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------- index
-def _add_index_command(subparsers: argparse._SubParsersAction) -> None:
+def add_index_command(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser(
         "index",
         help="embed an image collection and save a local vector index",
