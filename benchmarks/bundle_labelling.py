@@ -20,7 +20,8 @@ import time
 import datasets
 import numpy as np
 
-from benchmarks.bundle_recipe_sweep import bb  # assets/build_bundle.py, loaded once
+from assets.bundle.evaluation import SINGLE_PROMPTS, combination_prompts
+from assets.bundle.shapes import ATTRIBUTES
 from benchmarks.label_efficiency import Run, noisy_labeller, oracle, run_session
 from benchmarks.machine import machine_line, today
 from trainer.config import BUNDLE_DATASET, BUNDLE_MODEL
@@ -37,17 +38,17 @@ REPORT_ROUNDS = (1, 2, 4, 8)
 def families() -> dict[str, list[tuple[str, dict[str, str]]]]:
     """Prompts in the bundle's caption language, with the attributes an image needs to count as relevant.
 
-    Taken from the build script, so the benchmark asks what its report asks; size + colour + shape is reordered
+    Taken from the bundle's evaluation, so the benchmark asks what its report asks; size + colour + shape is reordered
     size-first, the order the fixed concept sample below was drawn in.
     """
-    combined = bb.combination_prompts()
+    combined = combination_prompts()
 
     def size_first(item: tuple[str, dict[str, str]]) -> tuple[int, ...]:
-        return tuple(bb.ATTRIBUTES[name].index(item[1][name]) for name in ("size", "colour", "shape"))
+        return tuple(ATTRIBUTES[name].index(item[1][name]) for name in ("size", "colour", "shape"))
 
     return {
-        "shape": [(prompt, {"shape": value}) for value, prompt in bb.SINGLE_PROMPTS["shape"].items()],
-        "size": [(prompt, {"size": value}) for value, prompt in bb.SINGLE_PROMPTS["size"].items()],
+        "shape": [(prompt, {"shape": value}) for value, prompt in SINGLE_PROMPTS["shape"].items()],
+        "size": [(prompt, {"size": value}) for value, prompt in SINGLE_PROMPTS["size"].items()],
         "colour + shape": combined["colour + shape"],
         "size + colour + shape": sorted(combined["size + colour + shape"], key=size_first),
         "colour + shape + texture": combined["colour + shape + texture"],

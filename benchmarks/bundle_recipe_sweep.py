@@ -1,9 +1,9 @@
-"""Which training recipe makes the bundle's tiny CLIP learn shape: the sweep behind ``assets/build_bundle.py``.
+"""Which training recipe makes the bundle's tiny CLIP learn shape: the sweep behind ``assets/bundle/``'s recipe.
 
-Every config trains the bundle's model (``build_bundle.build_model``) with CLIP's contrastive loss on batches sampled
-from one pool of freshly drawn images (not the shipped splits), optionally plus the auxiliary attribute loss, and is
-scored at checkpoints by a linear probe per attribute (image embeddings of 4,000 held-back pool images -> the
-shipped validation split) and by ``build_bundle.evaluate``'s zero-shot AP on the validation split.
+Every config trains the bundle's model (``assets.bundle.model.build_model``) with CLIP's contrastive loss on batches
+sampled from one pool of freshly drawn images (not the shipped splits), optionally plus the auxiliary attribute loss,
+and is scored at checkpoints by a linear probe per attribute (image embeddings of 4,000 held-back pool images -> the
+shipped validation split) and by ``assets.bundle.evaluation.evaluate``'s zero-shot AP on the validation split.
 
 Meant for a GPU; each config runs in its own process, so ten configs share one card:
 
@@ -16,31 +16,24 @@ conclusions drawn from them: benchmarks/RESULTS-bundle.md.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import multiprocessing
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from assets.bundle.captions import make_caption
+from assets.bundle.collection import build_split
+from assets.bundle.evaluation import evaluate, fit_softmax, summarise
+from assets.bundle.model import TrainSettings, build_image_processor, build_model, normalise_pixels, pixel_values
+from assets.bundle.shapes import ATTRIBUTES
+from assets.bundle.tokenizer import build_tokenizer
+from assets.bundle.training import attribute_loss, training_batch
 
-
-def build_script():
-    """``assets/build_bundle.py`` as a module (it is a script, not a package); importing it builds nothing."""
-    spec = importlib.util.spec_from_file_location("build_bundle", ASSETS / "build_bundle.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bb = build_script()
-ATTRIBUTE_NAMES = list(bb.ATTRIBUTES)
+ATTRIBUTE_NAMES = list(ATTRIBUTES)
 PROBE_ITEMS = 4000  # the pool's last images: the probe's training set, never trained on by the model
 
 # name -> overrides of the defaults below; "hard" is the share of batches drawn from one colour + background.
@@ -61,7 +54,7 @@ CONFIGS: dict[str, dict] = {
 
 
 def draw_chunk(chunk: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    batch = bb.training_batch(12345, chunk, size)
+    batch = training_batch(12345, chunk, size)
     return batch.images, batch.labels
 
 
@@ -81,11 +74,11 @@ def run_config(name: str, overrides: dict, images: np.ndarray, labels: np.ndarra
     steps = min(cfg["steps"], int(os.environ.get("MAX_STEPS", cfg["steps"])))
     checkpoints = {s for s in (500, 1000, 1500, 2000) if s < steps} | {steps}
     rng = np.random.default_rng(0)
-    settings = bb.TrainSettings(hidden=cfg["hidden"], layers=cfg["layers"], patch_size=cfg["patch"])
-    tokenizer = bb.build_tokenizer(0)
-    processor = bb.build_image_processor()
-    model = bb.build_model(tokenizer, settings).to(device)
-    sizes = [len(v) for v in bb.ATTRIBUTES.values()]
+    settings = TrainSettings(hidden=cfg["hidden"], layers=cfg["layers"], patch_size=cfg["patch"])
+    tokenizer = build_tokenizer(0)
+    processor = build_image_processor()
+    model = build_model(tokenizer, settings).to(device)
+    sizes = [len(v) for v in ATTRIBUTES.values()]
     heads = torch.nn.Linear(settings.projection_dim, sum(sizes)).to(device)
     params = [*model.parameters(), *heads.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=0.1)
@@ -98,20 +91,20 @@ def run_config(name: str, overrides: dict, images: np.ndarray, labels: np.ndarra
     for i in range(n_train):
         groups.setdefault((int(labels[i, colour]), int(labels[i, background])), []).append(i)
     group_list = [np.array(g) for g in groups.values()]
-    validation = bb.build_split(0, "validation", 500)
-    val_labels = np.array([[bb.ATTRIBUTES[k].index(a[k]) for k in ATTRIBUTE_NAMES] for a in validation.attributes])
-    val_pixels = bb.pixel_values(processor, validation.images).to(device)
+    validation = build_split(0, "validation", 500)
+    val_labels = np.array([[ATTRIBUTES[k].index(a[k]) for k in ATTRIBUTE_NAMES] for a in validation.attributes])
+    val_pixels = pixel_values(processor, validation.images).to(device)
 
     def embed(pixels):
         with torch.no_grad():
             return torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
 
     def probe() -> dict[str, float]:
-        x_train = embed(bb.normalise_pixels(images[n_train:]).to(device)).cpu()
+        x_train = embed(normalise_pixels(images[n_train:]).to(device)).cpu()
         x_val = embed(val_pixels).cpu()
         result = {}
         for j, k in enumerate(ATTRIBUTE_NAMES):
-            score = bb.fit_softmax(x_train, torch.from_numpy(labels[n_train:, j]), sizes[j])
+            score = fit_softmax(x_train, torch.from_numpy(labels[n_train:, j]), sizes[j])
             result[k] = round(float((score(x_val).argmax(1).numpy() == val_labels[:, j]).mean()), 3)
         return result
 
@@ -125,15 +118,14 @@ def run_config(name: str, overrides: dict, images: np.ndarray, labels: np.ndarra
         else:
             idx = rng.choice(n_train, size=cfg["batch"], replace=False)
         captions = [
-            bb.make_caption({k: bb.ATTRIBUTES[k][labels[i, j]] for j, k in enumerate(ATTRIBUTE_NAMES)}, rng)
-            for i in idx
+            make_caption({k: ATTRIBUTES[k][labels[i, j]] for j, k in enumerate(ATTRIBUTE_NAMES)}, rng) for i in idx
         ]
         text = tokenizer(captions, padding=True, truncation=True, return_tensors="pt").to(device)
-        output = model(**text, pixel_values=bb.normalise_pixels(images[idx]).to(device), return_loss=True)
+        output = model(**text, pixel_values=normalise_pixels(images[idx]).to(device), return_loss=True)
         loss = output.loss
         if cfg["aux"]:
-            aux = bb.attribute_loss(heads, output.image_embeds, torch.from_numpy(labels[idx]).to(device))
-            # Weighted as the sum of the five losses; build_bundle weighs their mean, so its 3.0 is 0.6 here.
+            aux = attribute_loss(heads, output.image_embeds, torch.from_numpy(labels[idx]).to(device))
+            # Weighted as the sum of the five losses; the build weighs their mean, so its 3.0 is 0.6 here.
             loss = loss + cfg["aux"] * len(sizes) * aux
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -142,7 +134,7 @@ def run_config(name: str, overrides: dict, images: np.ndarray, labels: np.ndarra
         scheduler.step()
         if step in checkpoints:
             model.eval()
-            summary = bb.summarise(bb.evaluate(model, tokenizer, processor, validation))
+            summary = summarise(evaluate(model, tokenizer, processor, validation))
             row = {
                 "config": name,
                 "step": step,

@@ -3,29 +3,19 @@ script makes (the collection regenerates byte for byte from its seed)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import datasets
 import numpy as np
 import pytest
 from PIL import Image
 
+from assets.bundle.collection import build_split
+from assets.bundle.model import build_image_processor, normalise_pixels, pixel_values
+from assets.bundle.training import training_batches
 from trainer.config import BUNDLE_DATASET, BUNDLE_MODEL
 from trainer.embed import load
 from trainer.synthetic import average_precision
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 COLUMNS = {"id", "image", "caption", "colour", "shape", "size", "texture", "background"}
-
-
-def build_script():
-    spec = importlib.util.spec_from_file_location("build_bundle", ASSETS / "build_bundle.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)  # defines functions only: nothing is built at import
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +42,7 @@ def test_images_decode_to_64_pixel_rgb(validation):
 
 
 def test_the_collection_regenerates_from_its_seed(validation):
-    script = build_script()
-    rebuilt = script.build_split(0, "validation", 5)
+    rebuilt = build_split(0, "validation", 5)
     assert rebuilt.ids == validation["id"][:5]
     for image, row in zip(rebuilt.images, validation.select(range(5)), strict=True):
         assert np.array_equal(np.asarray(image.convert("RGB")), np.asarray(row["image"].convert("RGB")))
@@ -75,18 +64,17 @@ def test_zero_shot_finds_a_colour_it_was_taught(validation, embedder):
 def test_the_training_stream_is_reproducible_and_matches_the_processor():
     """Training batches are a pure function of (seed, step), whoever draws them, and are normalised exactly as
     the shipped CLIPImageProcessor would: otherwise the model would be trained on inputs it never sees later."""
-    script = build_script()
-    inline = list(script.training_batches(0, steps=2, size=3, workers=0))
-    drawn_by_a_worker = list(script.training_batches(0, steps=2, size=3, workers=1))
+    inline = list(training_batches(0, steps=2, size=3, workers=0))
+    drawn_by_a_worker = list(training_batches(0, steps=2, size=3, workers=1))
     for a, b in zip(inline, drawn_by_a_worker, strict=True):
         assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels) and a.captions == b.captions
     assert not np.array_equal(inline[0].images, inline[1].images)
-    shipped = script.build_split(0, "train", 3)
+    shipped = build_split(0, "train", 3)
     assert not any(np.array_equal(np.asarray(im), inline[0].images[i]) for i, im in enumerate(shipped.images))
 
     images = [Image.fromarray(a) for a in inline[0].images]
-    expected = script.pixel_values(script.build_image_processor(), images).numpy()
-    np.testing.assert_allclose(script.normalise_pixels(inline[0].images).numpy(), expected, atol=1e-6)
+    expected = pixel_values(build_image_processor(), images).numpy()
+    np.testing.assert_allclose(normalise_pixels(inline[0].images).numpy(), expected, atol=1e-6)
 
 
 # Concepts that pair a colour with a shape: zero-shot the tiny model ranks them with AP 0.3-0.8, and its image
