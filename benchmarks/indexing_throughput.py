@@ -16,7 +16,7 @@
 - second start: ``python -m trainer index`` in a fresh interpreter on the same model and folder, cache present:
   interpreter start, imports, model load, cache hit and index save.
 
-Target (DESIGN.md): ours >= 90% of raw; second start < 10 s. Prints a markdown table row at the end.
+Target (ARCHITECTURE.md): ours >= 90% of raw; second start < 10 s. Prints a markdown table row at the end.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ classifier and compute average precision (AP) against the planted truth. Per str
 - labels to AP >= 0.9: 10 x the first round whose AP reaches 0.9 ("not reached" within ``--rounds``);
 - AP after rounds 1, 3, 5 and 10, and the positives the person was shown in the first 10 rounds;
 - worst AP - zero-shot AP over every round: the classifier must never rank worse than the prompt alone
-  (DESIGN.md: "a handful of labels can never make the classifier worse than zero-shot").
+  (ARCHITECTURE.md: "a handful of labels never makes the classifier worse than zero-shot").
 
 Seeds vary the collection *and* the session: ``top``, ``boundary`` and ``mixed`` are deterministic given a
 collection, so only new collections make the seeds independent.

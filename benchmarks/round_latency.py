@@ -1,7 +1,7 @@
 """Round latency: how long a person waits between pressing "train" and seeing the next batch.
 
 One round is ``session.label({...batch_size ids...})`` followed by ``session.train_and_requery()`` on a
-``LocalIndex`` of random unit vectors. DESIGN.md's targets are <= 10 ms at 10k vectors and <= 100 ms at 1M on a
+``LocalIndex`` of random unit vectors. ARCHITECTURE.md's targets are <= 10 ms at 10k vectors and <= 100 ms at 1M on a
 2-core machine. Every round trains on *all* labels so far, so a round gets slower as labels pile up: we report the
 median and p95 over the first ``--rounds`` rounds (10 .. 10 * rounds labels), and separately the steady cost of
 round 20 (200 labels), repeated through ``undo`` so that every repeat trains on exactly the same 200 labels.
@@ -33,7 +33,7 @@ from benchmarks.machine import machine_line, today
 from trainer.index.local import LocalIndex
 from trainer.session import Session
 
-# DESIGN.md: <= 10 ms at 10k, <= 100 ms at 1M. 100k has no target of its own; we hold it to the 1M one.
+# ARCHITECTURE.md: <= 10 ms at 10k, <= 100 ms at 1M. 100k has no target of its own; we hold it to the 1M one.
 TARGETS_MS = {10_000: 10.0, 100_000: 100.0, 1_000_000: 100.0}
 PARTS = ("label", "fit", "query", "other")
 STEADY_ROUND = 20  # at batch size 10: 200 labels

@@ -42,7 +42,7 @@ class RoundStats:
 
 
 class Session:
-    """Labels in, better batches out. See DESIGN.md for the contract; the names here are public API."""
+    """Labels in, better batches out. See ARCHITECTURE.md for the contract; the names here are public API."""
 
     def __init__(
         self,
