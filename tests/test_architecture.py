@@ -3,6 +3,7 @@ forbidden edges. Imports are read with ``ast`` (tests/helpers/imports.py), lazy 
 
 from __future__ import annotations
 
+import ast
 import re
 
 import pytest
@@ -98,3 +99,40 @@ def test_the_checks_above_read_real_imports():
     assert {"trainer.index", "trainer.index.local", "trainer.index.pinecone"} <= set(in_layer("search"))
     assert LAYERS["app"][0] < LAYERS["trainer.session"][0] < LAYERS["trainer.config"][0]
     assert "gradio" in third_party(MODULES["app"])
+
+
+# ------------------------------------------------------------------------------------------- the tests' own rules
+TESTS = read_modules("tests")
+
+
+def test_test_modules_never_import_each_other_or_conftest():
+    """Shared test code lives in tests/helpers/; conftest.py only declares fixtures."""
+    crossing = {
+        name: sorted(i for i in module.imports if i.startswith(("tests.test_", "tests.conftest")))
+        for name, module in TESTS.items()
+    }
+    assert {name: found for name, found in crossing.items() if found} == {}
+
+
+def checks_something(test: ast.FunctionDef) -> bool:
+    """An ``assert``, or a call that fails the test by itself: ``pytest.raises`` / ``warns``, ``assert_*``."""
+    for node in ast.walk(test):
+        if isinstance(node, ast.Assert):
+            return True
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in {"raises", "warns", "deprecated_call"} or name.startswith("assert"):
+                return True
+    return False
+
+
+def test_every_test_asserts_something_or_expects_an_error():
+    """A test that checks nothing passes whatever the code does."""
+    unchecked = [
+        f"{module.path.relative_to(ROOT)}:{node.lineno} {node.name}"
+        for module in TESTS.values()
+        for node in ast.walk(ast.parse(module.path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name.startswith("test") and not checks_something(node)
+    ]
+    assert unchecked == []

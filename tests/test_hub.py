@@ -172,8 +172,12 @@ def test_a_local_base_model_matches_however_its_path_is_written(concept, tmp_pat
         load_classifier(folder, expect_base_model="models/TINY-clip", expect_dim=16)  # paths are not case-blind
 
 
-def test_hub_model_ids_match_whatever_their_case(export):
-    load_classifier(export, expect_base_model=CLIP.upper(), expect_dim=16)
+def test_hub_model_ids_match_whatever_their_case(export, session):
+    loaded = load_classifier(export, expect_base_model=CLIP.upper(), expect_dim=16)
+    assert loaded.base_model == CLIP  # the recorded id, as written
+    np.testing.assert_allclose(loaded.weight, session.classifier.weight)
+    with pytest.raises(ClassifierMismatch):  # case-blind, not blind: another model's id still fails
+        load_classifier(export, expect_base_model="OPENAI/CLIP-VIT-BASE-PATCH16", expect_dim=16)
 
 
 def test_pulling_from_the_hub_downloads_config_and_weights_then_loads_strictly(export, session, concept, monkeypatch):

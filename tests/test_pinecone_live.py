@@ -1,109 +1,110 @@
-"""PineconeIndex against a real Pinecone project: the checks the in-memory double cannot make (the real SDK, real
-HTTP, real errors). Skipped unless ``PINECONE_API_KEY`` is set.
+"""PineconeIndex against a real Pinecone project: the index contract suite every backend passes, and the checks the
+in-memory double cannot make (the real SDK, real HTTP, real errors). Skipped unless ``PINECONE_API_KEY`` is set.
 
-It works in a fresh namespace of ``CT_PINECONE_TEST_INDEX`` when that names an index of dimension 8 and metric
+It works in fresh namespaces of ``CT_PINECONE_TEST_INDEX`` when that names an index of dimension 8 and metric
 dotproduct, and otherwise creates a throwaway serverless index (``CT_PINECONE_CLOUD`` / ``CT_PINECONE_REGION``,
-default aws / us-east-1), which takes up to a minute. Everything it made is deleted at the end. Cost: a few hundred
-read and write units.
+default aws / us-east-1), which takes up to a minute. Everything it made is deleted at the end, whether the tests
+passed or not (the last two tests check that clean-up against the double, with or without a key). Cost: a few
+thousand read and write units.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import time
-from collections.abc import Callable
 
-import numpy as np
 import pytest
 
-from tests.helpers.index_contract import DIM, brute_force, unit_rows
-from trainer.config import Settings
+from tests.helpers.fake_pinecone import FakePinecone
+from tests.helpers.index_contract import DIM, IndexContract, brute_force, unit_rows
+from tests.helpers.pinecone_live import LiveProject, Settled, eventually
 from trainer.index import IndexUnavailable
 from trainer.index.pinecone import PineconeIndex
 
-pytestmark = pytest.mark.skipif(
+needs_key = pytest.mark.skipif(
     not os.environ.get("PINECONE_API_KEY"), reason="needs PINECONE_API_KEY for a real Pinecone project"
 )
 
 N = 50
 
 
-def eventually(condition: Callable[[], bool], timeout: float = 90.0) -> None:
-    """Pinecone is eventually consistent: writes show up in stats and queries after a few seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(2)
+@pytest.fixture(scope="module")
+def project():
+    from pinecone import Pinecone
+
+    with LiveProject(Pinecone(), os.environ.get("CT_PINECONE_TEST_INDEX")) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
-def live():
-    from pinecone import Pinecone
-
-    client = Pinecone()
-    name = os.environ.get("CT_PINECONE_TEST_INDEX") or f"ct-live-test-{secrets.token_hex(3)}"
-    created = not client.has_index(name)
-    settings = Settings.from_env(backend="pinecone", pinecone_index=name)
-    namespace = f"live-test-{secrets.token_hex(4)}"
-    try:
-        index = PineconeIndex.connect(settings, DIM, namespace, client=client)
-        ids, vectors = [f"live-{i:03d}" for i in range(N)], unit_rows(N)
-        index.add(ids, vectors, [{"n": i} for i in range(N)])
-        eventually(lambda: len(index) == N)
-        yield settings, index, ids, vectors
-    finally:
-        if not client.has_index(name):
-            pass  # creating it failed: nothing to clean up
-        elif created:
-            client.delete_index(name, timeout=-1)
-        else:
-            client.Index(host=client.describe_index(name).host).delete_namespace(name=namespace)
+def live(project):
+    index = project.connect()
+    ids, vectors = [f"live-{i:03d}" for i in range(N)], unit_rows(N)
+    index.add(ids, vectors, [{"n": i} for i in range(N)])
+    eventually(lambda: len(index) == N)
+    return project, index, ids, vectors
 
 
-def test_query_ranks_by_dot_product_like_brute_force(live):
-    _, index, ids, vectors = live
-    query = unit_rows(1, seed=7)[0] * 12.5  # classifier weights are not unit vectors
-    hits = index.query(query, top_k=5)
-    assert [h.id for h in hits] == brute_force(vectors, ids, query, 5)
-    expected = dict(zip(ids, (vectors @ query).tolist(), strict=True))
-    assert all(abs(h.score - expected[h.id]) < 1e-3 * 12.5 for h in hits)
+@needs_key
+class TestLivePineconeContract(IndexContract):
+    """The suite LocalIndex and the double pass, each test in a fresh namespace of the live index."""
+
+    @pytest.fixture(autouse=True)
+    def _live_project(self, project):
+        self.project = project
+
+    def make_index(self, dim):
+        return Settled(self.project.connect(dim=dim))
+
+    def reopen(self, index, tmp_path):
+        # A new client, from the key alone: nothing is shared with the object that wrote the records.
+        return Settled(PineconeIndex.connect(self.project.settings, index.dim, index.namespace), count=len(index))
 
 
+@needs_key
 @pytest.mark.parametrize("filter_limit", [1_000, 0], ids=["filter", "over-fetch"])
-def test_exclude_skips_seen_ids_and_still_fills_top_k(live, filter_limit):
-    settings, index, ids, vectors = live
-    reader = PineconeIndex.connect(settings, DIM, index.namespace, filter_limit=filter_limit)
+def test_exclude_skips_seen_ids_and_still_fills_top_k_by_filter_and_by_over_fetching(live, filter_limit):
+    project, index, ids, vectors = live
+    reader = project.connect(index.namespace, filter_limit=filter_limit)
     query = unit_rows(1, seed=2)[0]
     seen = set(brute_force(vectors, ids, query, 8))
     hits = reader.query(query, top_k=10, exclude=seen)
     assert [h.id for h in hits] == brute_force(vectors, ids, query, 10, exclude=seen)
 
 
-def test_fetch_returns_what_was_stored_and_add_refuses_stored_ids(live):
-    _, index, ids, vectors = live
-    np.testing.assert_allclose(index.fetch([ids[3], ids[0]]), vectors[[3, 0]], atol=1e-6)
-    with pytest.raises(KeyError, match="nope"):
-        index.fetch(["nope"])
-    with pytest.raises(ValueError, match="already"):
-        index.add([ids[0]], unit_rows(1, seed=9))
-
-
-def test_reconnecting_sees_the_same_namespace(live):
-    settings, index, _, _ = live
-    assert len(PineconeIndex.connect(settings, DIM, index.namespace)) == N
-
-
+@needs_key
 def test_a_dimension_mismatch_names_both(live):
-    settings, index, _, _ = live
+    project, index, _, _ = live
     with pytest.raises(ValueError, match=rf"dimension {DIM} and metric dotproduct.*needs dimension {DIM + 1}"):
-        PineconeIndex.connect(settings, DIM + 1, index.namespace)
+        PineconeIndex.connect(project.settings, DIM + 1, index.namespace)
 
 
+@needs_key
 def test_a_wrong_key_is_refused_without_showing_it(live):
-    settings, index, _, _ = live
+    project, index, _, _ = live
     wrong = "pcsk_" + secrets.token_hex(24)
     with pytest.raises(IndexUnavailable, match="401") as err:
-        PineconeIndex.connect(settings, DIM, index.namespace, api_key=wrong)
+        PineconeIndex.connect(project.settings, DIM, index.namespace, api_key=wrong)
     assert wrong not in str(err.value)
+
+
+# ------------------------------------------------------------------ the clean-up, checked against the double
+def test_a_project_that_created_its_index_deletes_it_whatever_the_tests_did():
+    client = FakePinecone()
+    with pytest.raises(RuntimeError, match="a test failed"), LiveProject(client) as project:
+        project.connect().add(["a"], unit_rows(1))
+        raise RuntimeError("a test failed")
+    assert project.created and client.stores == {}
+
+
+def test_a_project_on_an_existing_index_deletes_only_its_own_namespaces():
+    client = FakePinecone()
+    client.create_index("shared", dimension=DIM, metric="dotproduct")
+    someone_elses = LiveProject(client, "shared").connect("production")
+    someone_elses.add(["keep"], unit_rows(1))
+    with LiveProject(client, "shared") as project:
+        project.connect().add(["a"], unit_rows(1))
+        project.connect().add(["b"], unit_rows(1, seed=1))
+        project.connect()  # never written to: Pinecone never made it, and deleting it must not fail
+    assert not project.created
+    assert set(client.store("shared").namespaces) == {"production"}

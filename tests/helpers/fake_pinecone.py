@@ -9,7 +9,8 @@ It answers with the SDK's own response models and raises the SDK's own exception
   Pinecone cannot store -> 400;
 - query: ``top_k`` outside 1..10,000 -> ``PineconeValueError`` (the SDK checks it before sending); a vector of the
   wrong dimension, an unknown filter operator, ``$in``/``$nin`` over 10,000 values -> 400;
-- fetch: no ids -> ``PineconeValueError``; more than 1,000 -> 400.
+- fetch: no ids -> ``PineconeValueError``; more than 1,000 -> 400;
+- delete_namespace: a namespace nothing was ever written to -> 404 ``NotFoundError``.
 
 Scores are float32 dot products, best first; namespaces are isolated; upserts overwrite. Every request is logged in
 ``store.requests`` (shared by every ``Index`` object on one index, so a reopened index sees the same log), and
@@ -252,6 +253,14 @@ class FakeIndex:
             i: Vector(id=i, values=records[i][0].tolist(), metadata=dict(records[i][1])) for i in ids if i in records
         }
         return FetchResponse(vectors=found, namespace=namespace)
+
+    def delete_namespace(self, *, name: str, **_: Any) -> None:
+        store = self._store
+        store.requests.append(Request("delete_namespace", name, {}))
+        store.faults.check("delete_namespace")
+        if not store.namespaces.get(name):  # Pinecone makes a namespace on its first write, and has none before
+            raise api_error(404, f"Namespace {name} not found")
+        del store.namespaces[name]
 
     def describe_index_stats(self, **_: Any) -> DescribeIndexStatsResponse:
         store = self._store
