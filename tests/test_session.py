@@ -189,3 +189,96 @@ def test_the_original_recipe_with_no_labels_leaves_the_classifier_alone(concept_
     session.train_and_requery()
     np.testing.assert_array_equal(session.classifier.weight, before)
     assert session.history[-1].fit.loss == 0.0
+
+
+# ------------------------------------------------------------------------------------------------ mid-session changes
+def label_batch(session: Session, concept) -> None:
+    session.label(concept.oracle([h.id for h in session.batch()]))
+
+
+def test_settings_changed_mid_session_apply_from_the_next_round_and_are_reported(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, batch_size=10, seed=0)
+    label_batch(session, concept)
+    labels = session.labels
+    changes = session.configure(strategy="top", batch_size=15, prior_strength=3.0)
+    assert changes == {"strategy": ("mixed", "top"), "batch_size": (10, 15), "prior_strength": (10.0, 3.0)}
+    assert len(session.batch()) == 10 and session.labels == labels  # the batch on screen and its labels stay
+    batch = session.train_and_requery()
+    assert len(batch) == 15 and session.classifier.prior_strength == 3.0
+    scores = [h.score for h in batch]
+    assert scores == sorted(scores, reverse=True)  # "top": the best first
+    assert session.configure(strategy="top", batch_size=15, prior_strength=3.0) == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"strategy": "greedy"}, "unknown strategy 'greedy'"),
+        ({"strategy": "original"}, "start a new session"),
+        ({"batch_size": 0}, "positive integer"),
+        ({"prior_strength": float("nan")}, "positive number"),
+        ({"prompt_vector": np.zeros(32, np.float32)}, "not all 0"),
+    ],
+    ids=["unknown strategy", "to the original recipe", "batch size 0", "NaN strength", "zero prompt"],
+)
+def test_a_bad_setting_changes_nothing(concept_index, concept, options, message):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    with pytest.raises(ValueError, match=message):
+        session.configure(**{"prior_strength": 2.0, **options})
+    assert (session.strategy, session.batch_size, session.classifier.prior_strength) == ("mixed", 10, 10.0)
+
+
+def test_a_new_negative_prompt_turns_the_prior_and_keeps_its_scale(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    scale = float(session.classifier.prior_weight.norm())
+    turned = concept.prompt_vector - 0.5 * concept.vectors[0]
+    assert set(session.configure(prompt_vector=turned)) == {"prompt"}
+    prior = session.classifier.prior_weight.numpy()
+    np.testing.assert_allclose(prior, turned / np.linalg.norm(turned) * scale, rtol=1e-5)
+    session.train_and_requery()
+    np.testing.assert_allclose(session.classifier.weight, prior, rtol=1e-5)  # no labels: the classifier is the prior
+
+
+def test_more_like_this_fills_half_the_next_batch_with_the_nearest_unseen_items(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, batch_size=10, seed=0)
+    shown = {h.id for h in session.batch()}
+    chosen = session.batch()[3].id
+    session.label({chosen: 1.0})
+    vector = concept_index.fetch([chosen])[0]
+    nearest = [h.id for h in concept_index.query(vector, 30, exclude=shown)][:5]
+    batch = session.train_and_requery(more_like=[chosen])
+    assert [h.id for h in batch[:5]] == nearest and len(batch) == 10
+    assert len({h.id for h in batch}) == 10 and not {h.id for h in batch} & shown
+    np.testing.assert_allclose([h.score for h in batch[:5]], session.scores(concept_index.fetch(nearest)), rtol=1e-5)
+
+
+def test_more_like_an_item_never_shown_is_refused_before_anything_changes(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    before = (session.batch(), session.round, session.seen)
+    with pytest.raises(ValueError, match="never shown"):
+        session.train_and_requery(more_like=["no-such-item"])
+    assert (session.batch(), session.round, session.seen) == before and not session.can_undo
+
+
+def test_an_item_picked_from_the_collection_joins_the_batch_and_can_be_labelled(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, batch_size=5, seed=0)
+    picked = next(i for i in reversed(concept.ids) if i not in session.seen)
+    batch = session.add_to_batch([picked, picked])
+    assert [h.id for h in batch][-1] == picked and len(batch) == 6
+    assert batch[-1].score == pytest.approx(float(session.scores(concept_index.fetch([picked]))[0]))
+    session.label({picked: 1.0})
+    assert picked not in {h.id for h in session.train_and_requery()} and session.labels[picked] == 1.0
+    with pytest.raises(KeyError):
+        session.add_to_batch(["no-such-item"])
+
+
+def test_a_resume_that_is_not_undoable_is_where_undo_stops(concept_index, concept):
+    earlier = Session(concept_index, concept.prompt_vector, seed=0)
+    label_batch(earlier, concept)
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    session.resume(earlier.labels, undoable=False)
+    assert session.labels == earlier.labels and not session.can_undo
+    label_batch(session, concept)
+    session.train_and_requery()
+    session.undo()
+    assert session.labels.keys() >= earlier.labels.keys() and not session.can_undo

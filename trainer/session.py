@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from .classifier import FitReport, LinearProbe
 from .index import Hit, VectorIndex
@@ -84,7 +85,7 @@ class Session:
         # The round in which each label was last given: shared labels say when, so others can replay the session.
         self._label_rounds: dict[str, int] = {}
         self._newest: dict[str, float] = {}  # labels given since the last round: all the "original" recipe trains on
-        self._vectors: dict[str, np.ndarray] = {}  # labelled items' embeddings, fetched once each
+        self._vectors: dict[str, np.ndarray] = {}  # embeddings read so far (labelled, picked, neighbours), once each
         self._seen: set[str] = set()
         # Audited items (see trainer/quality.py): id -> design weight. Held out: never trained on, never in a batch;
         # kept out of the undo checkpoints, so undoing a round never turns an audit label into a training label.
@@ -140,6 +141,11 @@ class Session:
         return list(self._history)
 
     @property
+    def can_undo(self) -> bool:
+        """Whether :meth:`undo` has a round (or a resume) to take back."""
+        return bool(self._undo)
+
+    @property
     def seen(self) -> frozenset[str]:
         """Every item shown in this session: training batches and audits."""
         return frozenset(self._seen | self._audit.keys() | {h.id for h in self._batch})
@@ -182,11 +188,18 @@ class Session:
         self._newest.update(clean)
         self._label_rounds.update(dict.fromkeys(clean, self.round))
 
-    def train_and_requery(self) -> list[Hit]:
-        """Fit on every label so far, then return the next batch: items never shown in this session."""
+    def train_and_requery(self, more_like: Sequence[str] = ()) -> list[Hit]:
+        """Fit on every label so far, then return the next batch: items never shown in this session.
+
+        ``more_like``: ids shown in this session ("more like this"); their nearest unseen neighbours fill the first
+        half of the next batch, the strategy the rest.
+        """
+        neighbours = self._neighbours(more_like)  # before anything changes: a failed search loses nothing
         fit, pool = self._refit_and_query(lambda: self._seen.update(h.id for h in self._batch))
         self._newest = {}
-        self._batch = self._choose(pool)
+        taken = {h.id for h in neighbours}
+        chosen = self._choose([h for h in pool if h.id not in taken], self.batch_size - len(neighbours))
+        self._batch = self._rescored(neighbours) + chosen
         positives = sum(v > 0 for v in self._labels.values())
         negatives = sum(v < 0 for v in self._labels.values())
         self._history.append(
@@ -197,11 +210,12 @@ class Session:
             log.info("collection exhausted after %d rounds: every item has been shown", len(self._history))
         return self.batch()
 
-    def resume(self, scores: Mapping[str, float]) -> list[Hit]:
+    def resume(self, scores: Mapping[str, float], *, undoable: bool = True) -> list[Hit]:
         """Take over labels given earlier, elsewhere (a restarted app, a pulled classifier's labels.jsonl).
 
         The items count as shown, the classifier is fitted on every label, and a fresh batch is chosen, as after
-        a round. All-or-nothing: unknown ids or bad scores refuse the whole call. ``undo`` takes it back.
+        a round. All-or-nothing: unknown ids or bad scores refuse the whole call. ``undo`` takes it back, unless
+        ``undoable`` is False: a session rebuilt from a saved copy starts where it was saved, and Undo stops there.
         """
         clean = _clean_scores(scores)
         held_out = [i for i in clean if i in self._audit]
@@ -220,6 +234,8 @@ class Session:
             self._seen.update(clean)
 
         _, pool = self._refit_and_query(take_over)
+        if not undoable:
+            self._undo.pop()
         self._batch = self._choose(pool)
         self.exhausted = not self._batch
         return self.batch()
@@ -282,7 +298,105 @@ class Session:
         self._restore(self._undo.pop())
         return self.batch()
 
+    def configure(
+        self,
+        *,
+        strategy: str | None = None,
+        batch_size: int | None = None,
+        prior_strength: float | None = None,
+        prompt_vector: np.ndarray | None = None,
+    ) -> dict[str, tuple[object, object]]:
+        """Change how the next rounds are chosen and trained; labels, seen items and the batch on screen stay.
+
+        ``prompt_vector`` replaces the prior's direction (a new negative prompt), keeping its calibrated scale.
+        Returns ``{setting: (old, new)}`` for what actually changed. All-or-nothing: a bad value changes nothing.
+        """
+        changes: dict[str, tuple[object, object]] = {}
+        if strategy is not None and strategy != self.strategy:
+            if strategy not in RECIPE_NAMES:
+                raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(RECIPE_NAMES)}")
+            if "original" in (strategy, self.strategy):
+                raise ValueError(
+                    "the 'original' recipe trains differently: start a new session to switch to or from it"
+                )
+            changes["strategy"] = (self.strategy, strategy)
+        if batch_size is not None and batch_size != self.batch_size:
+            if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+            changes["batch_size"] = (self.batch_size, batch_size)
+        if prior_strength is not None and prior_strength != self.classifier.prior_strength:
+            if not np.isfinite(prior_strength) or prior_strength <= 0:
+                raise ValueError(f"prior_strength must be a positive number; got {prior_strength!r}")
+            changes["prior_strength"] = (self.classifier.prior_strength, float(prior_strength))
+        prior = None
+        if prompt_vector is not None:
+            vector = np.asarray(prompt_vector, dtype=np.float32).reshape(-1)
+            norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else 0.0
+            if vector.shape[0] != self.index.dim or norm == 0:
+                raise ValueError(f"prompt vector must be {self.index.dim} finite numbers, not all 0")
+            scale = float(self.classifier.prior_weight.norm())
+            prior = vector / norm * scale
+            if not np.allclose(prior, self.classifier.prior_weight.numpy(), atol=1e-6 * max(scale, 1.0)):
+                changes["prompt"] = ("before", "after")
+        if "strategy" in changes:
+            self.strategy = strategy  # type: ignore[assignment]
+            self._select = get_strategy(self.strategy)
+        if "batch_size" in changes:
+            self.batch_size = batch_size  # type: ignore[assignment]
+            self.pool_size = max(self.pool_size, self.batch_size)
+        if "prior_strength" in changes:
+            self.classifier.prior_strength = float(prior_strength)  # type: ignore[arg-type]
+        if "prompt" in changes:
+            self.classifier.prior_weight.copy_(torch.from_numpy(prior))
+        return changes
+
+    def add_to_batch(self, ids: Sequence[str]) -> list[Hit]:
+        """Put items of the collection on the current batch (a point picked on the map), so they can be labelled.
+
+        Items already on the batch stay where they are; an item seen in an earlier round comes back with its label.
+        """
+        new = [i for i in dict.fromkeys(ids) if i not in {h.id for h in self._batch}]
+        if new:
+            self._batch = self._batch + self._rescored([Hit(i, 0.0) for i in new])  # KeyError for an unknown id
+        return self.batch()
+
     # ------------------------------------------------------------------------------------------------- internals
+    def _neighbours(self, ids: Sequence[str]) -> list[Hit]:
+        """Up to half a batch of unseen items nearest to ``ids`` (items shown in this session), shared out evenly.
+
+        Their vectors are fetched here, before a round changes anything, so the round itself needs no more reads.
+        """
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return []
+        shown = self.seen
+        unknown = [i for i in ids if i not in shown]
+        if unknown:
+            raise ValueError(f"'more like this' takes items shown in this session; never shown: {unknown[:5]}")
+        want = (self.batch_size + 1) // 2
+        quota = -(-want // len(ids))  # ceil: the first items' neighbours fill what the last ones leave
+        found: dict[str, Hit] = {}
+        for query in self._vectors_of(ids):
+            hits = self.index.query(query, quota + len(found), exclude=shown)
+            fresh = [h for h in hits if h.id not in found][: min(quota, want - len(found))]
+            found.update((h.id, h) for h in fresh)
+        self._vectors_of(list(found))
+        return list(found.values())
+
+    def _rescored(self, hits: list[Hit]) -> list[Hit]:
+        """``hits`` with the current classifier's P(concept) as their scores."""
+        if not hits:
+            return []
+        proba = self.scores(self._vectors_of([h.id for h in hits]))
+        return [Hit(h.id, float(p)) for h, p in zip(hits, proba, strict=True)]
+
+    def _vectors_of(self, ids: list[str]) -> np.ndarray:
+        """(n, D) embeddings of ``ids``, fetched in one read for those not fetched before (KeyError if unknown)."""
+        missing = [i for i in ids if i not in self._vectors]
+        if missing:
+            self._vectors.update(zip(missing, self.index.fetch(missing), strict=True))
+        return np.stack([self._vectors[i] for i in ids]) if ids else np.empty((0, self.index.dim), np.float32)
+
     def _refit_and_query(self, change: Callable[[], None]) -> tuple[FitReport, list[Hit]]:
         """Checkpoint for undo, apply ``change``, fit on every label and search the unseen items.
 
@@ -321,12 +435,13 @@ class Session:
         k = len(self.index) if self.strategy == "random" else self.pool_size
         return min(len(self.index), k, 10_000)
 
-    def _choose(self, pool: list[Hit]) -> list[Hit]:
-        """Pick the next batch from a pool whose scores are ``weight . x``: add the bias to get P(concept)."""
+    def _choose(self, pool: list[Hit], k: int | None = None) -> list[Hit]:
+        """Pick the next batch (``k`` items, default a whole batch) from a pool whose scores are ``weight . x``: add
+        the bias to get P(concept)."""
         if not pool:
             return []
         proba = _sigmoid(np.asarray([h.score for h in pool], dtype=np.float64) + self.classifier.bias)
-        positions = self._select(proba, self.batch_size, self._rng)
+        positions = self._select(proba, self.batch_size if k is None else k, self._rng)
         chosen = sorted(int(p) for p in positions)  # show in ranking order, best first
         return [Hit(pool[p].id, float(proba[p])) for p in chosen]
 
