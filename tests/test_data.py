@@ -16,7 +16,7 @@ from PIL import Image
 from tests.helpers.images import BAD_FILES, GOOD_FILES, write_image_folder
 from trainer import data
 from trainer.config import Settings
-from trainer.data import Collection, UndecodableImage, open_collection, resolve_source
+from trainer.data import Collection, UndecodableImage, load_image, open_collection, resolve_source
 
 
 def _png(colour: tuple[int, int, int]) -> bytes:
@@ -256,3 +256,24 @@ def test_an_http_error_answer_counts_as_reachable_unless_the_server_fails(monkey
 
     monkeypatch.setattr(urllib.request, "urlopen", answer)
     assert data.hub_reachable(timeout=0.1) is reachable
+
+
+def test_captions_and_example_prompts_come_from_the_collections_own_text(tmp_path):
+    from trainer.config import BUNDLE_DATASET
+
+    shapes = Collection.open(BUNDLE_DATASET, split="train")
+    assert shapes.caption(shapes.ids[0]) == "a photo of a pink star"
+    examples = shapes.example_prompts(3)
+    assert len(examples) == 3 and all(3 <= len(e.split()) <= 5 for e in examples)
+    parquet = Collection.open(str(_write_parquet_dataset(tmp_path / "parquet")), split="train")
+    assert parquet.caption(parquet.ids[1]) == "train 1" and parquet.example_prompts() == []  # two words: too vague
+    folder = Collection.open(str(write_image_folder(tmp_path / "images", 3)), split=None)
+    assert folder.caption(folder.ids[0]) is None and folder.example_prompts() == []
+
+
+def test_an_uploaded_image_is_decoded_like_the_collections_and_a_bomb_refused(tmp_path):
+    Image.new("RGBA", (10, 10), (255, 0, 0, 128)).save(tmp_path / "ok.png")
+    assert load_image(tmp_path / "ok.png").size == (10, 10)
+    (tmp_path / "text.png").write_bytes(b"not an image")
+    with pytest.raises(UndecodableImage):
+        load_image(tmp_path / "text.png")

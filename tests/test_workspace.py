@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
@@ -88,3 +89,40 @@ def test_a_failed_start_is_reported_not_swallowed():
         loader.wait(5)
     ready, _, message = loader.status()
     assert not ready and loader.failed and "bundle is missing" in message
+
+
+# ------------------------------------------------------------------------------------------------ sessions
+def test_new_sessions_take_their_batch_size_and_strategy_from_the_settings(workspace_settings):
+    ws = load_workspace(dataclasses.replace(workspace_settings, batch_size=7, strategy="top"))
+    session = ws.new_session("a red circle", "stripes")
+    assert (session.batch_size, session.strategy, len(session.batch())) == (7, "top", 7)
+    assert session.classifier.prompt == "a red circle"
+    assert ws.new_session("a red circle", batch_size=4, strategy="boundary").strategy == "boundary"
+    with pytest.raises(ValueError, match="Describe the concept"):
+        ws.new_session("   ")
+
+
+def test_an_image_can_start_a_session_and_finds_itself_first(workspace_settings):
+    ws = load_workspace(workspace_settings)
+    query = ws.collection.ids[4]
+    session = ws.new_session("images like it", image=ws.collection.image(query), strategy="top", batch_size=3)
+    assert session.batch()[0].id == query
+    np.testing.assert_allclose(ws.image_vector(ws.collection.image(query)), ws.vectors_of([query])[0], atol=1e-4)
+
+
+def test_a_session_continues_a_trained_classifier(workspace_settings):
+    ws = load_workspace(workspace_settings)
+    first = ws.new_session("a red circle", batch_size=5)
+    first.label({h.id: (1.0 if k < 2 else -1.0) for k, h in enumerate(first.batch())})
+    first.train_and_requery()
+    again = ws.session_from(first.classifier)
+    assert again.classifier is first.classifier and again.batch_size == ws.settings.batch_size
+    np.testing.assert_allclose(again.classifier.weight, first.classifier.weight)
+
+
+def test_vectors_of_reads_the_local_copy_and_names_an_unknown_id(workspace_settings):
+    ws = load_workspace(workspace_settings)
+    ids = list(ws.collection.ids[:3])
+    np.testing.assert_array_equal(ws.vectors_of(ids), ws.index.fetch(ids))
+    with pytest.raises(KeyError, match="no item 'nope'"):
+        ws.vectors_of(["nope"])

@@ -43,6 +43,7 @@ __all__ = [
     "UndecodableImage",
     "folder_signature",
     "hub_reachable",
+    "load_image",
     "open_collection",
     "open_held_out",
     "resolve_source",
@@ -151,6 +152,16 @@ class Collection:
             "content": self.content_signature,
         }
 
+    def caption(self, id_: str) -> str | None:
+        """A short text describing ``id_`` if the collection has one (a caption column, or its class name): alt text
+        for a thumbnail. None otherwise."""
+        return None
+
+    def example_prompts(self, k: int = 3) -> list[str]:
+        """Up to ``k`` prompts that suit this collection (some of its captions or class names), to suggest to a
+        visitor instead of a generic example that may not exist here. Empty when the collection has no text."""
+        return []
+
     def image(self, id_: str) -> Image.Image:
         """Decode the image behind ``id_`` (in its own mode; ``trainer.embed.to_rgb`` gives what the model saw).
 
@@ -190,6 +201,12 @@ class Collection:
 
     def _encoded(self, start: int, stop: int) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode one image file exactly as collections do (EXIF orientation applied, possible decompression bombs
+    refused from the header before decoding): for an image a visitor uploads. UndecodableImage says why not."""
+    return _decode({"path": str(path), "bytes": None})
 
 
 def _decode(record: dict[str, Any]) -> Image.Image:
@@ -267,6 +284,24 @@ class _DatasetCollection(Collection):
         )
         # Undecoded records, so that decoding happens here, per row, where a bad row can be skipped.
         self._records = dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False))
+        self._texts = _row_texts(dataset)  # (captions or class names per row, "caption" or "class") or None
+
+    def caption(self, id_: str) -> str | None:
+        if self._texts is None:
+            return None
+        if self._positions is None:
+            self._positions = {name: row for row, name in enumerate(self.ids)}
+        row = self._positions.get(id_)
+        return None if row is None else self._texts[0][row]
+
+    def example_prompts(self, k: int = 3) -> list[str]:
+        if self._texts is None:
+            return []
+        texts, kind = self._texts
+        # Captions of three to five words read like prompts (shorter ones are vague, longer ones name everything);
+        # evenly spaced through the sorted distinct ones, so the examples differ from each other.
+        pool = sorted({t for t in texts if kind == "class" or 3 <= len(t.split()) <= 5})
+        return pool[:: max(1, len(pool) // max(k, 1))][:k]
 
     @classmethod
     def from_hub(
@@ -322,6 +357,20 @@ def _image_column(dataset: Any, wanted: str | None, source: str) -> str:
             f"image columns: {', '.join(image_columns) or 'none'}"
         )
     return wanted
+
+
+def _row_texts(dataset: Any) -> tuple[list[str], str] | None:
+    """Each row's caption (a "caption" or "text" string column) or class name (the first ClassLabel column)."""
+    from datasets import ClassLabel, Value
+
+    features = dataset.features
+    for name in ("caption", "text"):
+        if isinstance(features.get(name), Value) and features[name].dtype == "string":
+            return [str(t or "").strip() for t in dataset[name]], "caption"
+    for name, feature in features.items():
+        if isinstance(feature, ClassLabel):
+            return [f"a photo of a {feature.int2str(int(i))}" for i in dataset[name]], "class"
+    return None
 
 
 def _dataset_ids(dataset: Any, split: str | None) -> list[str]:

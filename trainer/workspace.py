@@ -8,6 +8,7 @@ while a first start embeds the collection.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import threading
 import time
@@ -16,16 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from .classifier import LinearProbe
 from .config import Settings
-from .data import Collection, open_collection, open_held_out, resolve_source
+from .data import Collection, hub_reachable, open_collection, open_held_out, resolve_source
 from .embed import Embedder
 from .embed import load as load_embedder
 from .index import VectorIndex
 from .index.factory import build_index
 from .indexing import Embeddings, build_embeddings, embed_in_memory
 from .progress import ProgressFn, no_progress
+from .session import Session
 from .snapshot import seed_cache
+from .thumbnails import Thumbnails
 
 __all__ = ["EvalSplit", "Projection", "Workspace", "WorkspaceLoader", "load_workspace", "project_2d"]
 
@@ -75,6 +80,7 @@ class Workspace:
     projection: Projection  # the 2-D map
     load_seconds: float
     notes: tuple[str, ...] = ()  # what start-up wants the header to say (snapshot used, refused, or how to publish one)
+    hub_online: bool = True  # whether the Hugging Face Hub answered at start-up (pushes and pulls need it)
 
     @property
     def map_rows(self) -> np.ndarray:
@@ -99,6 +105,76 @@ class Workspace:
     def dataset_name(self) -> str:
         return Path(self.settings.dataset).name if self.offline_bundle else self.settings.dataset
 
+    @functools.cached_property
+    def _rows(self) -> dict[str, int]:
+        return {id_: row for row, id_ in enumerate(self.embeddings.ids)}
+
+    def vectors_of(self, ids: list[str]) -> np.ndarray:
+        """(n, D) embeddings of indexed items, from the local copy every backend keeps: no index call."""
+        try:
+            rows = [self._rows[i] for i in ids]
+        except KeyError as err:
+            raise KeyError(f"no item {err.args[0]!r} in {self.dataset_name}") from None
+        return np.asarray(self.embeddings.vectors[rows], dtype=np.float32).reshape(len(rows), -1)
+
+    @functools.cached_property
+    def thumbnails(self) -> Thumbnails:
+        """Thumbnails of the indexed collection, made once each for every visitor."""
+        return Thumbnails(self.collection.image)
+
+    @functools.cached_property
+    def held_out_thumbnails(self) -> Thumbnails | None:
+        return Thumbnails(self.eval.collection.image) if self.eval else None
+
+    def new_session(
+        self,
+        prompt: str,
+        negative: str = "",
+        *,
+        image: Image.Image | None = None,
+        strategy: str | None = None,
+        batch_size: int | None = None,
+        prior_strength: float = 10.0,
+    ) -> Session:
+        """A labelling session over this collection, started from a prompt, or from an ``image`` (then ``prompt``
+        only names it, e.g. its file name). ``strategy`` and ``batch_size`` default to the settings
+        (``CT_STRATEGY``, ``CT_BATCH_SIZE``). Bad values raise ValueError naming them."""
+        vector = self.image_vector(image, negative) if image is not None else self.prompt_vector(prompt, negative)
+        return Session(
+            self.index,
+            vector,
+            strategy=self.settings.strategy if strategy is None else strategy,
+            batch_size=self.settings.batch_size if batch_size is None else batch_size,
+            seed=self.settings.seed,
+            prior_strength=prior_strength,
+            prompt=prompt.strip() or None,
+            base_model=self.settings.model_id,
+        )
+
+    def session_from(self, probe: LinearProbe) -> Session:
+        """A session that continues a trained classifier (a pulled or loaded one), its prompt prior kept as the
+        prior to train toward."""
+        prior = probe.prior_weight.numpy()
+        norm = float(np.linalg.norm(prior))
+        prompt_vector = prior / norm if norm > 0 else probe.weight / np.linalg.norm(probe.weight)
+        return Session(
+            self.index,
+            prompt_vector,
+            strategy=self.settings.strategy,
+            batch_size=self.settings.batch_size,
+            seed=self.settings.seed,
+            classifier=probe,
+            prompt=probe.prompt,
+            base_model=self.settings.model_id,
+        )
+
+    def image_vector(self, image: Image.Image, negative: str | None = None) -> np.ndarray:
+        """An image as the query ("find more like this picture"), pushed away from an optional negative prompt."""
+        vector = self.embedder.embed_images([image])[0]
+        if negative and negative.strip():
+            vector = vector - NEGATIVE_PROMPT_WEIGHT * self.embedder.embed_text([negative])[0]
+        return (vector / np.linalg.norm(vector)).astype(np.float32)
+
     def prompt_vector(self, prompt: str, negative: str | None = None) -> np.ndarray:
         """The prior for a prompt: its text embedding, pushed away from an optional negative prompt. (D,) unit."""
         texts = [prompt] + ([negative] if negative and negative.strip() else [])
@@ -115,7 +191,10 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
     def at(fraction: float, message: str) -> None:
         report(round(fraction * STARTUP_STEPS), STARTUP_STEPS, message)
 
-    settings = resolve_source(settings or Settings.from_env())
+    requested = settings or Settings.from_env()
+    settings = resolve_source(requested)
+    # "auto" fell back to the bundle only because the Hub did not answer: no need to ask it again.
+    hub_online = not (requested.source == "auto" and settings.source == "bundle") and hub_reachable()
     at(0.02, f"loading {settings.model_id}")
     embedder = load_embedder(
         settings.model_id, revision=None if settings.source == "bundle" else settings.model_revision
@@ -146,7 +225,16 @@ def load_workspace(settings: Settings | None = None, progress: ProgressFn | None
     at(1.0, f"ready in {seconds:.1f} s")
     log.info("workspace ready in %.1f s: %s on %s, %d images", seconds, settings.model_id, settings.dataset, len(index))
     return Workspace(
-        settings, embedder, collection, embeddings, index, eval_split, projection, seconds, tuple(dict.fromkeys(notes))
+        settings,
+        embedder,
+        collection,
+        embeddings,
+        index,
+        eval_split,
+        projection,
+        seconds,
+        tuple(dict.fromkeys(notes)),
+        hub_online,
     )
 
 
