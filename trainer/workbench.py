@@ -1,0 +1,56 @@
+"""One person's desk: the session they are labelling, and the sessions a new start replaced.
+
+Nothing labelled is lost by one click: Undo takes back the last round (or resume) of the current session and, when
+there is none, brings back the session that a Start over, a new search or a loaded classifier replaced. Pure Python,
+no UI: the app keeps one Workbench per browser tab, an API client one per connection.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from .session import Session
+
+__all__ = ["NOTHING_TO_UNDO", "Workbench"]
+
+NOTHING_TO_UNDO = "nothing to undo: no round has been trained yet"
+# How many replaced sessions a desk keeps for Undo. Each is a few hundred KB at most (labels, vectors, a classifier).
+_KEEP_REPLACED = 5
+
+
+class Workbench:
+    """The current :class:`Session` (or None before the first search), what replaced sessions Undo can bring
+    back, and a lock so that one person's requests change it one at a time."""
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
+        self.negative = ""  # the negative prompt the current session's prior was built with
+        self._replaced: list[tuple[Session, str]] = []
+        self.serial = 0  # counts the sessions this desk has shown: tells a client when a different one is current
+        self.lock = threading.Lock()
+
+    def start(self, session: Session, negative: str = "") -> None:
+        """Make ``session`` the current one; the one it replaces is kept for Undo if it holds any work."""
+        if self.session is not None and (self.session.labels or self.session.can_undo):
+            self._replaced = [*self._replaced, (self.session, self.negative)][-_KEEP_REPLACED:]
+        self.session, self.negative = session, negative
+        self.serial += 1
+
+    @property
+    def undo_kind(self) -> str | None:
+        """What Undo would take back: "round" (of the current session), "start" (a new session) or None."""
+        if self.session is not None and self.session.can_undo:
+            return "round"
+        return "start" if self._replaced else None
+
+    def undo(self) -> str:
+        """Take back the last step and say which kind it was (see :attr:`undo_kind`); ValueError if none."""
+        kind = self.undo_kind
+        if kind == "round":
+            self.session.undo()  # type: ignore[union-attr]
+        elif kind == "start":
+            self.session, self.negative = self._replaced.pop()
+            self.serial += 1
+        else:
+            raise ValueError(NOTHING_TO_UNDO)
+        return kind
