@@ -1,32 +1,33 @@
 """Concept Trainer: teach CLIP a concept in a few rounds. Describe it, score what comes back, train, repeat.
 
-Layout and wiring only: constants, typed handler functions, the Blocks layout, one-line wiring, launch.
-All logic lives in ``trainer/``; each browser tab owns one ``Session`` in ``gr.State``.
+Layout and wiring only: constants, typed handler functions, the Blocks layout, one-line wiring, launch. The engine
+(``trainer/``) does the work; the grid and the side panel are ``gr.HTML`` components drawn by ``assets/ui/*.js``,
+whose values are plain JSON (a round returns one value, not a component update per image). Each browser tab, and
+each API client, owns one ``Workbench`` (its session, and what Undo can bring back) in ``gr.State``.
+
+The scripting API (``gradio_client``), documented in the README:
+``/start(prompt, negative="", strategy="mixed", batch_size=10)``, ``/round(labels, more_like=[])`` and ``/undo()``,
+each returning ``{"round": n, "batch": [{"id", "score", "thumbnail", ...}], "stats": {...}}``.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
+import base64
+import html
 import logging
+import math
 import os
 import re
 import tempfile
-import threading
-import weakref
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 import torch
-from PIL import Image
 
-from trainer.classifier import LinearProbe
 from trainer.config import Settings
-from trainer.embed import to_rgb
+from trainer.data import UndecodableImage, load_image
 from trainer.hub import (
     LABELS_CSV,
     LABELS_JSONL,
@@ -40,13 +41,16 @@ from trainer.hub import (
 )
 from trainer.index import IndexUnavailable
 from trainer.session import RECIPE_NAMES, Session
+from trainer.views import labels_per_round, map_view, rank, summary
+from trainer.workbench import NOTHING_TO_UNDO, Workbench
 from trainer.workspace import Workspace, WorkspaceLoader, load_workspace
 
 log = logging.getLogger("concept_trainer.app")
 
-MAX_BATCH = 20  # the grid has this many image + slider cells; a batch shows the first ``batch_size``
-THUMBNAIL = 224  # px, longest side: enough for a 160 px cell on a high-density screen
+UI = Path(__file__).resolve().parent / "assets" / "ui"  # the grid's and the panel's JS, and the app's CSS
+MAX_BATCH = 50  # images a round, at most: a person scores a few dozen at a time, and each is a thumbnail to send
 GALLERY_SIZE = 48  # how many top matches Classify shows
+MAP_GRID = 255  # map coordinates travel as bytes: 0..255 on each axis
 STRATEGY_HELP = {
     "mixed": "mixed: half best matches, half the classifier's borderline cases (default)",
     "top": "top: only the best matches (the original article)",
@@ -65,24 +69,12 @@ THEME = gr.themes.Default(
 # value with this key; it must stay the same across restarts to be readable. Labels of a public collection are not
 # secret, so a fixed default is fine; set CT_BROWSER_SECRET to make the saved state unreadable to others.
 BROWSER_SECRET = os.environ.get("CT_BROWSER_SECRET", "concept-trainer-browser-state")
-MAP_COLOURS = {
-    "collection": "#94a3b8",
-    "predicted: not it": "#cbd5e1",
-    "predicted: it": "#86efac",
-    "labelled: not it": "#ef4444",
-    "labelled: it": "#15803d",
-    "current batch": "#6366f1",
-}
-CSS = """
-.ct-grid { flex-wrap: wrap !important; gap: 10px !important; }
-.ct-cell { flex: 0 1 160px !important; min-width: 140px !important; max-width: 200px; gap: 4px !important; }
-.ct-cell img { border-radius: 6px; width: 100%; height: 100%; object-fit: contain; }
-.ct-cell input[type=number] { width: 3.5em !important; }
-.ct-cell input[type=range] { min-width: 0 !important; width: 100% !important; }
-.ct-stats { font-size: 1.05rem; }
-.ct-header h1 { margin-bottom: 0; }
-footer { display: none !important; }
-"""
+# Every event: no progress overlay, because Gradio draws an "Error" badge over each output of a failed event (its
+# per-output status trackers) and leaves it there, blanking the grid; hidden, a refused action changes nothing on
+# screen and its message is a toast. No preprocessing: handlers get the raw values and check them, with messages.
+QUIET: dict[str, Any] = {"show_progress": "hidden", "preprocess": False}
+UI_ONLY: dict[str, Any] = {**QUIET, "api_visibility": "private"}
+IDLE_JS = "() => { document.dispatchEvent(new CustomEvent('ct-idle')); }"  # a refused action ends the busy state
 
 
 # ------------------------------------------------------------------------------------------------ plain functions
@@ -90,8 +82,8 @@ def header_markdown(loader: WorkspaceLoader) -> str:
     ready, fraction, message = loader.status()
     if not ready:
         if loader.failed:
-            return f"**{message}** Check the server log; the app cannot search until this is fixed."
-        return f"⏳ **Preparing the collection: {fraction:.0%}** · {message}. Search works as soon as this is done."
+            return f"**{escape(message)}** Check the server log; the app cannot search until this is fixed."
+        return f"⏳ **Preparing the collection: {fraction:.0%}** · {escape(message)}. Search works when done."
     ws = loader.get()
     line = (
         f"`{ws.model_name}` · **{ws.dataset_name}** {len(ws.index):,} images · "
@@ -99,117 +91,154 @@ def header_markdown(loader: WorkspaceLoader) -> str:
     )
     if ws.offline_bundle:
         line += (
-            "  \n**Offline demo**: the Hugging Face Hub is not reachable, so this runs on the bundled tiny CLIP "
-            "model and a generated collection of shapes (colour, shape, size, texture, background)."
+            "  \n**Offline demo**: this runs on the bundled tiny CLIP model and a generated collection of shapes "
+            "(colour, shape, size, texture, background)"
+            + (", because the Hugging Face Hub is not reachable." if not ws.hub_online else ".")
         )
     return line + "".join(f"  \n{note}" for note in ws.notes)
-
-
-def example_prompt(loader: WorkspaceLoader) -> str:
-    ready, _, _ = loader.status()
-    if ready and loader.get().offline_bundle:
-        return "a large red heart"
-    return "dogs in the snow"
 
 
 def workspace_or_error(loader: WorkspaceLoader) -> Workspace:
     ready, fraction, message = loader.status()
     if not ready:
-        raise gr.Error(f"Still preparing the collection ({fraction:.0%}: {message}). Try again in a moment.")
+        raise gr.Error(f"Still preparing the collection ({fraction:.0%}: {escape(message)}). Try again soon.")
     return loader.get()
 
 
-def new_session(
-    ws: Workspace, prompt: str, negative: str, strategy: str, batch_size: float, prior_strength: float
-) -> Session:
-    if not prompt or not prompt.strip():
-        raise gr.Error("Describe the concept first, in a few words: for example 'dogs in the snow'.")
+def escape(text: object) -> str:
+    """User or dataset text made safe inside a message: Gradio draws toasts and Markdown as HTML."""
+    return html.escape(str(text), quote=False)
+
+
+def refuse(err: Exception, suffix: str = "") -> gr.Error:
+    """A message for a visitor from an engine error; user or dataset text in it is escaped."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    return gr.Error(escape(text.rstrip(".")) + ("." if text else "") + suffix)
+
+
+def settings_from(strategy: Any, batch_size: Any, prior_strength: Any) -> tuple[str, int, float]:
+    """The UI's or an API call's settings, checked: (strategy, batch size, training strength)."""
+    if strategy not in RECIPE_NAMES:
+        raise gr.Error(f"Unknown strategy {escape(repr(strategy))}: choose one of {', '.join(RECIPE_NAMES)}.")
     try:
-        vector = ws.prompt_vector(prompt.strip(), negative)
-        return Session(
-            ws.index,
-            vector,
-            strategy=strategy,
-            batch_size=int(batch_size),
-            seed=ws.settings.seed,
-            prior_strength=float(prior_strength),
-            prompt=prompt.strip(),
-            negative_prompt=(negative or "").strip() or None,
-            base_model=ws.settings.model_id,
-        )
+        size = float(batch_size)
+        strength = float(prior_strength)
+    except (TypeError, ValueError):
+        raise gr.Error("Batch size and training strength must be numbers.") from None
+    if not (math.isfinite(size) and size == int(size) and 1 <= size <= MAX_BATCH):
+        raise gr.Error(f"Batch size must be a whole number from 1 to {MAX_BATCH}; got {escape(repr(batch_size))}.")
+    if not (math.isfinite(strength) and 0 < strength <= 1000):
+        raise gr.Error(f"Training strength must be a number above 0 (up to 1000); got {escape(repr(prior_strength))}.")
+    return str(strategy), int(size), strength
+
+
+def round_request(labels: Any, more_like: Any) -> tuple[dict[str, float], list[str]]:
+    """A round's labels ``{id: score}`` and "more like this" ids, from a browser event or an API call, checked for
+    shape (the Session checks the ids and values)."""
+    if labels is None:
+        labels = {}
+    if not isinstance(labels, dict) or not all(isinstance(k, str) for k in labels):
+        raise gr.Error('Labels must be an object of image id to score, e.g. {"shapes-train-00012": 1, ...}.')
+    if more_like is None:
+        more_like = []
+    if not isinstance(more_like, list) or not all(isinstance(i, str) for i in more_like):
+        raise gr.Error("more_like must be a list of image ids from this session.")
+    return labels, more_like
+
+
+def event_data(evt: gr.EventData | None) -> dict[str, Any]:
+    data = getattr(evt, "_data", None)
+    return data if isinstance(data, dict) else {}
+
+
+def new_session(ws: Workspace, prompt: Any, negative: Any, settings: tuple[str, int, float]) -> Session:
+    if not isinstance(prompt, str) or not prompt.strip():
+        examples = ws.collection.example_prompts(1)
+        hint = f": for example {escape(repr(examples[0]))}" if examples else ""
+        raise gr.Error(f"Describe the concept first, in a few words{hint}.")
+    strategy, size, strength = settings
+    try:
+        return ws.new_session(prompt, str(negative or ""), strategy=strategy, batch_size=size, prior_strength=strength)
     except (ValueError, IndexUnavailable) as err:  # IndexUnavailable: a remote index down; says what to do
-        raise gr.Error(str(err)) from err
+        raise refuse(err) from err
 
 
-def batch_updates(session: Session | None, thumbnail: Callable[[str], str]) -> list[Any]:
-    """Updates for every grid cell: (column, image, slider) x MAX_BATCH, in that order.
-
-    ``gr.update`` dicts, not component objects: building 60 components costs ~20 ms a round, dicts nothing.
-    """
-    batch = session.batch() if session else []
-    labels = session.labels if session else {}
-    updates: list[Any] = []
-    for position in range(MAX_BATCH):
-        if position < len(batch):
-            hit = batch[position]
-            updates += [
-                gr.update(visible=True),
-                gr.update(value=thumbnail(hit.id), label=hit.id),
-                gr.update(value=labels.get(hit.id, 0.0), label=f"{hit.score:.2f}"),
-            ]
-        else:
-            updates += [gr.update(visible=False), gr.update(value=None), gr.update(value=0.0, label="score")]
-    return updates
-
-
-def stats_markdown(session: Session | None) -> str:
-    if session is None:
-        return "Type a concept above and press **Search** to see the images CLIP ranks highest."
-    labels = session.labels
-    positives = sum(v > 0 for v in labels.values())
-    negatives = sum(v < 0 for v in labels.values())
-    text = (
-        f"**Round {session.round}** · {positives + negatives} labels (+{positives} / −{negatives}) · "
-        f"{positives} positives found · {len(session.seen):,} seen · strategy `{session.strategy}`"
-    )
+def run_round(session: Session, labels: dict[str, float], more_like: list[str]) -> None:
+    """Label and train; a refused or failed round keeps every label given before it."""
+    try:
+        session.label(labels)
+        if not any(session.labels.values()):
+            gr.Warning("No labels yet: mark images “it” or “not it”. Showing new images anyway.")
+        session.train_and_requery(more_like)
+    except (ValueError, KeyError) as err:
+        raise refuse(err, " Nothing was changed.") from err
+    except (ConnectionError, TimeoutError, IndexUnavailable) as err:
+        raise refuse(err, " Your labels are kept; try again.") from err
     if session.exhausted:
-        text += "  \n✅ You have seen the whole collection. Classify it or export the classifier."
-    return text
+        gr.Info("That was the last batch: you have seen the whole collection.")
 
 
-def progress_frame(session: Session | None) -> pd.DataFrame:
-    # Gradio's plots fix their axis types and colour categories from the first value they get (categories that
-    # appear later are never drawn), so even the empty start holds both series, typed.
-    rows = [{"round": 0, "count": 0, "series": name} for name in ("labels", "positives found")]
-    for stats in session.history if session else []:
-        rows.append({"round": stats.round, "count": stats.labelled, "series": "labels"})
-        rows.append({"round": stats.round, "count": stats.positives, "series": "positives found"})
-    return pd.DataFrame(rows, columns=["round", "count", "series"]).astype({"round": "int64", "count": "int64"})
+def describe_changes(changes: dict[str, tuple[object, object]]) -> list[str]:
+    names = {"strategy": "strategy", "batch_size": "batch size", "prior_strength": "training strength"}
+    words = [f"{names[k]} {old} → {new}" for k, (old, new) in changes.items() if k in names]
+    return [*words, *(["a new negative prompt"] if "prompt" in changes else [])]
 
 
-def map_legend() -> pd.DataFrame:
-    """One undrawn (NaN) point of every kind: keeps every colour category known to the plot from its first value."""
-    return pd.DataFrame({"x": np.nan, "y": np.nan, "kind": list(MAP_COLOURS)})
-
-
-def map_frame(ws: Workspace, session: Session | None) -> pd.DataFrame:
-    """The collection in 2-D: predictions for a sample of it, plus every labelled and current item on top."""
-    vectors = np.asarray(ws.embeddings.vectors[ws.map_rows], dtype=np.float32)
-    xy = ws.map_xy
+def grid_value(
+    ws: Workspace, bench: Workbench | None, *, changes: list[str] | None = None, notice: str | None = None
+) -> dict[str, Any]:
+    """The grid's value, and the scripting API's reply: ``{"round", "batch", "stats", ...}``. Cards and stats are
+    open dicts: other features add keys (e.g. ``suspect`` on a card)."""
+    session = bench.session if bench else None
     if session is None:
-        kinds = np.full(len(xy), "collection", dtype=object)
-        return pd.concat([map_legend(), pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds})], ignore_index=True)
-    threshold = session.classifier.threshold
-    kinds = np.where(session.scores(vectors) >= threshold, "predicted: it", "predicted: not it").astype(object)
-    frames = [map_legend(), pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "kind": kinds})]
+        return {"key": "none", "round": 0, "batch": [], "stats": None, "notice": notice}
     labels = session.labels
-    marked = {i: ("labelled: it" if v > 0 else "labelled: not it") for i, v in labels.items() if v != 0}
-    marked.update({h.id: "current batch" for h in session.batch()})
-    if marked:
-        ids = list(marked)
-        coords = ws.project(ws.index.fetch(ids))
-        frames.append(pd.DataFrame({"x": coords[:, 0], "y": coords[:, 1], "kind": [marked[i] for i in ids]}))
-    return pd.concat(frames, ignore_index=True)
+    batch = [
+        {
+            "id": hit.id,
+            "thumbnail": ws.thumbnails.data_uri(hit.id),
+            "score": round(hit.score, 4),
+            "label": labels.get(hit.id, 0.0),
+            "alt": ws.collection.caption(hit.id) or hit.id,
+        }
+        for hit in session.batch()
+    ]
+    stats = {**summary(session), "undo": bench.undo_kind, "changes": changes or []}  # type: ignore[union-attr]
+    key = f"{bench.serial}:{session.round}"  # type: ignore[union-attr]  # a new key: a new batch on screen
+    return {
+        "key": key,
+        "round": session.round,
+        "batch": batch,
+        "stats": stats,
+        "prompt": session.classifier.prompt,
+        "notice": notice,
+    }
+
+
+def map_payload(ws: Workspace, session: Session | None) -> dict[str, Any]:
+    """The map as the panel draws it: every coordinate one byte per axis (about 5 KB for 2,000 points)."""
+    view = map_view(ws, session)
+    low, high = ws.map_xy.min(axis=0), ws.map_xy.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+
+    def grid(xy: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint((xy - low) / span * MAP_GRID), 0, MAP_GRID).astype(np.uint8)
+
+    marked = []
+    if view.marked:
+        cells = grid(np.asarray([[x, y] for _, x, y, _ in view.marked], dtype=np.float32))
+        marked = [[id_, int(cx), int(cy), kind] for (id_, _, _, kind), (cx, cy) in zip(view.marked, cells, strict=True)]
+    return {
+        "size": MAP_GRID,
+        "xy": base64.b64encode(grid(view.xy).tobytes()).decode("ascii"),
+        "predicted": "".join("1" if p else "0" for p in view.predicted) if session else "",
+        "marked": marked,
+    }
+
+
+def panel_value(ws: Workspace, session: Session | None) -> dict[str, Any]:
+    rounds = [[c.round, c.positives, c.negatives] for c in labels_per_round(session)] if session else []
+    return {"rounds": rounds, "map": map_payload(ws, session)}
 
 
 def saved_session(ws: Workspace, session: Session | None) -> dict[str, Any] | None:
@@ -229,14 +258,13 @@ def saved_session(ws: Workspace, session: Session | None) -> dict[str, Any] | No
     }
 
 
-def resume_offer(ws: Workspace, saved: Any) -> str | None:
-    """The line offering to resume a saved session of this model and collection, or None."""
-    if not isinstance(saved, dict) or not saved.get("labels"):
+def resume_offer(ws: Workspace, saved: Any) -> dict[str, Any] | None:
+    """What the grid offers to resume from the browser's saved copy (this model and collection only), or None."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("labels"), dict) or not saved["labels"]:
         return None
     if (saved.get("model"), saved.get("dataset")) != (ws.settings.model_id, ws.settings.dataset):
         return None
-    labels = saved["labels"]
-    return f"You have **{len(labels)} labels** for “{saved.get('prompt', '')}” from an earlier visit."
+    return {"labels": len(saved["labels"]), "prompt": str(saved.get("prompt", ""))[:200]}
 
 
 def session_from_saved(ws: Workspace, saved: Any) -> Session:
@@ -255,16 +283,18 @@ def session_from_saved(ws: Workspace, saved: Any) -> Session:
             prompt=str(saved["prompt"]),
             base_model=ws.settings.model_id,
         )
-        session.resume(saved["labels"])
+        session.resume(saved["labels"], undoable=False)
     except (KeyError, TypeError, ValueError) as err:
-        raise gr.Error(f"The saved session cannot be resumed ({err}). Start a new search instead.") from None
+        raise gr.Error(f"The saved session cannot be resumed ({escape(str(err))}). Search instead.") from None
     return session
 
 
-def require_session(session: Session | None) -> Session:
-    if session is None:
-        raise gr.Error("Search for a concept and label a round or two first.")
-    return session
+def saved_copy(ws: Workspace, bench: Workbench) -> Any:
+    """The browser's copy after an action: replaced only by a session holding labels, never by an empty one."""
+    session = bench.session
+    if session is None or not any(session.labels.values()):
+        return gr.skip()
+    return saved_session(ws, session)
 
 
 def export_folder(session: Session, ws: Workspace) -> Path:
@@ -277,53 +307,38 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "classifier"
 
 
-def session_from_classifier(ws: Workspace, probe: LinearProbe) -> Session:
-    """A session that starts from a pulled classifier, its prompt prior as the prior to keep training toward."""
-    prior = probe.prior_weight.numpy()
-    norm = float(np.linalg.norm(prior))
-    prompt_vector = prior / norm if norm > 0 else probe.weight / np.linalg.norm(probe.weight)
-    return Session(
-        ws.index,
-        prompt_vector,
-        seed=ws.settings.seed,
-        classifier=probe,
-        prompt=probe.prompt,
-        base_model=ws.settings.model_id,
-    )
+def require_session(bench: Workbench | None) -> Session:
+    if bench is None or bench.session is None:
+        raise gr.Error("Search for a concept first: type it above and press Search.")
+    return bench.session
 
 
-def scores_from_sliders(session: Session, values: tuple[float, ...]) -> dict[str, float]:
-    return {hit.id: float(value) for hit, value in zip(session.batch(), values, strict=False)}
+def matches_html(ws: Workspace, hits: list, held_out: bool) -> str:
+    thumbnails = ws.held_out_thumbnails if held_out else ws.thumbnails
+    figures = []
+    for hit in hits:
+        name = html.escape(hit.id)
+        figures.append(
+            f'<figure><img src="{thumbnails.data_uri(hit.id)}" alt="{name}" loading="lazy">'  # type: ignore[union-attr]
+            f"<figcaption>{hit.score:.2f} · {name}</figcaption></figure>"
+        )
+    return f'<div class="ct-matches">{"".join(figures)}</div>'
 
 
 # ------------------------------------------------------------------------------------------------ the app
 def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
     """The whole UI over one (possibly still loading) workspace. Launch with ``demo.launch(**LAUNCH_KWARGS)``."""
 
-    thumbnails = Path(tempfile.mkdtemp(prefix="concept-trainer-thumbnails-"))
-
-    @functools.lru_cache(maxsize=8192)
-    def thumbnail(id_: str, held_out: bool = False) -> str:
-        """A thumbnail file, encoded once per image for every visitor: a round then sends paths, not pixels."""
-        ws = loader.get()
-        collection = ws.eval.collection if held_out and ws.eval else ws.collection
-        image = to_rgb(collection.image(id_))
-        # Small images (the offline bundle's are 64 px) are enlarged once here rather than blurred by the browser.
-        scale = THUMBNAIL / max(image.size)
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
-        path = thumbnails / f"{hashlib.sha1(f'{held_out}:{id_}'.encode()).hexdigest()}.jpg"
-        image.save(path, quality=90)  # JPEG: 0.2 ms a thumbnail, against 4 ms for WebP and 5 ms for PNG (measured)
-        return str(path)
-
     with gr.Blocks(title="Concept Trainer", fill_width=True) as demo:
-        session_state = gr.State(None)
+        bench_state = gr.State(None)
+        saved = gr.BrowserState(None, storage_key="concept-trainer-session", secret=BROWSER_SECRET)
         with gr.Column(elem_classes="ct-header"):
             gr.Markdown("# Concept Trainer")
             gr.Markdown("Teach CLIP a concept in a few rounds: **describe it, score what comes back, train, repeat.**")
             header = gr.Markdown(elem_id="status")
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(
-                placeholder="describe the concept, e.g. " + repr(example_prompt(loader)),
+                placeholder="describe the concept you are looking for",
                 show_label=False,
                 scale=5,
                 max_lines=1,
@@ -331,74 +346,68 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 elem_id="prompt",
             )
             search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search")
-        saved = gr.BrowserState(None, storage_key="concept-trainer-session", secret=BROWSER_SECRET)
-        with gr.Row(visible=False, elem_id="resume-row") as resume_row:
-            resume_text = gr.Markdown()
-            resume_button = gr.Button("Resume", size="sm", elem_id="resume")
-        with gr.Accordion("More: negative prompt, strategy, batch size, training", open=False):
+        examples = gr.HTML(
+            "",
+            html_template=(UI / "examples.html").read_text(),
+            js_on_load=(UI / "examples.js").read_text(),
+            elem_id="examples",
+        )
+        with gr.Accordion("More: negative prompt, strategy, batch size, training, start from an image", open=False):
             with gr.Row():
-                negative = gr.Textbox(label="Negative prompt (optional)", placeholder="what it is not, e.g. 'cats'")
+                negative = gr.Textbox(
+                    label="Negative prompt (optional)", placeholder="what it is not", elem_id="negative"
+                )
                 strategy = gr.Dropdown(
-                    [(STRATEGY_HELP[name], name) for name in RECIPE_NAMES], value="mixed", label="How to pick images"
+                    [(STRATEGY_HELP[name], name) for name in RECIPE_NAMES],
+                    value=Settings.from_env().strategy,
+                    label="How to pick images",
+                    elem_id="strategy",
                 )
             with gr.Row():
-                batch_size = gr.Slider(4, MAX_BATCH, value=10, step=1, label="Images per round")
-                prior_strength = gr.Slider(
-                    0.5, 100, value=10, step=0.5, label="Pull toward the prompt (higher = trust the prompt more)"
+                batch_size = gr.Slider(
+                    4,
+                    MAX_BATCH,
+                    value=Settings.from_env().batch_size,
+                    step=1,
+                    label="Images per round",
+                    elem_id="batch-size",
                 )
+                prior_strength = gr.Slider(
+                    0.5,
+                    100,
+                    value=10,
+                    step=0.5,
+                    label="Pull toward the prompt (higher = trust the prompt more)",
+                    elem_id="strength",
+                )
+            gr.Markdown("Changes apply from the next round, and the line above the images says what changed.")
+            query_image = gr.Image(
+                type="filepath",
+                label="Or start from an image: drop one here",
+                sources=["upload", "clipboard"],
+                height=160,
+                elem_id="query-image",
+            )
 
         with gr.Tabs():
             with gr.Tab("Label", id="label"), gr.Row():
-                with gr.Column(scale=3):
-                    gr.Markdown(
-                        "Slide right for **it**, left for **not it**; leave at 0 for no opinion. "
-                        "The number above each slider is the classifier's current score."
+                with gr.Column(scale=3, min_width=300):
+                    grid = gr.HTML(
+                        None,
+                        label="round",
+                        html_template='<div class="ct-root"></div>',
+                        js_on_load=(UI / "grid.js").read_text(),
+                        elem_id="grid",
+                        apply_default_css=False,
                     )
-                    cells: list[Any] = []
-                    sliders: list[gr.Slider] = []
-                    with gr.Row(elem_classes="ct-grid"):
-                        for position in range(MAX_BATCH):
-                            with gr.Column(
-                                visible=False, min_width=150, variant="panel", elem_classes="ct-cell"
-                            ) as cell:
-                                image = gr.Image(
-                                    type="pil",
-                                    interactive=False,
-                                    show_label=False,
-                                    height=150,
-                                    buttons=[],
-                                    container=False,
-                                    elem_classes="ct-image",
-                                )
-                                slider = gr.Slider(
-                                    -1, 1, value=0, step=0.1, label="score", buttons=[], elem_id=f"slider-{position}"
-                                )
-                            cells += [cell, image, slider]
-                            sliders.append(slider)
-                    with gr.Row():
-                        mark_rest = gr.Button("Mark the rest “not it”", elem_id="mark-rest")
-                        train_button = gr.Button("Train & requery", variant="primary", elem_id="train")
-                        undo_button = gr.Button("Undo last round", elem_id="undo")
-                        restart_button = gr.Button("Start over", variant="stop", elem_id="restart")
-                with gr.Column(scale=1, min_width=320):
-                    stats = gr.Markdown(stats_markdown(None), elem_classes="ct-stats", elem_id="stats")
-                    progress_plot = gr.LinePlot(
-                        progress_frame(None),
-                        x="round",
-                        y="count",
-                        color="series",
-                        title="Labels per round",
-                        height=220,
-                    )
-                    map_plot = gr.ScatterPlot(
-                        map_legend(),
-                        x="x",
-                        y="y",
-                        color="kind",
-                        title="Collection map (PCA of the embeddings)",
-                        height=320,
-                        x_axis_labels_visible=False,
-                        color_map=MAP_COLOURS,
+                with gr.Column(scale=1, min_width=280):
+                    panel = gr.HTML(
+                        None,
+                        label="panel",
+                        html_template='<div class="ct-panel"></div>',
+                        js_on_load=(UI / "panel.js").read_text(),
+                        elem_id="panel",
+                        apply_default_css=False,
                     )
 
             with gr.Tab("Classify", id="classify"):
@@ -411,7 +420,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Threshold (P ≥)")
                     classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
                 classify_summary = gr.Markdown("Train a few rounds, then classify the whole collection here.")
-                matches = gr.Gallery(label="Top matches", columns=8, height="auto", elem_id="matches")
+                matches = gr.HTML("", elem_id="matches", js_on_load=None)
 
             with gr.Tab("Export & share", id="export"), gr.Row():
                 with gr.Column():
@@ -427,7 +436,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                         gr.LoginButton()
                     else:
                         gr.Markdown("Running locally: pushes use this machine's token (`HF_TOKEN` or `hf auth login`).")
-                    repo_id = gr.Textbox(label="Repository", placeholder="your-name/dogs-in-the-snow")
+                    hub_note = gr.Markdown(elem_id="hub-note")
+                    repo_id = gr.Textbox(label="Repository", placeholder="your-name/red-circles")
                     with gr.Row():
                         private = gr.Checkbox(label="Private", value=False)
                         overwrite = gr.Checkbox(label="Update the repository if it exists", value=False)
@@ -441,162 +451,297 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     load_source = gr.Textbox(label="Repository or folder", placeholder="someone/red-circles")
                     load_button = gr.Button("Load classifier", elem_id="load")
 
-        round_outputs = [session_state, *cells, stats]
-        plot_outputs = [progress_plot, map_plot]
+        # The scripting API's inputs: hidden, so that each parameter has its name and default in the API docs.
+        with gr.Column(visible=False):
+            api_prompt = gr.Textbox(label="prompt")
+            api_negative = gr.Textbox("", label="negative")
+            api_strategy = gr.Textbox("mixed", label="strategy")
+            api_batch_size = gr.Number(10, label="batch_size")
+            api_labels = gr.JSON(label="labels")
+            api_more_like = gr.JSON([], label="more_like")
+            api_start, api_round, api_undo = gr.Button(), gr.Button(), gr.Button()
+        settings_inputs = [negative, strategy, batch_size, prior_strength]
+        ui_outputs = [bench_state, grid, panel, saved]
 
         # ------------------------------------------------------------------------------------------ handlers
-        locks: weakref.WeakKeyDictionary[Session, threading.Lock] = weakref.WeakKeyDictionary()
-        locks_guard = threading.Lock()
+        def respond(ws: Workspace, bench: Workbench, **grid_options: Any) -> list[Any]:
+            return [bench, grid_value(ws, bench, **grid_options), panel_value(ws, bench.session), saved_copy(ws, bench)]
 
-        def exclusive(session: Session) -> threading.Lock:
-            """One lock per session: a tab's events (or an API client's parallel calls) change it one at a time."""
-            with locks_guard:
-                return locks.setdefault(session, threading.Lock())
+        def bench_for(ws: Workspace, bench: Workbench | None, saved_value: Any) -> tuple[Workbench, str | None]:
+            """This tab's workbench. After a server restart the tab's session is gone: its browser copy comes back."""
+            bench = bench or Workbench()
+            if bench.session is None and resume_offer(ws, saved_value) is not None:
+                bench.start(session_from_saved(ws, saved_value))
+                return bench, "The server restarted: your labels are back from this browser's copy."
+            return bench, None
 
-        def render(session: Session | None) -> list[Any]:
-            return [session, *batch_updates(session, thumbnail), stats_markdown(session)]
+        def apply_settings(ws: Workspace, bench: Workbench, negative_text: Any, settings: tuple[str, int, float]):
+            strategy_name, size, strength = settings
+            session = require_session(bench)
+            vector = None
+            negative_text = str(negative_text or "")
+            try:
+                if negative_text != bench.negative and session.classifier.prompt:
+                    vector = ws.prompt_vector(session.classifier.prompt, negative_text)
+                changes = session.configure(
+                    strategy=strategy_name, batch_size=size, prior_strength=strength, prompt_vector=vector
+                )
+            except ValueError as err:
+                raise refuse(err) from err
+            bench.negative = negative_text
+            return describe_changes(changes)
 
-        def after_round(session: Session | None) -> list[Any]:
-            # A chained step: the new batch is on screen before the plots are drawn and the browser saves the labels.
-            ws = loader.get()
-            return [progress_frame(session), map_frame(ws, session), saved_session(ws, session)]
+        def on_search(bench, saved_value, prompt_text, negative_text, strategy_name, size, strength):
+            ws = workspace_or_error(loader)
+            settings = settings_from(strategy_name, size, strength)
+            bench = bench or Workbench()
+            with bench.lock:
+                bench.start(new_session(ws, prompt_text, negative_text, settings), str(negative_text or ""))
+            return respond(ws, bench)
 
-        def offer(saved_value: Any):
-            ready, _, _ = loader.status()
-            text = resume_offer(loader.get(), saved_value) if ready else None
-            return gr.update(visible=text is not None), text or ""
+        def on_example(bench, saved_value, negative_text, strategy_name, size, strength, evt: gr.EventData):
+            text = event_data(evt).get("prompt")
+            return [text, *on_search(bench, saved_value, text, negative_text, strategy_name, size, strength)]
 
-        def resume(saved_value: Any):
+        def on_image(bench, saved_value, image_path, negative_text, strategy_name, size, strength):
+            ws = workspace_or_error(loader)
+            if not image_path:
+                return [gr.skip()] * 4
+            settings = settings_from(strategy_name, size, strength)
+            try:
+                image = load_image(image_path)
+            except UndecodableImage as err:
+                raise refuse(err) from err
+            name = f"images like {Path(str(image_path)).name}"
+            bench = bench or Workbench()
+            with bench.lock:
+                session = ws.new_session(
+                    name,
+                    str(negative_text or ""),
+                    image=image,
+                    strategy=settings[0],
+                    batch_size=settings[1],
+                    prior_strength=settings[2],
+                )
+                bench.start(session, str(negative_text or ""))
+            return respond(ws, bench)
+
+        def on_train(bench, saved_value, negative_text, strategy_name, size, strength, evt: gr.EventData):
+            ws = workspace_or_error(loader)
+            data = event_data(evt)
+            labels, more_like = round_request(data.get("labels"), data.get("more"))
+            settings = settings_from(strategy_name, size, strength)
+            bench, notice = bench_for(ws, bench, saved_value)
+            with bench.lock:
+                session = require_session(bench)
+                if notice:  # the batch on screen is the one from before the restart: it was shown
+                    try:
+                        session.add_to_batch(list(labels))
+                    except KeyError as err:
+                        raise refuse(err) from err
+                changes = apply_settings(ws, bench, negative_text, settings)
+                run_round(session, labels, more_like)
+            return respond(ws, bench, changes=changes, notice=notice)
+
+        def on_undo(bench, saved_value):
+            ws = workspace_or_error(loader)
+            if bench is None or bench.undo_kind is None:
+                raise gr.Error(f"{NOTHING_TO_UNDO.capitalize()}.")
+            with bench.lock:
+                kind = bench.undo()
+            notice = "Start over undone: your earlier session and its labels are back." if kind == "start" else None
+            return respond(ws, bench, notice=notice)
+
+        def on_resume(bench, saved_value):
             ws = workspace_or_error(loader)
             session = session_from_saved(ws, saved_value)
-            return [session.classifier.prompt or "", *render(session), gr.update(visible=False)]
+            bench = bench or Workbench()
+            with bench.lock:
+                bench.start(session)
+            return [session.classifier.prompt or "", *respond(ws, bench)]
 
-        def search(prompt_text: str, negative_text: str, strategy_name: str, size: float, prior: float):
+        def on_pick(bench, saved_value, evt: gr.EventData):
             ws = workspace_or_error(loader)
-            return render(new_session(ws, prompt_text, negative_text, strategy_name, size, prior))
-
-        def train(session: Session | None, *values: float):
-            if session is None:
-                raise gr.Error("Search for a concept first: type it above and press Search.")
-            with exclusive(session):
-                scores = scores_from_sliders(session, values)
+            data = event_data(evt)
+            session = require_session(bench)
+            if isinstance(data.get("row"), int) and 0 <= data["row"] < len(ws.map_rows):
+                id_ = ws.embeddings.ids[int(ws.map_rows[data["row"]])]
+            elif isinstance(data.get("id"), str):
+                id_ = data["id"]
+            else:
+                raise gr.Error("Click a point of the map to show that image.")
+            with bench.lock:
                 try:
-                    session.label(scores)
-                    if not any(session.labels.values()):
-                        gr.Warning("No labels yet: slide right for 'it', left for 'not it'. Showing new images anyway.")
-                    session.train_and_requery()
-                except (ValueError, ConnectionError, TimeoutError, IndexUnavailable) as err:
-                    raise gr.Error(f"{str(err).rstrip('.')}. Your labels are kept; try again.") from err
-                if session.exhausted:
-                    gr.Info("That was the last batch: you have seen the whole collection.")
-                return render(session)
+                    session.add_to_batch([id_])
+                except KeyError as err:
+                    raise refuse(err) from err
+            return respond(ws, bench)
 
-        def undo(session: Session | None):
-            if session is None:
-                raise gr.Error("Nothing to undo yet.")
-            with exclusive(session):
-                try:
-                    session.undo()
-                except ValueError as err:
-                    raise gr.Error(str(err)) from err
-                return render(session)
-
-        def mark_rest_not_it(session: Session | None, *values: float):
-            size = len(session.batch()) if session else 0
-            return [(-1.0 if position < size and value == 0 else value) for position, value in enumerate(values)]
-
-        def classify(session: Session | None, split_name: str, cutoff: float):
-            session = require_session(session)
+        def on_page_load(bench, saved_value):
+            """A page (re)loaded, or the collection became ready: the Hub's state, example prompts, the empty map and
+            an offer to resume the browser's saved session. Never touches a session already on screen."""
+            ready, _, _ = loader.status()
+            if not ready:
+                return [gr.skip()] * 5
             ws = loader.get()
+            hub = (
+                ""
+                if ws.hub_online
+                else (
+                    "⚠️ The Hugging Face Hub cannot be reached from this server, so pushing is off: use **Prepare "
+                    "download** instead."
+                )
+            )
+            hub_outputs = [ws.collection.example_prompts(3), hub, gr.update(interactive=ws.hub_online)]
+            if bench is not None and bench.session is not None:
+                return [gr.skip(), gr.skip(), *hub_outputs]
+            value = {**grid_value(ws, None), "offer": resume_offer(ws, saved_value)}
+            return [value, panel_value(ws, None), *hub_outputs]
+
+        # ---- the scripting API
+        def start(prompt, negative="", strategy="mixed", batch_size=10, bench=None):
+            """Start a session for a prompt. Returns {"round": 1, "batch": [{"id", "score", "thumbnail", "label", ...}],
+            "stats": {...}}. Replaces this client's session (/undo brings it back)."""
+            ws = workspace_or_error(loader)
+            settings = settings_from(strategy, batch_size, 10.0)
+            bench = bench or Workbench()
+            with bench.lock:
+                bench.start(new_session(ws, prompt, negative, settings), str(negative or ""))
+                return bench, grid_value(ws, bench)
+
+        def round(labels, more_like=None, bench=None):  # the API's name: shadows the builtin in here only
+            """Label the batch ({id: score in [-1, 1]}; more_like: ids whose neighbours to show next), train on every
+            label so far, and return the next {"round", "batch", "stats"}."""
+            ws = workspace_or_error(loader)
+            labels, more = round_request(labels, more_like)
+            session = require_session(bench)
+            with bench.lock:
+                run_round(session, labels, more)
+                return bench, grid_value(ws, bench)
+
+        def undo(bench=None):
+            """Take back the last round (or the last /start): returns {"round", "batch", "stats"} as they were, the
+            batch's labels included."""
+            ws = workspace_or_error(loader)
+            if bench is None or bench.undo_kind is None:
+                raise gr.Error(f"{NOTHING_TO_UNDO.capitalize()}.")
+            with bench.lock:
+                bench.undo()
+                return bench, grid_value(ws, bench)
+
+        # ---- classify, export, push, load
+        def classify(bench, split_name, cutoff):
+            session = require_session(bench)
+            ws = workspace_or_error(loader)
             held_out = split_name == "held-out split"
             if held_out and ws.eval is None:
                 raise gr.Error("This collection has no held-out split; classify the indexed collection.")
-            embeddings = ws.eval.embeddings if held_out else ws.embeddings
-            probs = session.scores(np.asarray(embeddings.vectors))
-            above = int((probs >= cutoff).sum())
-            order = np.argsort(-probs, kind="stable")[:GALLERY_SIZE]
-            shown = [(i, probs[i]) for i in order if probs[i] >= cutoff]
-            images = [(thumbnail(embeddings.ids[i], held_out), f"{p:.2f} · {embeddings.ids[i]}") for i, p in shown]
-            summary = (
-                f"**{above:,} of {len(probs):,}** images ({above / max(len(probs), 1):.1%}) score ≥ {cutoff:.2f}"
-                f" in the {split_name}. Showing the top {len(images)}."
-            )
-            return summary, images
-
-        def export(session: Session | None) -> list[str]:
             try:
-                folder = export_folder(require_session(session), loader.get())
+                cutoff = float(cutoff)
+                embeddings = ws.eval.embeddings if held_out else ws.embeddings  # type: ignore[union-attr]
+                ranking = rank(session, embeddings.ids, embeddings.vectors, cutoff, GALLERY_SIZE)
+            except (TypeError, ValueError) as err:
+                raise refuse(err) from err
+            summary_text = (
+                f"**{ranking.above:,} of {ranking.total:,}** images ({ranking.above / max(ranking.total, 1):.1%}) "
+                f"score ≥ {cutoff:.2f} in the {split_name}. Showing the top {len(ranking.top)}."
+            )
+            return summary_text, matches_html(ws, ranking.top, held_out)
+
+        def export(bench) -> list[str]:
+            try:
+                folder = export_folder(require_session(bench), loader.get())
                 return [str(zip_export(folder)), str(folder / LABELS_CSV), str(folder / LABELS_JSONL)]
             except OSError as err:  # a full or read-only temporary folder: nothing is lost, the session is untouched
                 raise gr.Error(f"Could not write the export ({err.strerror or err}). Your labels are kept.") from None
 
-        def push(
-            session: Session | None,
-            repo: str,
-            private_repo: bool,
-            update: bool,
-            oauth_token: gr.OAuthToken | None = None,
-        ) -> str:
-            session = require_session(session)
+        def push(bench, repo: str, private_repo: bool, update: bool, oauth_token: gr.OAuthToken | None = None) -> str:
+            session = require_session(bench)
+            ws = workspace_or_error(loader)
+            if not ws.hub_online:
+                raise gr.Error("The Hugging Face Hub cannot be reached from this server: use Prepare download.")
             try:
                 token = token_for_push(oauth_token.token if oauth_token else None, space=on_space())
-                url = push_classifier(
-                    export_folder(session, loader.get()), repo, token, private=private_repo, exist_ok=update
-                )
+                url = push_classifier(export_folder(session, ws), repo, token, private=private_repo, exist_ok=update)
             except HubError as err:
                 raise gr.Error(str(err)) from None  # scrubbed of any token by trainer.hub
             return (
                 f"✅ Pushed: [{url}]({url}). Anyone can load it with `LinearProbe.from_pretrained({repo.strip()!r})`."
             )
 
-        def load(source: str, oauth_token: gr.OAuthToken | None = None):
+        def load(bench, source: str, oauth_token: gr.OAuthToken | None = None):
             ws = workspace_or_error(loader)
-            if not source or not source.strip():
+            if not isinstance(source, str) or not source.strip():
                 raise gr.Error("Enter a Hub repository such as 'someone/red-circles', or a local folder.")
+            local = not on_space()  # a visitor to a public Space must not make the server read its folders
+            folder_like = (local and Path(source.strip()).expanduser().is_dir()) or source.strip()[0] in "/.~\\"
+            if not ws.hub_online and not folder_like:  # a repo id: refused at once rather than after retries
+                raise gr.Error("The Hugging Face Hub cannot be reached from this server, so only a local folder loads.")
             try:
                 probe = load_classifier(
                     source.strip(),
                     expect_base_model=ws.settings.model_id,
                     expect_dim=ws.embedder.dim,
                     token=oauth_token.token if oauth_token else False,
-                    local=not on_space(),  # a visitor to a public Space must not make the server read its folders
+                    local=local,
                 )
             except HubError as err:
                 raise gr.Error(str(err)) from None
-            session = session_from_classifier(ws, probe)
-            gr.Info(f"Loaded the classifier for {probe.prompt!r}: classify with it or keep labelling.")
-            return [probe.prompt or "", *render(session)]
+            bench = bench or Workbench()
+            with bench.lock:
+                bench.start(ws.session_from(probe))
+            gr.Info(f"Loaded the classifier for {escape(repr(probe.prompt))}: classify with it or keep labelling.")
+            return [probe.prompt or "", *respond(ws, bench)]
 
         # ------------------------------------------------------------------------------------------ wiring
-        search_inputs = [prompt, negative, strategy, batch_size, prior_strength]
-        plot_args = {"fn": after_round, "inputs": session_state, "outputs": [*plot_outputs, saved], "api_name": False}
-        search_button.click(search, search_inputs, round_outputs, api_name="search").then(**plot_args)
-        prompt.submit(search, search_inputs, round_outputs, api_name=False).then(**plot_args)
-        restart_button.click(search, search_inputs, round_outputs, api_name="start_over").then(**plot_args)
-        train_button.click(train, [session_state, *sliders], round_outputs, api_name="train").then(**plot_args)
-        undo_button.click(undo, session_state, round_outputs, api_name="undo").then(**plot_args)
-        mark_rest.click(mark_rest_not_it, [session_state, *sliders], sliders, api_name="mark_rest")
-        classify_inputs = [session_state, split, threshold]
-        classify_button.click(classify, classify_inputs, [classify_summary, matches], api_name="classify")
-        threshold.release(classify, classify_inputs, [classify_summary, matches], api_name=False)
-        export_button.click(export, session_state, export_files, api_name="export")
-        push_button.click(push, [session_state, repo_id, private, overwrite], push_result, api_name="push")
-        load_button.click(load, load_source, [prompt, *round_outputs], api_name="load").then(**plot_args)
-        demo.load(lambda: header_markdown(loader), None, header, api_name=False)
-        demo.load(offer, saved, [resume_row, resume_text], api_name=False)
-        resume_button.click(resume, saved, [prompt, *round_outputs, resume_row], api_name=False).then(**plot_args)
+        ui_start = [bench_state, saved, prompt, *settings_inputs]
+        ui_round = [bench_state, saved, *settings_inputs]
+        for trigger in (search_button.click, prompt.submit):
+            trigger(on_search, ui_start, ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
+        grid.restart(on_search, ui_start, ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
+        grid.train(on_train, ui_round, ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
+        grid.undo(on_undo, [bench_state, saved], ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
+        grid.resume(on_resume, [bench_state, saved], [prompt, *ui_outputs], **UI_ONLY).failure(None, js=IDLE_JS)
+        panel.pick(on_pick, [bench_state, saved], ui_outputs, **UI_ONLY)
+        examples.example(on_example, ui_round, [prompt, *ui_outputs], **UI_ONLY)
+        query_image.upload(
+            on_image,
+            [bench_state, saved, query_image, *settings_inputs],
+            ui_outputs,
+            show_progress="hidden",
+            api_visibility="private",
+        )
+        api_start.click(
+            start,
+            [api_prompt, api_negative, api_strategy, api_batch_size, bench_state],
+            [bench_state, grid],
+            api_name="start",
+            **QUIET,
+        )
+        api_round.click(round, [api_labels, api_more_like, bench_state], [bench_state, grid], api_name="round", **QUIET)
+        api_undo.click(undo, [bench_state], [bench_state, grid], api_name="undo", **QUIET)
+        classify_inputs = [bench_state, split, threshold]
+        classify_button.click(classify, classify_inputs, [classify_summary, matches], api_name="classify", **QUIET)
+        threshold.release(classify, classify_inputs, [classify_summary, matches], api_visibility="private", **QUIET)
+        export_button.click(export, bench_state, export_files, api_name="export", **QUIET)
+        push_inputs = [bench_state, repo_id, private, overwrite]
+        push_button.click(push, push_inputs, push_result, api_name="push", **QUIET)
+        load_button.click(load, [bench_state, load_source], [prompt, *ui_outputs], api_name="load", **QUIET)
+        demo.load(lambda: header_markdown(loader), None, header, api_visibility="private")
+        demo.load(on_page_load, [bench_state, saved], [grid, panel, examples, hub_note, push_button], **UI_ONLY)
         timer = gr.Timer(1.0)
         timer.tick(
             lambda: (header_markdown(loader), gr.Timer(active=not loader.status()[0] and not loader.failed)),
             None,
             [header, timer],
-            api_name=False,
+            api_visibility="private",
             show_progress="hidden",
-        )
+        ).then(on_page_load, [bench_state, saved], [grid, panel, examples, hub_note, push_button], **UI_ONLY)
     return demo
 
 
-# No component takes an upload, but Gradio's upload route is open to anyone: cap what a visitor can send.
+CSS = (UI / "app.css").read_text()
+# The upload route is open to anyone (and now takes a query image): cap what a visitor can send.
 MAX_UPLOAD = "5mb"
 LAUNCH_KWARGS: dict[str, Any] = {"theme": THEME, "css": CSS, "max_file_size": MAX_UPLOAD}
 

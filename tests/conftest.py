@@ -66,6 +66,15 @@ def bundle_workspace(tmp_path_factory: pytest.TempPathFactory):
     return WorkspaceLoader(lambda progress: load_workspace(settings, progress)).start()
 
 
+@pytest.fixture
+def hub_online(bundle_workspace, monkeypatch):
+    """The app's workspace as if the Hub had answered at start-up (tests run offline), so that pushes are allowed."""
+    import dataclasses
+
+    ws = bundle_workspace.wait(timeout=600)
+    monkeypatch.setattr(bundle_workspace, "_workspace", dataclasses.replace(ws, hub_online=True))
+
+
 @pytest.fixture(scope="session")
 def app_url(bundle_workspace):
     """The app launched on a free local port over the bundle; closed when the session ends."""

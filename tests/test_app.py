@@ -1,7 +1,8 @@
-"""The app through its HTTP API (gradio_client) on the offline bundle: what a visitor's clicks trigger."""
+"""The app through its scripting API (gradio_client) on the offline bundle: /start, /round, /undo and the rest."""
 
 from __future__ import annotations
 
+import base64
 import re
 import zipfile
 from pathlib import Path
@@ -12,11 +13,8 @@ from gradio_client.exceptions import AppError
 
 import app
 import trainer.hub
-from app import MAX_BATCH
 from trainer.classifier import LinearProbe
 from trainer.hub import read_labels, token_for_push
-
-N_OUT = 2 * MAX_BATCH  # (image, slider) per cell, then stats, progress plot, map
 
 
 @pytest.fixture
@@ -24,124 +22,160 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def search(
-    client: Client, prompt: str = "a red circle", batch_size: int = 10, strategy: str = "mixed", negative: str = ""
-):
-    return client.predict(prompt, negative, strategy, batch_size, 10, api_name="/search")
+def start(client: Client, prompt: str = "a red circle", **options):
+    return client.predict(prompt, api_name="/start", **options)
 
 
-def value(output):
-    """A component update arrives as {"value": ..., "__type__": "update", ...}; a plain value as itself."""
-    return output["value"] if isinstance(output, dict) and output.get("__type__") == "update" else output
+def ids(reply: dict) -> list[str]:
+    return [card["id"] for card in reply["batch"]]
 
 
-def images(outputs) -> list[str]:
-    return [value(outputs[2 * i]) for i in range(MAX_BATCH) if value(outputs[2 * i])]
+def label_all(reply: dict, positives: int) -> dict[str, float]:
+    """The first ``positives`` cards "it", the rest "not it"."""
+    return {card["id"]: (1.0 if k < positives else -1.0) for k, card in enumerate(reply["batch"])}
 
 
-def sliders(outputs) -> list[float]:
-    return [value(outputs[2 * i + 1]) for i in range(MAX_BATCH)]
+# ------------------------------------------------------------------------------------------------ the scripting API
+def test_the_api_documents_start_round_and_undo_with_their_parameters(client):
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    parameters = {name: [p["parameter_name"] for p in endpoints[name]["parameters"]] for name in endpoints}
+    assert parameters["/start"] == ["prompt", "negative", "strategy", "batch_size"]
+    assert parameters["/round"] == ["labels", "more_like"]
+    assert parameters["/undo"] == []
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in endpoints["/start"]["parameters"][1:]}
+    assert defaults == {"negative": "", "strategy": "mixed", "batch_size": 10}
+    assert not any(name.startswith(("/search", "/train", "/mark_rest", "/start_over")) for name in endpoints)
 
 
-def stats(outputs) -> str:
-    return value(outputs[N_OUT])
+def test_start_returns_round_one_with_a_batch_of_thumbnails_scores_and_stats(client):
+    reply = start(client, batch_size=8, strategy="top")
+    assert reply["round"] == 1 and len(reply["batch"]) == 8
+    card = reply["batch"][0]
+    assert {"id", "score", "thumbnail", "label", "alt"} <= set(card)
+    assert card["thumbnail"].startswith("data:image/jpeg;base64,")
+    assert base64.b64decode(card["thumbnail"].split(",", 1)[1])[:2] == b"\xff\xd8"  # a JPEG
+    assert 0 <= card["score"] <= 1 and card["label"] == 0
+    scores = [c["score"] for c in reply["batch"]]
+    assert scores == sorted(scores, reverse=True)  # "top": best first
+    stats = reply["stats"]
+    assert (stats["round"], stats["labels"], stats["seen"], stats["strategy"], stats["batch_size"]) == (
+        1,
+        0,
+        8,
+        "top",
+        8,
+    )
 
 
-def train(client: Client, values: list[float]):
-    return client.predict(*values, *[0.0] * (MAX_BATCH - len(values)), api_name="/train")
-
-
-def test_search_shows_a_batch_and_round_one(client):
-    out = search(client, batch_size=8)
-    assert len(images(out)) == 8
-    assert "Round 1" in stats(out) and "0 labels" in stats(out)
-
-
-def test_label_train_and_requery_shows_new_images_and_round_two_then_undo_restores(client):
-    first = search(client)
-    labels = [1.0, 1.0, -1.0, -0.5, 0.0, 0.0, -1.0, -1.0, -1.0, 1.0]
-    second = train(client, labels)
-    assert "Round 2" in stats(second)
-    assert "8 labels (+3 / −5)" in stats(second)
-    assert not set(images(first)) & set(images(second))  # never shows an image twice
-    assert sliders(second)[:10] == [0.0] * 10  # a fresh batch starts with no opinion
+def test_a_round_trains_shows_new_images_and_undo_brings_back_the_batch_and_its_labels(client):
+    first = start(client)
+    labels = label_all(first, positives=3) | {first["batch"][4]["id"]: 0.5, first["batch"][5]["id"]: 0.0}
+    second = client.predict(labels, api_name="/round")
+    assert second["round"] == 2
+    assert (second["stats"]["labels"], second["stats"]["positives"], second["stats"]["negatives"]) == (9, 4, 5)
+    assert not set(ids(first)) & set(ids(second))  # never an image twice
+    assert all(card["label"] == 0 for card in second["batch"])
     back = client.predict(api_name="/undo")
-    assert "Round 1" in stats(back)
-    assert images(back) == images(first)
-    assert sliders(back)[:10] == labels  # the labels given before training come back
+    assert back["round"] == 1 and ids(back) == ids(first)
+    assert {c["id"]: c["label"] for c in back["batch"]} == {i: labels.get(i, 0.0) for i in ids(first)}
 
 
-def test_mark_the_rest_not_it_only_touches_untouched_sliders_of_the_batch(client):
-    search(client, batch_size=5)
-    values = [1.0, 0.0, 0.5, 0.0, 0.0] + [0.0] * (MAX_BATCH - 5)
-    assert list(client.predict(*values, api_name="/mark_rest")) == [1.0, -1.0, 0.5, -1.0, -1.0] + [0.0] * 15
-
-
-def test_classify_counts_matches_over_the_threshold_and_shows_the_top_ones(client):
-    search(client)
-    train(client, [1.0] * 3 + [-1.0] * 7)
-    summary, gallery = client.predict("indexed collection", 0.5, api_name="/classify")
-    above, total = (int(n.replace(",", "")) for n in re.search(r"\*\*([\d,]+) of ([\d,]+)\*\*", summary).groups())
-    assert 0 < above < total
-    assert 0 < len(gallery) <= min(above, 48)
-    summary, _ = client.predict("held-out split", 0.99, api_name="/classify")
-    assert "held-out split" in summary
+def test_more_like_this_brings_the_nearest_unseen_neighbours_into_the_next_batch(client, bundle_workspace):
+    first = start(client, "a large red heart", batch_size=10)
+    chosen = first["batch"][0]["id"]
+    reply = client.predict({chosen: 1.0}, [chosen], api_name="/round")
+    ws = bundle_workspace.wait(timeout=600)
+    nearest = [h.id for h in ws.index.query(ws.vectors_of([chosen])[0], 30, exclude=set(ids(first)))][:5]
+    assert ids(reply)[:5] == nearest  # half the batch: its neighbours, nearest first
+    assert len(reply["batch"]) == 10
 
 
 def test_two_visitors_keep_separate_sessions(app_url):
     alice, bob = Client(app_url, verbose=False), Client(app_url, verbose=False)
-    search(alice)
-    search(bob, prompt="a blue square")
-    after_alice = train(alice, [1.0] * 10)
-    assert "+10" in stats(after_alice)
-    bob_round = train(bob, [-1.0] * 10)
-    assert "10 labels (+0 / −10)" in stats(bob_round)
-    assert "Round 2" in stats(bob_round)
+    first_alice = start(alice)
+    first_bob = start(bob, "a blue square", batch_size=6)
+    after_alice = alice.predict(label_all(first_alice, 10), api_name="/round")
+    after_bob = bob.predict(label_all(first_bob, 0), api_name="/round")
+    assert (after_alice["stats"]["positives"], after_alice["stats"]["negatives"]) == (10, 0)
+    assert (after_bob["stats"]["positives"], after_bob["stats"]["negatives"], len(after_bob["batch"])) == (0, 6, 6)
+    assert after_bob["round"] == after_alice["round"] == 2
+    assert alice.predict(api_name="/undo")["round"] == 1
+    assert bob.predict(label_all(after_bob, 1), api_name="/round")["round"] == 3  # Alice's undo is hers alone
+
+
+def test_a_new_start_can_be_undone_with_every_label_back(client):
+    first = start(client)
+    labelled = client.predict(label_all(first, 2), api_name="/round")
+    restarted = start(client, "a blue square")
+    assert restarted["round"] == 1 and restarted["stats"]["labels"] == 0
+    back = client.predict(api_name="/undo")
+    assert back["round"] == 2 and ids(back) == ids(labelled) and back["stats"]["labels"] == 10
 
 
 @pytest.mark.parametrize("prompt", ["", "   "])
-def test_an_empty_prompt_gets_a_clear_message(client, prompt):
-    with pytest.raises(AppError, match="Describe the concept"):
-        search(client, prompt=prompt)
+def test_an_empty_prompt_gets_a_clear_message_with_an_example_from_this_collection(client, prompt):
+    with pytest.raises(AppError, match=r"Describe the concept first.*for example 'a "):
+        start(client, prompt)
 
 
-def test_training_before_searching_says_what_to_do(client):
+def test_a_round_before_starting_says_what_to_do(client):
     with pytest.raises(AppError, match="Search for a concept first"):
-        train(client, [1.0])
+        client.predict({"x": 1.0}, api_name="/round")
 
 
 def test_undo_with_nothing_to_undo_says_so(client):
-    search(client)
-    with pytest.raises(AppError, match="nothing to undo"):
+    start(client)
+    with pytest.raises(AppError, match="Nothing to undo"):
         client.predict(api_name="/undo")
+
+
+def test_parallel_rounds_for_one_session_take_turns(client):
+    first = start(client)
+    jobs = [client.submit({i: -1.0 for i in ids(first)}, api_name="/round") for _ in range(2)]
+    rounds = sorted(job.result(timeout=120)["round"] for job in jobs)
+    assert rounds == [2, 3]  # two whole rounds, one after the other: the second labelled nothing new
+
+
+# ----------------------------------------------------------------------------------------------- classify
+def test_classify_counts_matches_over_the_threshold_and_shows_the_top_ones(client):
+    first = start(client)
+    client.predict(label_all(first, 3), api_name="/round")
+    summary, gallery = client.predict("indexed collection", 0.5, api_name="/classify")
+    above, total = (int(n.replace(",", "")) for n in re.search(r"\*\*([\d,]+) of ([\d,]+)\*\*", summary).groups())
+    assert 0 < above < total
+    assert 0 < gallery.count("<figure>") <= min(above, app.GALLERY_SIZE)
+    summary, _ = client.predict("held-out split", 0.99, api_name="/classify")
+    assert "held-out split" in summary
 
 
 # ----------------------------------------------------------------------------------------------- export & share
 def test_export_gives_files_that_load_back(client, tmp_path):
-    search(client, negative="a blue square")
-    train(client, [1.0, -1.0, 1.0] + [-1.0] * 7)
+    first = start(client)
+    client.predict(
+        {card["id"]: (1.0 if k % 2 == 0 else -1.0) for k, card in enumerate(first["batch"])}, api_name="/round"
+    )
     archive, labels_csv, labels_jsonl = client.predict(api_name="/export")
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(tmp_path)
     folder = next(p.parent for p in tmp_path.rglob("model.safetensors"))
     probe = LinearProbe.from_pretrained(folder)
-    assert probe.prompt == "a red circle" and probe.negative_prompt == "a blue square" and probe.dim > 0
+    assert probe.prompt == "a red circle" and probe.dim > 0
     assert {r.score for r in read_labels(labels_csv)} == {1.0, -1.0}
     assert len(read_labels(labels_jsonl)) == 10
 
 
-def test_push_signed_out_on_a_space_is_refused_and_never_uses_the_spaces_token(client, monkeypatch):
+def test_push_signed_out_on_a_space_is_refused_and_never_uses_the_spaces_token(client, monkeypatch, hub_online):
     monkeypatch.setenv("SPACE_ID", "someone/concept-trainer")
     monkeypatch.setenv("HF_TOKEN", "hf_SPACEOWNERsecret")
     pushed = []
     monkeypatch.setattr(app, "push_classifier", lambda *a, **k: pushed.append(a) or "")
-    search(client)
+    start(client)
     with pytest.raises(AppError, match="Sign in with Hugging Face"):
         client.predict("me/red-circles", False, False, api_name="/push")
     assert pushed == []
 
 
-def test_push_run_locally_uses_this_machines_token_and_links_the_repo(client, monkeypatch):
+def test_push_run_locally_uses_this_machines_token_and_links_the_repo(client, monkeypatch, hub_online):
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.setattr(trainer.hub, "get_token", lambda: "hf_localMachineToken")
     calls = []
@@ -151,7 +185,7 @@ def test_push_run_locally_uses_this_machines_token_and_links_the_repo(client, mo
         return f"https://huggingface.co/{repo}"
 
     monkeypatch.setattr(app, "push_classifier", fake_push)
-    search(client)
+    start(client)
     result = client.predict("me/red-circles", True, False, api_name="/push")
     assert "https://huggingface.co/me/red-circles" in result
     folder, repo, token, options = calls[0]
@@ -160,11 +194,18 @@ def test_push_run_locally_uses_this_machines_token_and_links_the_repo(client, mo
     assert "hf_localMachineToken" not in result
 
 
-def test_push_without_any_token_locally_says_how_to_get_one(client, monkeypatch):
+def test_push_without_any_token_locally_says_how_to_get_one(client, monkeypatch, hub_online):
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.setattr(trainer.hub, "get_token", lambda: None)
-    search(client)
+    start(client)
     with pytest.raises(AppError, match="HF_TOKEN"):
+        client.predict("me/red-circles", False, False, api_name="/push")
+
+
+def test_push_with_the_hub_unreachable_is_refused_at_once_with_the_reason(client, monkeypatch):
+    monkeypatch.setattr(app, "push_classifier", pytest.fail)
+    start(client)
+    with pytest.raises(AppError, match="cannot be reached"):
         client.predict("me/red-circles", False, False, api_name="/push")
 
 
@@ -173,24 +214,17 @@ def test_a_signed_in_visitor_pushes_with_their_own_token():
 
 
 def test_load_a_classifier_from_a_folder_and_keep_training(client, tmp_path):
-    search(client)
-    train(client, [1.0] * 2 + [-1.0] * 8)
+    first = start(client)
+    client.predict(label_all(first, 2), api_name="/round")
     archive = client.predict(api_name="/export")[0]
     with zipfile.ZipFile(archive) as zipped:
         zipped.extractall(tmp_path)
     folder = next(p.parent for p in tmp_path.rglob("model.safetensors"))
     other = Client(client.src, verbose=False)
-    loaded = other.predict(str(folder), api_name="/load")
-    assert loaded[0] == "a red circle"
-    assert "Round 1" in stats(loaded[1:])
-    assert "Round 2" in stats(train(other, [1.0] * 10))
+    prompt, grid, _panel = other.predict(str(folder), api_name="/load")[:3]
+    assert prompt == "a red circle" and grid["round"] == 1 and len(grid["batch"]) == 10
+    assert other.predict(label_all(grid, 1), api_name="/round")["round"] == 2
     with pytest.raises(AppError, match="Enter a Hub repository"):
         other.predict("  ", api_name="/load")
-
-
-def test_parallel_train_calls_for_one_session_take_turns(client):
-    search(client)
-    jobs = [client.submit(*[-1.0] * MAX_BATCH, api_name="/train") for _ in range(2)]
-    results = [job.result(timeout=60) for job in jobs]
-    final = max((stats(r) for r in results), key=lambda text: int(re.search(r"Round (\d+)", text).group(1)))
-    assert "Round 3" in final and "30 seen" in final  # two whole rounds, one after the other
+    with pytest.raises(AppError, match="only a local folder"):  # a Hub id, with the Hub unreachable: at once
+        other.predict("someone/red-circles", api_name="/load")

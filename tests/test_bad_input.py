@@ -22,7 +22,6 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import trainer.hub
-from app import MAX_BATCH
 from trainer import cli
 from trainer.classifier import LinearProbe
 from trainer.data import Collection
@@ -32,7 +31,6 @@ from trainer.indexing import build_embeddings
 from trainer.session import Session
 from trainer.synthetic import planted_concept
 
-N_OUT = 2 * MAX_BATCH
 GOOD_IMAGES = ["la.png", "cmyk.jpg", "animated.gif", "sixteen.png"]
 BOMBS = ["bomb-20000.png", "bomb-10000.png"]  # over 2x Pillow's limit (it raises) and between 1x and 2x (it warns)
 
@@ -194,65 +192,67 @@ def client(app_url):
     return Client(app_url, verbose=False)
 
 
-def search(client: Client, prompt: str = "a red circle", strategy: str = "mixed", batch_size: float = 10):
-    return client.predict(prompt, "", strategy, batch_size, 10, api_name="/search")
+def start(client: Client, prompt: str = "a red circle", strategy: object = "mixed", batch_size: object = 10):
+    return client.predict(prompt, "", strategy, batch_size, api_name="/start")
 
 
-def train(client: Client, values: list[float]):
-    return client.predict(*values, *[0.0] * (MAX_BATCH - len(values)), api_name="/train")
-
-
-def stats(outputs) -> str:
-    out = outputs[N_OUT]
-    return out["value"] if isinstance(out, dict) else out
+def every_label(reply: dict, value: float) -> dict[str, float]:
+    return {card["id"]: value for card in reply["batch"]}
 
 
 @pytest.mark.parametrize("prompt", ["x" * 10_000, "猫が雪の中にいる", "🐕 في الثلج"], ids=["10k chars", "ja", "ar"])
 def test_the_app_serves_long_and_non_latin_prompts(client, prompt):
-    assert "Round 1" in stats(search(client, prompt))
+    assert start(client, prompt)["round"] == 1
 
 
 @pytest.mark.parametrize(
-    ("values", "message"),
-    # Text is refused by Gradio's own slider check, whose details it keeps in the server log (show_error is off).
-    # NaN and inf cannot travel in the API's JSON at all.
-    [(["yes"], None), ([1.5], "1.5"), ([-3.0], "-3")],
-    ids=["text", "above 1", "below -1"],
+    ("labels", "message"),
+    [
+        (["a", "list"], "object of image id to score"),
+        ("yes", "object of image id to score"),
+        ({"first": "yes"}, "must be a number"),
+        ({"first": 1.5}, "within \\[-1, 1\\]"),
+        ({"first": -3}, "within \\[-1, 1\\]"),
+        ({"first": 1, "no-such-id": 1}, "never shown"),
+    ],
+    ids=["a list", "text", "a text score", "above 1", "below -1", "an unknown id"],
 )
-def test_bad_slider_values_through_the_api_are_refused_and_change_nothing(client, values, message):
-    search(client)
+def test_bad_labels_through_the_api_are_refused_with_a_message_and_change_nothing(client, labels, message):
+    first = start(client)
+    if isinstance(labels, dict):
+        labels = {(first["batch"][0]["id"] if k == "first" else k): v for k, v in labels.items()}
     with pytest.raises(AppError, match=message):
-        train(client, values + [1.0] * 9)
-    after = train(client, [1.0] * 3 + [-1.0] * 7)  # as if the bad call had never happened
-    assert "Round 2" in stats(after) and "10 labels (+3 / −7)" in stats(after)
+        client.predict(labels, api_name="/round")
+    after = client.predict(every_label(first, -1.0), api_name="/round")  # as if the bad call had never happened
+    assert after["round"] == 2 and after["stats"]["labels"] == 10 and after["stats"]["negatives"] == 10
 
 
 @pytest.mark.parametrize(
     ("strategy", "batch_size", "message"),
-    [("smartest", 10, "smartest"), ("mixed", 0, "0"), ("mixed", 1000, "1000")],
-    ids=["unknown strategy", "batch size 0", "batch size 1000"],
+    [("smartest", 10, "smartest"), ("mixed", 0, "got 0"), ("mixed", 1000, "1000"), ("mixed", "ten", "numbers")],
+    ids=["unknown strategy", "batch size 0", "batch size 1000", "batch size as text"],
 )
-def test_bad_search_settings_through_the_api_are_refused_and_change_nothing(client, strategy, batch_size, message):
-    search(client, batch_size=10)
-    train(client, [1.0] * 10)
+def test_bad_start_settings_through_the_api_are_refused_and_change_nothing(client, strategy, batch_size, message):
+    first = start(client)
+    second = client.predict(every_label(first, 1.0), api_name="/round")
     with pytest.raises(AppError, match=message):
-        search(client, strategy=strategy, batch_size=batch_size)
-    assert "Round 3" in stats(train(client, [-1.0] * 10))
+        start(client, strategy=strategy, batch_size=batch_size)
+    assert client.predict(every_label(second, -1.0), api_name="/round")["round"] == 3
 
 
 def test_loading_a_classifier_of_another_base_model_names_both_and_keeps_the_session(client, tmp_path):
     probe = LinearProbe.from_prompt(np.ones(16, np.float32) / 4, scale=1.0, bias=0.0, base_model="someone/other-clip")
     folder = export_classifier(probe, tmp_path / "other")
-    search(client)
+    first = start(client)
     with pytest.raises(AppError, match="someone/other-clip"):
         client.predict(str(folder), api_name="/load")
-    assert "Round 2" in stats(train(client, [1.0] * 10))
+    assert client.predict(every_label(first, 1.0), api_name="/round")["round"] == 2
 
 
-def test_pushing_to_a_path_shaped_repo_name_is_refused_before_any_request(client, monkeypatch):
+def test_pushing_to_a_path_shaped_repo_name_is_refused_before_any_request(client, monkeypatch, hub_online):
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.setattr(trainer.hub, "get_token", lambda: "hf_localMachineToken")
     monkeypatch.setattr(trainer.hub, "HfApi", None)  # any request would fail loudly
-    search(client)
+    start(client)
     with pytest.raises(AppError, match="repository id"):
         client.predict("../../etc/passwd", False, False, api_name="/push")

@@ -1,6 +1,7 @@
-"""A real browser (Debian's Chromium driven by Playwright) clicks through one labelling round on the bundle.
+"""A real browser (Debian's Chromium driven by Playwright) labels on the bundle as a person would.
 
-Screenshots land in artifacts/ so a person can look at what the test saw.
+Screenshots land in artifacts/ so a person can look at what the test saw. Every test opens its own browser context:
+the saved copy of a session lives in the page's localStorage.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+LABEL_KEYS = "yynnnnnyny"  # one key per image: 4 "it", 6 "not it"
 
 
 @pytest.fixture(scope="module")
@@ -31,90 +33,258 @@ def browser():
         browser.close()
 
 
-def stats_text(page) -> str:
-    return page.locator("#stats").inner_text()
+class Visitor:
+    """One browser context on the app: its page, its console errors, and the steps a person takes."""
+
+    def __init__(self, browser, url: str, **context_options) -> None:
+        self.context = browser.new_context(**{"viewport": {"width": 1440, "height": 1000}, **context_options})
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.url = url
+        self.open()
+
+    def open(self) -> None:
+        self.page.goto(self.url)
+        self.page.wait_for_function("document.querySelector('#status')?.innerText.includes('ready in')", timeout=90_000)
+
+    def close(self) -> None:
+        self.context.close()
+
+    @property
+    def prompt(self):
+        return self.page.locator("#prompt textarea, #prompt input").first
+
+    def stats(self) -> str:
+        return self.page.locator(".ct-stats").inner_text()
+
+    def cards(self) -> list[str]:
+        return self.page.locator(".ct-card").evaluate_all("cards => cards.map(c => c.dataset.id)")
+
+    def wait_for_round(self, number: int, labels: int | None = None) -> None:
+        text = f"Round {number} ·" + (f" {labels} labels" if labels is not None else "")
+        self.page.wait_for_function(
+            "text => document.querySelector('.ct-stats')?.innerText.startsWith(text)", arg=text, timeout=30_000
+        )
+
+    def search(self, text: str) -> None:
+        self.prompt.fill(text)
+        self.prompt.press("Enter")
+        self.wait_for_round(1, 0)
+        self.page.wait_for_function("document.querySelectorAll('.ct-card').length > 0")
+
+    def label_by_keys(self, keys: str = LABEL_KEYS) -> int:
+        """Label the focused batch one key an image, then Enter; returns the keystrokes used."""
+        for key in keys:
+            self.page.keyboard.press(" " if key == "_" else key)
+        self.page.keyboard.press("Enter")
+        return len(keys) + 1
+
+    def saved(self) -> str | None:
+        """The browser's saved copy of the session (encrypted, in localStorage), as stored."""
+        return self.page.evaluate("localStorage.getItem('concept-trainer-session')")
+
+    def wait_for_saved_change(self, previous: str | None) -> None:
+        """Wait until the saved copy is replaced (it comes with a round's reply; a busy machine may lag)."""
+        self.page.wait_for_function(
+            "previous => localStorage.getItem('concept-trainer-session') !== previous", arg=previous, timeout=30_000
+        )
+
+    def error_badges(self) -> int:
+        """Gradio's per-output "Error" badges (status trackers) that are showing: not hidden, not transparent."""
+        return self.page.evaluate(
+            """[...document.querySelectorAll("[data-testid='status-tracker']")].filter(t =>
+                 t.innerText.includes('Error') && !t.classList.contains('hide') && getComputedStyle(t).opacity !== '0'
+               ).length"""
+        )
+
+    def shot(self, name: str, **options) -> None:
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.page.screenshot(path=ARTIFACTS / name, **options)
 
 
-def batch_sources(page) -> list[str]:
-    return page.locator(".ct-cell img").evaluate_all("images => images.map(i => i.getAttribute('src'))")
+@pytest.fixture
+def visitor(browser, app_url):
+    person = Visitor(browser, app_url)
+    yield person
+    assert person.errors == [], f"browser console errors: {person.errors}"
+    person.close()
 
 
-def set_slider(page, position: int, value: float) -> None:
-    """Move a slider as a drag would: set the range input's value and fire the events Svelte listens to."""
-    page.locator(f"#slider-{position} input[type=range]").evaluate(
-        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true}));"
-        " el.dispatchEvent(new Event('change', {bubbles: true})); }",
-        value,
-    )
-
-
-def test_a_visitor_searches_scores_trains_and_sees_the_next_round(browser, app_url):
-    ARTIFACTS.mkdir(exist_ok=True)
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
-    errors: list[str] = []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(app_url)
-    page.wait_for_function("document.querySelector('#status')?.innerText.includes('images')", timeout=60_000)
-
-    page.locator("#prompt textarea, #prompt input").first.fill("a small red circle on stripes")
-    page.locator("#prompt textarea, #prompt input").first.press("Enter")
-    page.wait_for_function("document.querySelector('#stats')?.innerText.includes('Round 1')", timeout=30_000)
-    page.wait_for_function("document.querySelectorAll('.ct-cell img').length >= 10", timeout=30_000)
-    first = batch_sources(page)
+def test_a_whole_loop_by_keyboard_alone_takes_eleven_keys_a_batch(visitor):
+    page = visitor.page
+    visitor.prompt.focus()  # the prompt has autofocus; make sure of it for the test, then keys only
+    page.keyboard.type("a large red heart")
+    page.keyboard.press("Enter")
+    visitor.wait_for_round(1, 0)
+    page.wait_for_function("document.activeElement?.classList.contains('ct-card')")  # the first image took focus
+    first = visitor.cards()
     assert len(first) == 10
+    keystrokes = visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    assert keystrokes == 11
+    assert "+4 / −6" in visitor.stats()
+    assert not set(visitor.cards()) & set(first)
+    page.wait_for_function("document.activeElement?.classList.contains('ct-card')")  # focus is back on image 1
+    visitor.shot("browser-keyboard-round-2.png", full_page=True)
+    assert visitor.label_by_keys("y" + "n" * 9) == 11
+    visitor.wait_for_round(3, 20)
+    page.keyboard.press("u")  # undo: round 2 again, its batch showing the labels given to it
+    visitor.wait_for_round(2, 20)
+    assert page.locator(".ct-card[data-label='it']").count() == 1
+    assert page.locator(".ct-card[data-label='not-it']").count() == 9
+    page.keyboard.press("?")
+    assert page.locator(".ct-keys").is_visible()
+    visitor.shot("browser-keys.png")
 
-    set_slider(page, 0, 1.0)
-    set_slider(page, 1, 0.6)
-    page.click("#mark-rest")
-    page.wait_for_function("document.querySelector('#slider-9 input[type=range]')?.value === '-1'", timeout=10_000)
-    page.screenshot(path=ARTIFACTS / "browser-round-1.png", full_page=True)
 
-    page.click("#train")
-    page.wait_for_function("document.querySelector('#stats')?.innerText.includes('Round 2')", timeout=30_000)
-    page.wait_for_function(
-        "prev => { const now = [...document.querySelectorAll('.ct-cell img')].map(i => i.getAttribute('src'));"
-        " return now.length >= 10 && !now.some(s => prev.includes(s)); }",
-        arg=first,
-        timeout=30_000,
-    )
-    assert "10 labels (+2 / −8)" in stats_text(page)
-    assert not set(batch_sources(page)) & set(first)
-    page.screenshot(path=ARTIFACTS / "browser-round-2.png", full_page=True)
+def test_labels_by_click_show_at_a_glance_and_fine_confidence_is_kept(visitor):
+    page = visitor.page
+    visitor.search("a small red circle on stripes")
+    cards = page.locator(".ct-card")
+    cards.nth(0).locator(".ct-yes").click()
+    cards.nth(1).locator(".ct-fine button[data-step='0.5']").click()
+    cards.nth(2).locator(".ct-more").click()
+    page.locator(".ct-rest").click()
+    assert [cards.nth(i).get_attribute("data-label") for i in range(4)] == ["it", "it", "it", "not-it"]
+    assert cards.nth(1).locator(".ct-tag").inner_text() == "✓ +0.5"
+    assert "it" in cards.nth(0).get_attribute("aria-label")
+    assert cards.nth(0).locator("img").get_attribute("alt")  # a caption or the id, never empty
+    visitor.shot("browser-round-1.png", full_page=True)
+    first = visitor.cards()
+    page.locator(".ct-train").click()
+    visitor.wait_for_round(2, 10)
+    assert "+3 / −7" in visitor.stats()
+    assert first[2] not in visitor.cards() and len(visitor.cards()) == 10
 
-    page.set_viewport_size({"width": 420, "height": 900})  # a phone: the grid must wrap, not overflow
+
+def test_a_refused_action_shows_a_message_and_leaves_the_grid_as_it_was(visitor):
+    page = visitor.page
+    visitor.search("a large red heart")
+    visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    before, stats = visitor.cards(), visitor.stats()
+    visitor.prompt.fill("")  # Start over with no prompt: the server refuses
+    page.locator(".ct-restart").click()
+    page.locator(".ct-confirm-yes").click()
+    page.locator(".toast-body").first.wait_for(timeout=10_000)
+    assert "Describe the concept first" in page.locator(".toast-body").first.inner_text()
+    page.wait_for_timeout(500)
+    visitor.shot("browser-refused.png", full_page=True)
+    assert visitor.cards() == before and visitor.stats() == stats
+    assert visitor.error_badges() == 0
+    assert page.locator(".ct-train").is_enabled()  # the grid is not stuck waiting
+
+
+def test_start_over_asks_first_and_undo_brings_every_label_back(visitor):
+    page = visitor.page
+    visitor.search("a large red heart")
+    visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    labelled = visitor.cards()
+    page.locator(".ct-restart").click()
+    assert page.locator(".ct-confirm").is_visible() and "10 labels" in page.locator(".ct-confirm").inner_text()
+    page.locator(".ct-confirm-no").click()  # cancel: nothing happens
+    assert visitor.cards() == labelled
+    page.locator(".ct-restart").click()
+    page.locator(".ct-confirm-yes").click()
+    visitor.wait_for_round(1, 0)
+    assert page.locator(".ct-undo").inner_text() == "Undo start over"
+    page.locator(".ct-undo").click()
+    visitor.wait_for_round(2, 10)
+    assert visitor.cards() == labelled
+    assert "back" in page.locator(".ct-notice").inner_text()
+
+
+def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(visitor):
+    page = visitor.page
+    visitor.search("a large red heart")
+    page.get_by_text("More: negative prompt").click()
+    page.locator("#batch-size input[type=number]").fill("14")
+    page.locator("#batch-size input[type=number]").press("Enter")
+    page.locator("#strategy input").click()
+    page.get_by_role("option", name="top: only the best matches").click()
     page.wait_for_timeout(300)
-    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    page.screenshot(path=ARTIFACTS / "browser-phone.png", full_page=True)
-    assert overflow <= 1, f"the page scrolls sideways by {overflow}px on a phone"
-    assert errors == [], f"browser console errors: {errors}"
-    page.close()
+    assert len(visitor.cards()) == 10  # nothing changes until the next round
+    page.locator(".ct-card").first.focus()
+    visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    assert len(visitor.cards()) == 14
+    stats = visitor.stats()
+    assert "batch size 10 → 14" in stats and "strategy mixed → top" in stats
+    visitor.shot("browser-settings.png", full_page=True)
 
 
-def test_a_reload_or_restart_loses_no_labels_the_browser_offers_to_resume(browser, app_url):
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(app_url)
-    page.wait_for_function("document.querySelector('#status')?.innerText.includes('images')", timeout=60_000)
-    page.locator("#prompt textarea, #prompt input").first.fill("a small yellow shape")
-    page.click("#search")
-    page.wait_for_function("document.querySelectorAll('.ct-cell img').length >= 10", timeout=30_000)
-    # The chained step after each round saves the session in the browser; wait for the search's save, then for the
-    # round's (a fixed pause was too short on a busy machine).
-    saved = "localStorage.getItem('concept-trainer-session')"
-    page.wait_for_function(f"{saved} !== null", timeout=30_000)
-    after_search = page.evaluate(saved)
-    set_slider(page, 0, 1.0)
-    page.click("#mark-rest")
-    page.wait_for_function("document.querySelector('#slider-9 input[type=range]')?.value === '-1'")
-    page.click("#train")
-    page.wait_for_function("document.querySelector('#stats')?.innerText.includes('Round 2')", timeout=30_000)
-    page.wait_for_function(f"previous => {saved} !== previous", arg=after_search, timeout=30_000)
-
+def test_a_reload_offers_resume_and_undo_after_resume_keeps_the_labels(visitor):
+    page = visitor.page
+    visitor.search("a small yellow shape")
+    assert visitor.saved() is None  # a session without labels never replaces the saved copy
+    visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    visitor.wait_for_saved_change(None)
+    after_round_1 = visitor.saved()
+    visitor.label_by_keys("nnnnnnnnny")
+    visitor.wait_for_round(3, 20)
+    visitor.wait_for_saved_change(after_round_1)
     page.reload()  # the tab's server-side session is gone, as after a Space restart
-    page.wait_for_selector("#resume-row", state="visible", timeout=30_000)
-    assert "10 labels" in page.locator("#resume-row").inner_text()
-    page.click("#resume")
-    page.wait_for_function("document.querySelector('#stats')?.innerText.includes('10 labels (+1 / −9)')")
-    assert page.locator("#prompt textarea, #prompt input").first.input_value() == "a small yellow shape"
-    page.screenshot(path=ARTIFACTS / "browser-resumed.png", full_page=True)
-    page.close()
+    page.wait_for_selector(".ct-offer:not([hidden])", timeout=60_000)
+    assert "20 labels" in page.locator(".ct-offer").inner_text()
+    page.locator(".ct-resume").click()
+    page.wait_for_function("document.querySelector('.ct-stats')?.innerText.includes('20 labels')")
+    assert visitor.prompt.input_value() == "a small yellow shape"
+    chart = page.locator(".ct-chart svg")
+    assert chart.get_attribute("aria-label").startswith("round 1: 4 it, 6 not it; round 2: 1 it, 9 not it")
+    assert not page.locator(".ct-undo").is_enabled()  # nothing to undo: the resumed state is where Undo stops
+    page.locator(".ct-card").first.focus()
+    visitor.label_by_keys()
+    page.wait_for_function("document.querySelector('.ct-stats')?.innerText.includes('30 labels')")
+    page.locator(".ct-undo").click()
+    page.wait_for_function("document.querySelector('.ct-stats')?.innerText.includes('20 labels')")
+    visitor.shot("browser-resumed.png", full_page=True)
+
+
+def test_clicking_a_point_of_the_map_shows_that_image_in_the_batch(visitor):
+    page = visitor.page
+    visitor.search("a large red heart")
+    box = page.locator(".ct-map svg").bounding_box()
+    before = len(visitor.cards())
+    for dx, dy in [(0.5, 0.5), (0.4, 0.6), (0.6, 0.4), (0.3, 0.3), (0.7, 0.7)]:  # somewhere a point sits
+        page.mouse.click(box["x"] + box["width"] * dx, box["y"] + box["height"] * dy)
+        page.wait_for_timeout(700)
+        if len(visitor.cards()) > before:
+            break
+    assert len(visitor.cards()) == before + 1
+    page.locator(".ct-card").last.locator(".ct-yes").click()
+    page.locator(".ct-train").click()
+    page.wait_for_function("document.querySelector('.ct-stats')?.innerText.includes('Round 2 · 1 labels')")
+
+
+def test_phone_width_two_columns_and_a_sticky_action_bar(browser, app_url):
+    phone = Visitor(browser, app_url, viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    phone.search("a large red heart")
+    page = phone.page
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 1, f"the page scrolls sideways by {overflow}px on a phone"
+    lefts = page.locator(".ct-card").evaluate_all("cards => cards.map(c => Math.round(c.getBoundingClientRect().left))")
+    assert len(set(lefts)) == 2  # two columns
+    page.locator(".ct-card").nth(4).scroll_into_view_if_needed()
+    bar = page.locator(".ct-bar").bounding_box()
+    assert bar["y"] + bar["height"] <= 844 + 1  # the action bar stays on screen while scrolling the grid
+    phone.shot("browser-phone.png")
+    assert phone.errors == []
+    phone.close()
+
+
+def test_dark_mode_reads_and_the_focus_ring_shows(browser, app_url):
+    dark = Visitor(browser, app_url, color_scheme="dark")
+    dark.page.goto(app_url + "?__theme=dark")
+    dark.page.wait_for_function("document.querySelector('#status')?.innerText.includes('ready in')", timeout=90_000)
+    dark.search("a large red heart")
+    dark.page.keyboard.press("y")
+    dark.page.keyboard.press("n")
+    ring = dark.page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert ring == "solid"
+    dark.shot("browser-dark.png")
+    assert dark.errors == []
+    dark.close()

@@ -21,7 +21,6 @@ from gradio_client.exceptions import AppError
 import app
 import trainer.hub
 import trainer.indexing
-from app import MAX_BATCH
 from tests.helpers.fake_hub import SECRET, FakeHub, http_error
 from tests.helpers.fake_pinecone import FakePinecone
 from tests.helpers.images import write_image_folder
@@ -31,20 +30,15 @@ from trainer.hub import HubError, export_classifier, load_classifier
 from trainer.index.pinecone import PineconeIndex, RetryPolicy
 from trainer.workspace import WorkspaceLoader, load_workspace
 
-N_OUT = 2 * MAX_BATCH
+
+def start(client: Client, prompt: str = "a red circle") -> dict:
+    return client.predict(prompt, api_name="/start")
 
 
-def search(client: Client, prompt: str = "a red circle"):
-    return client.predict(prompt, "", "mixed", 10, 10, api_name="/search")
-
-
-def train(client: Client, values: list[float]):
-    return client.predict(*values, *[0.0] * (MAX_BATCH - len(values)), api_name="/train")
-
-
-def stats(outputs) -> str:
-    out = outputs[N_OUT]
-    return out["value"] if isinstance(out, dict) else out
+def label_round(client: Client, reply: dict, positives: int) -> dict:
+    """Label the reply's batch (the first ``positives`` "it", the rest "not it") and train."""
+    labels = {card["id"]: (1.0 if k < positives else -1.0) for k, card in enumerate(reply["batch"])}
+    return client.predict(labels, api_name="/round")
 
 
 # ------------------------------------------------------------------------------------------------ the cache folder
@@ -118,19 +112,19 @@ def pinecone_app(bundle_workspace):
 def test_pinecone_failing_during_a_round_is_explained_and_keeps_every_label(pinecone_app, status, failures, message):
     url, store = pinecone_app
     visitor = Client(url, verbose=False)
-    search(visitor)
+    first = start(visitor)
     store.fail("query", status, times=failures)
     with pytest.raises(AppError, match=rf"(?s){message}.*[^.]\. Your labels are kept"):
-        train(visitor, [1.0] * 4 + [-1.0] * 6)
-    retried = train(visitor, [1.0] * 4 + [-1.0] * 6)  # Pinecone is back: the same round goes through
-    assert "Round 2" in stats(retried) and "10 labels (+4 / −6)" in stats(retried)
+        label_round(visitor, first, positives=4)
+    retried = label_round(visitor, first, positives=4)  # Pinecone is back: the same round goes through
+    assert retried["round"] == 2 and (retried["stats"]["positives"], retried["stats"]["negatives"]) == (4, 6)
 
 
 def test_pinecone_down_at_search_time_is_explained(pinecone_app):
     url, store = pinecone_app
     store.fail("query", 503, times=3)
     with pytest.raises(AppError, match="503"):
-        search(Client(url, verbose=False))
+        start(Client(url, verbose=False))
 
 
 # ------------------------------------------------------------------------------------------------ the Hub via the app
@@ -150,19 +144,19 @@ def no_waiting(monkeypatch):
     ids=["503", "timeout"],
 )
 def test_a_push_that_keeps_failing_is_explained_and_the_session_goes_on(
-    app_url, tmp_path, monkeypatch, no_waiting, failures
+    app_url, tmp_path, monkeypatch, no_waiting, failures, hub_online
 ):
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.setattr(trainer.hub, "get_token", lambda: SECRET)
     hub = FakeHub(tmp_path).install(monkeypatch)
     hub.create_failures = list(failures)
     visitor = Client(app_url, verbose=False)
-    search(visitor)
-    train(visitor, [1.0] * 3 + [-1.0] * 7)
+    second = label_round(visitor, start(visitor), positives=3)
     with pytest.raises(AppError, match=r"after 3 attempts") as caught:
         visitor.predict("alice/red-circles", False, False, api_name="/push")
     assert SECRET not in str(caught.value) and len(hub.create_calls) == 3
-    assert "20 labels (+3 / −17)" in stats(train(visitor, [-1.0] * 10))  # nothing was lost
+    stats = label_round(visitor, second, positives=0)["stats"]  # nothing was lost
+    assert (stats["labels"], stats["positives"], stats["negatives"]) == (20, 3, 17)
 
 
 def test_a_hub_download_that_keeps_failing_is_explained(monkeypatch, no_waiting):
@@ -216,8 +210,7 @@ def test_the_app_on_a_space_refuses_a_folder_path(app_url, export, monkeypatch):
 
 def test_an_export_stays_in_its_temporary_folder_whatever_the_prompt(app_url):
     visitor = Client(app_url, verbose=False)
-    search(visitor, prompt="../../../../tmp/owned/..")
-    train(visitor, [1.0] * 10)
+    label_round(visitor, start(visitor, prompt="../../../../tmp/owned/.."), positives=10)
     temp = Path(tempfile.gettempdir()).resolve()
     for path in visitor.predict(api_name="/export"):
         assert temp in Path(path).resolve().parents
