@@ -20,9 +20,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_process(env: dict[str, str], log: IO[bytes] | IO[str]) -> Iterator[subprocess.Popen]:
-    """Run ``python app.py`` with exactly ``env``, its output to ``log``; stopped (then killed) on exit."""
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+def app_process(
+    env: dict[str, str], log: IO[bytes] | IO[str], argv: list[str] | None = None
+) -> Iterator[subprocess.Popen]:
+    """Run ``python app.py`` (or another server's ``argv``, e.g. the load test's floor) with exactly ``env``, its
+    output to ``log``; stopped (then killed) on exit."""
+    argv = argv or [sys.executable, "app.py"]
+    server = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield server
     finally:
