@@ -78,6 +78,14 @@ IDLE_JS = "() => { document.dispatchEvent(new CustomEvent('ct-idle')); }"  # a r
 
 
 # ------------------------------------------------------------------------------------------------ plain functions
+def js_view(name: str, **options: Any) -> gr.HTML:
+    """A ``gr.HTML`` that ``assets/ui/<name>.js`` draws into ``<div class="ct-<name>">`` from its value, plain JSON."""
+    options = {"label": name, "elem_id": name, "apply_default_css": False, **options}
+    return gr.HTML(
+        None, html_template=f'<div class="ct-{name}"></div>', js_on_load=(UI / f"{name}.js").read_text(), **options
+    )
+
+
 def header_markdown(loader: WorkspaceLoader) -> str:
     ready, fraction, message = loader.status()
     if not ready:
@@ -346,12 +354,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 elem_id="prompt",
             )
             search_button = gr.Button("Search", variant="primary", scale=1, elem_id="search")
-        examples = gr.HTML(
-            "",
-            html_template=(UI / "examples.html").read_text(),
-            js_on_load=(UI / "examples.js").read_text(),
-            elem_id="examples",
-        )
+        examples = js_view("examples")
         with gr.Accordion("More: negative prompt, strategy, batch size, training, start from an image", open=False):
             with gr.Row():
                 negative = gr.Textbox(
@@ -392,23 +395,9 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Label", id="label"), gr.Row():
                 with gr.Column(scale=3, min_width=300):
-                    grid = gr.HTML(
-                        None,
-                        label="round",
-                        html_template='<div class="ct-root"></div>',
-                        js_on_load=(UI / "grid.js").read_text(),
-                        elem_id="grid",
-                        apply_default_css=False,
-                    )
+                    grid = js_view("grid", label="round")
                 with gr.Column(scale=1, min_width=280):
-                    panel = gr.HTML(
-                        None,
-                        label="panel",
-                        html_template='<div class="ct-panel"></div>',
-                        js_on_load=(UI / "panel.js").read_text(),
-                        elem_id="panel",
-                        apply_default_css=False,
-                    )
+                    panel = js_view("panel")
 
             with gr.Tab("Classify", id="classify"):
                 with gr.Row():

@@ -7,7 +7,7 @@
 // (each labels the focused image and moves on); m = more like this; x = the rest "not it"; Enter trains;
 // u undoes; ? shows the keys. A batch of 10 takes 11 keystrokes: ten labels and Enter.
 
-const root = element.querySelector('.ct-root');
+const root = element.querySelector('.ct-grid');
 const STEPS = [-1, -0.5, 0, 0.5, 1];
 const STEP_NAMES = ['−1', '−½', '0', '+½', '+1'];
 const KEYS = [

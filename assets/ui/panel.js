@@ -63,7 +63,7 @@ function drawRounds(rounds) {
     'aria-label': rounds.map(([r, p, n]) => `round ${r}: ${p} it, ${n} not it`).join('; ') });
   for (let v = 0; v <= yMax; v += step) {
     const y = top + plotH - (v / yMax) * plotH;
-    chart.append(svg('line', { x1: left, x2: width - right, y1: y, y2: y, class: 'ct-grid-line' }));
+    chart.append(svg('line', { x1: left, x2: width - right, y1: y, y2: y, class: 'ct-rule' }));
     chart.append(svg('text', { x: left - 4, y: y + 3, 'text-anchor': 'end', class: 'ct-tick', text: count(v) }));
   }
   const slot = plotW / rounds.length;
