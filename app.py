@@ -189,7 +189,10 @@ def run_round(session: Session, labels: dict[str, float], more_like: list[str]) 
 def describe_changes(changes: dict[str, tuple[object, object]]) -> list[str]:
     names = {"strategy": "strategy", "batch_size": "batch size", "prior_strength": "training strength"}
     words = [f"{names[k]} {old} → {new}" for k, (old, new) in changes.items() if k in names]
-    return [*words, *(["a new negative prompt"] if "prompt" in changes else [])]
+    if "negative_prompt" in changes:
+        negative = changes["negative_prompt"][1]
+        words.append(f"negative prompt “{negative}”" if negative else "no negative prompt")  # drawn as text
+    return words
 
 
 def grid_value(
@@ -460,24 +463,36 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             """This tab's workbench. After a server restart the tab's session is gone: its browser copy comes back."""
             bench = bench or Workbench()
             if bench.session is None and resume_offer(ws, saved_value) is not None:
-                bench.start(session_from_saved(ws, saved_value))
+                session = session_from_saved(ws, saved_value)
+                bench.start(session, session.classifier.prompt)
                 return bench, "The server restarted: your labels are back from this browser's copy."
             return bench, None
 
         def apply_settings(ws: Workspace, bench: Workbench, negative_text: Any, settings: tuple[str, int, float]):
             strategy_name, size, strength = settings
             session = require_session(bench)
+            negative_text = str(negative_text or "").strip()
             vector = None
-            negative_text = str(negative_text or "")
             try:
-                if negative_text != bench.negative and session.classifier.prompt:
-                    vector = ws.prompt_vector(session.classifier.prompt, negative_text)
+                if negative_text != (session.classifier.negative_prompt or ""):
+                    if bench.query is None:
+                        raise ValueError(
+                            "this session continues a loaded classifier, so its negative prompt cannot change: "
+                            "Start over from a prompt to use one"
+                        )
+                    if isinstance(bench.query, str):
+                        vector = ws.prompt_vector(bench.query, negative_text)
+                    else:
+                        vector = ws.away_from(bench.query, negative_text)
                 changes = session.configure(
-                    strategy=strategy_name, batch_size=size, prior_strength=strength, prompt_vector=vector
+                    strategy=strategy_name,
+                    batch_size=size,
+                    prior_strength=strength,
+                    prompt_vector=vector,
+                    negative_prompt=negative_text if vector is not None else None,
                 )
             except ValueError as err:
                 raise refuse(err) from err
-            bench.negative = negative_text
             return describe_changes(changes)
 
         def on_search(bench, saved_value, prompt_text, negative_text, strategy_name, size, strength):
@@ -485,7 +500,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             settings = settings_from(strategy_name, size, strength)
             bench = bench or Workbench()
             with bench.lock:
-                bench.start(new_session(ws, prompt_text, negative_text, settings), str(negative_text or ""))
+                bench.start(new_session(ws, prompt_text, negative_text, settings), str(prompt_text).strip())
             return respond(ws, bench)
 
         def on_example(bench, saved_value, negative_text, strategy_name, size, strength, evt: gr.EventData):
@@ -504,15 +519,16 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             name = f"images like {Path(str(image_path)).name}"
             bench = bench or Workbench()
             with bench.lock:
+                query = ws.image_vector(image)
                 session = ws.new_session(
                     name,
                     str(negative_text or ""),
-                    image=image,
+                    query=query,
                     strategy=settings[0],
                     batch_size=settings[1],
                     prior_strength=settings[2],
                 )
-                bench.start(session, str(negative_text or ""))
+                bench.start(session, query)
             return respond(ws, bench)
 
         def on_train(bench, saved_value, negative_text, strategy_name, size, strength, evt: gr.EventData):
@@ -546,7 +562,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             session = session_from_saved(ws, saved_value)
             bench = bench or Workbench()
             with bench.lock:
-                bench.start(session)
+                bench.start(session, session.classifier.prompt)
             return [session.classifier.prompt or "", *respond(ws, bench)]
 
         def on_pick(bench, saved_value, evt: gr.EventData):
@@ -595,7 +611,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             settings = settings_from(strategy, batch_size, 10.0)
             bench = bench or Workbench()
             with bench.lock:
-                bench.start(new_session(ws, prompt, negative, settings), str(negative or ""))
+                bench.start(new_session(ws, prompt, negative, settings), str(prompt).strip())
                 return bench, grid_value(ws, bench)
 
         def round(labels, more_like=None, bench=None):  # the API's name: shadows the builtin in here only

@@ -150,7 +150,7 @@ def test_classify_counts_matches_over_the_threshold_and_shows_the_top_ones(clien
 
 # ----------------------------------------------------------------------------------------------- export & share
 def test_export_gives_files_that_load_back(client, tmp_path):
-    first = start(client)
+    first = start(client, negative="a blue square")
     client.predict(
         {card["id"]: (1.0 if k % 2 == 0 else -1.0) for k, card in enumerate(first["batch"])}, api_name="/round"
     )
@@ -159,7 +159,7 @@ def test_export_gives_files_that_load_back(client, tmp_path):
         zipped.extractall(tmp_path)
     folder = next(p.parent for p in tmp_path.rglob("model.safetensors"))
     probe = LinearProbe.from_pretrained(folder)
-    assert probe.prompt == "a red circle" and probe.dim > 0
+    assert probe.prompt == "a red circle" and probe.negative_prompt == "a blue square" and probe.dim > 0
     assert {r.score for r in read_labels(labels_csv)} == {1.0, -1.0}
     assert len(read_labels(labels_jsonl)) == 10
 

@@ -203,6 +203,7 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     page.locator("#batch-size input[type=number]").press("Enter")
     page.locator("#strategy input").click()
     page.get_by_role("option", name="top: only the best matches").click()
+    page.locator("#negative textarea, #negative input").first.fill("a circle")
     page.wait_for_timeout(300)
     assert len(visitor.cards()) == 10  # nothing changes until the next round
     page.locator(".ct-card").first.focus()
@@ -210,7 +211,7 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     visitor.wait_for_round(2, 10)
     assert len(visitor.cards()) == 14
     stats = visitor.stats()
-    assert "batch size 10 → 14" in stats and "strategy mixed → top" in stats
+    assert "batch size 10 → 14" in stats and "strategy mixed → top" in stats and "negative prompt “a circle”" in stats
     visitor.shot("browser-settings.png", full_page=True)
 
 

@@ -232,7 +232,8 @@ def test_a_new_negative_prompt_turns_the_prior_and_keeps_its_scale(concept_index
     session = Session(concept_index, concept.prompt_vector, seed=0)
     scale = float(session.classifier.prior_weight.norm())
     turned = concept.prompt_vector - 0.5 * concept.vectors[0]
-    assert set(session.configure(prompt_vector=turned)) == {"prompt"}
+    assert set(session.configure(prompt_vector=turned, negative_prompt="stripes")) == {"prompt", "negative_prompt"}
+    assert session.classifier.negative_prompt == "stripes"
     prior = session.classifier.prior_weight.numpy()
     np.testing.assert_allclose(prior, turned / np.linalg.norm(turned) * scale, rtol=1e-5)
     session.train_and_requery()

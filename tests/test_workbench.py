@@ -25,12 +25,12 @@ def test_undo_takes_back_the_rounds_then_the_start_that_replaced_a_session(new_s
     bench.start(first)
     labels = first.labels
     second = new_session()
-    bench.start(second, negative="stripes")
+    bench.start(second, query="a red circle")
     assert bench.session is second and bench.undo_kind == "start"
     trained(second, concept)
     assert bench.undo() == "round" and bench.session is second
     assert bench.undo() == "start" and bench.session is first and bench.session.labels == labels
-    assert bench.negative == ""
+    assert bench.query is None  # the first was started without saying from what
     assert bench.undo() == "round"  # first's own round
     with pytest.raises(ValueError, match="nothing to undo"):
         bench.undo()

@@ -105,9 +105,12 @@ def test_new_sessions_take_their_batch_size_and_strategy_from_the_settings(works
 def test_an_image_can_start_a_session_and_finds_itself_first(workspace_settings):
     ws = load_workspace(workspace_settings)
     query = ws.collection.ids[4]
-    session = ws.new_session("images like it", image=ws.collection.image(query), strategy="top", batch_size=3)
-    assert session.batch()[0].id == query
-    np.testing.assert_allclose(ws.image_vector(ws.collection.image(query)), ws.vectors_of([query])[0], atol=1e-4)
+    vector = ws.image_vector(ws.collection.image(query))
+    np.testing.assert_allclose(vector, ws.vectors_of([query])[0], atol=1e-4)
+    session = ws.new_session("images like it", query=vector, strategy="top", batch_size=3)
+    assert session.batch()[0].id == query and session.classifier.prompt == "images like it"
+    pushed = ws.new_session("images like it", "a red circle", query=vector)
+    assert pushed.classifier.negative_prompt == "a red circle"
 
 
 def test_a_session_continues_a_trained_classifier(workspace_settings):

@@ -305,11 +305,13 @@ class Session:
         batch_size: int | None = None,
         prior_strength: float | None = None,
         prompt_vector: np.ndarray | None = None,
+        negative_prompt: str | None = None,
     ) -> dict[str, tuple[object, object]]:
         """Change how the next rounds are chosen and trained; labels, seen items and the batch on screen stay.
 
-        ``prompt_vector`` replaces the prior's direction (a new negative prompt), keeping its calibrated scale.
-        Returns ``{setting: (old, new)}`` for what actually changed. All-or-nothing: a bad value changes nothing.
+        ``prompt_vector`` replaces the prior's direction, keeping its calibrated scale: the prompt pushed away from
+        a new ``negative_prompt`` ("" for none), which the classifier records. Returns ``{setting: (old, new)}`` for
+        what actually changed. All-or-nothing: a bad value changes nothing.
         """
         changes: dict[str, tuple[object, object]] = {}
         if strategy is not None and strategy != self.strategy:
@@ -348,6 +350,9 @@ class Session:
             self.classifier.prior_strength = float(prior_strength)  # type: ignore[arg-type]
         if "prompt" in changes:
             self.classifier.prior_weight.copy_(torch.from_numpy(prior))
+        if negative_prompt is not None and (negative_prompt or None) != self.classifier.negative_prompt:
+            changes["negative_prompt"] = (self.classifier.negative_prompt or "", negative_prompt)
+            self.classifier.negative_prompt = negative_prompt or None
         return changes
 
     def add_to_batch(self, ids: Sequence[str]) -> list[Hit]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
+
 from .session import Session
 
 __all__ = ["NOTHING_TO_UNDO", "Workbench"]
@@ -24,16 +26,19 @@ class Workbench:
 
     def __init__(self) -> None:
         self.session: Session | None = None
-        self.negative = ""  # the negative prompt the current session's prior was built with
-        self._replaced: list[tuple[Session, str]] = []
+        # What the current session was started from (a prompt, or an image's embedding), so that a new negative
+        # prompt can turn its prior; None when unknown (a loaded classifier).
+        self.query: str | np.ndarray | None = None
+        self._replaced: list[tuple[Session, str | np.ndarray | None]] = []
         self.serial = 0  # counts the sessions this desk has shown: tells a client when a different one is current
         self.lock = threading.Lock()
 
-    def start(self, session: Session, negative: str = "") -> None:
-        """Make ``session`` the current one; the one it replaces is kept for Undo if it holds any work."""
+    def start(self, session: Session, query: str | np.ndarray | None = None) -> None:
+        """Make ``session`` (started from ``query``) the current one; the one it replaces is kept for Undo if it
+        holds any work."""
         if self.session is not None and (self.session.labels or self.session.can_undo):
-            self._replaced = [*self._replaced, (self.session, self.negative)][-_KEEP_REPLACED:]
-        self.session, self.negative = session, negative
+            self._replaced = [*self._replaced, (self.session, self.query)][-_KEEP_REPLACED:]
+        self.session, self.query = session, query
         self.serial += 1
 
     @property
@@ -49,7 +54,7 @@ class Workbench:
         if kind == "round":
             self.session.undo()  # type: ignore[union-attr]
         elif kind == "start":
-            self.session, self.negative = self._replaced.pop()
+            self.session, self.query = self._replaced.pop()
             self.serial += 1
         else:
             raise ValueError(NOTHING_TO_UNDO)

@@ -131,15 +131,16 @@ class Workspace:
         prompt: str,
         negative: str = "",
         *,
-        image: Image.Image | None = None,
+        query: np.ndarray | None = None,
         strategy: str | None = None,
         batch_size: int | None = None,
         prior_strength: float = 10.0,
     ) -> Session:
-        """A labelling session over this collection, started from a prompt, or from an ``image`` (then ``prompt``
-        only names it, e.g. its file name). ``strategy`` and ``batch_size`` default to the settings
-        (``CT_STRATEGY``, ``CT_BATCH_SIZE``). Bad values raise ValueError naming them."""
-        vector = self.image_vector(image, negative) if image is not None else self.prompt_vector(prompt, negative)
+        """A labelling session over this collection, started from a prompt, or from ``query``: an embedding to
+        search near, such as an uploaded image's (:meth:`image_vector`; ``prompt`` then only names it). Either way
+        pushed away from ``negative``. ``strategy`` and ``batch_size`` default to the settings (``CT_STRATEGY``,
+        ``CT_BATCH_SIZE``). Bad values raise ValueError naming them."""
+        vector = self.away_from(query, negative) if query is not None else self.prompt_vector(prompt, negative)
         return Session(
             self.index,
             vector,
@@ -148,6 +149,7 @@ class Workspace:
             seed=self.settings.seed,
             prior_strength=prior_strength,
             prompt=prompt.strip() or None,
+            negative_prompt=negative.strip() or None,
             base_model=self.settings.model_id,
         )
 
@@ -168,9 +170,12 @@ class Workspace:
             base_model=self.settings.model_id,
         )
 
-    def image_vector(self, image: Image.Image, negative: str | None = None) -> np.ndarray:
-        """An image as the query ("find more like this picture"), pushed away from an optional negative prompt."""
-        vector = self.embedder.embed_images([image])[0]
+    def image_vector(self, image: Image.Image) -> np.ndarray:
+        """An image's embedding (D,), unit: a query for "more like this picture"."""
+        return self.embedder.embed_images([image])[0]
+
+    def away_from(self, vector: np.ndarray, negative: str | None) -> np.ndarray:
+        """A query ``vector`` (D,) pushed away from what a negative prompt describes, as a unit vector."""
         if negative and negative.strip():
             vector = vector - NEGATIVE_PROMPT_WEIGHT * self.embedder.embed_text([negative])[0]
         return (vector / np.linalg.norm(vector)).astype(np.float32)
