@@ -82,3 +82,29 @@ def test_visitors_on_many_threads_get_the_same_thumbnails():
         thread.join(10)
     assert len(results) == 4 and all(r == results[0] for r in results[1:])
     assert len(thumbnails) == 10
+
+
+def test_a_pack_written_once_serves_every_thumbnail_without_loading_an_image(tmp_path):
+    images = {f"img-{k}": Image.new("RGB", (40, 30), (k * 30, 0, 0)) for k in range(5)}
+    load, calls = counting_loader(images)
+    progress: list[tuple[int, int]] = []
+    first = Thumbnails(load)
+    batches = [(["img-0", "img-1"], [images["img-0"], images["img-1"]]), (["img-2"], [images["img-2"]])]
+    first.write_pack(tmp_path / "pack", batches, 3, lambda done, total, message: progress.append((done, total)))
+    assert progress == [(2, 3), (3, 3)] and first.packed == 3 and calls == []
+    later = Thumbnails(load)  # a later start: maps the pack
+    assert later.open_pack(tmp_path / "pack") and later.packed == 3
+    assert later.jpeg("img-1") == encode_jpeg(images["img-1"]) and calls == []
+    later.jpeg("img-4")  # not in the pack: made on first use
+    assert calls == ["img-4"]
+
+
+def test_a_pack_of_another_size_or_a_torn_one_is_not_used(tmp_path):
+    images = {"a": Image.new("RGB", (20, 20))}
+    load, _ = counting_loader(images)
+    Thumbnails(load).write_pack(tmp_path / "pack", [(["a"], [images["a"]])], 1, lambda *args: None)
+    assert not Thumbnails(load, size=64).open_pack(tmp_path / "pack")
+    with (tmp_path / "pack.jpgs").open("ab") as torn:
+        torn.write(b"extra")
+    assert not Thumbnails(load).open_pack(tmp_path / "pack")
+    assert not Thumbnails(load).open_pack(tmp_path / "no-such-pack")

@@ -129,3 +129,11 @@ def test_vectors_of_reads_the_local_copy_and_names_an_unknown_id(workspace_setti
     np.testing.assert_array_equal(ws.vectors_of(ids), ws.index.fetch(ids))
     with pytest.raises(KeyError, match="no item 'nope'"):
         ws.vectors_of(["nope"])
+
+
+def test_thumbnails_are_packed_at_the_first_start_and_mapped_at_the_next(workspace_settings, monkeypatch):
+    ws = load_workspace(workspace_settings)
+    assert ws.thumbnails.packed == 30
+    again = load_workspace(workspace_settings)
+    monkeypatch.setattr(again.collection, "image", pytest.fail)  # a later start never decodes an image for one
+    assert again.thumbnails.packed == 30 and again.thumbnails.data_uri(again.collection.ids[3]).startswith("data:")
