@@ -288,3 +288,34 @@ def test_dark_mode_reads_and_the_focus_ring_shows(browser, app_url):
     dark.shot("browser-dark.png")
     assert dark.errors == []
     dark.close()
+
+
+@pytest.fixture(scope="module")
+def restartable_app(bundle_workspace):
+    """An app of its own, so that a test can drop every tab's server-side state, as a restart of the server does."""
+    import app
+
+    bundle_workspace.wait(timeout=600)
+    demo = app.build_demo(bundle_workspace)
+    demo.queue(default_concurrency_limit=2)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
+    yield url, demo
+    demo.close()
+
+
+def test_a_tab_that_outlived_a_server_restart_carries_on_from_its_saved_copy(browser, restartable_app):
+    url, demo = restartable_app
+    visitor = Visitor(browser, url)
+    page = visitor.page
+    visitor.search("a large red heart")
+    visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    visitor.wait_for_saved_change(None)
+    demo.server_app.state_holder.session_data.clear()  # the restart: every tab's session is gone from the server
+    page.locator(".ct-card").first.focus()
+    visitor.label_by_keys("ynnnnnnnnn")  # the tab was not reloaded: it labels the batch on screen and trains
+    page.wait_for_function("document.querySelector('.ct-stats')?.innerText.includes('20 labels')")
+    assert "+5 / −15" in visitor.stats()
+    assert "server restarted" in page.locator(".ct-notice").inner_text()
+    assert visitor.errors == []
+    visitor.close()
