@@ -340,6 +340,11 @@ def matches_html(ws: Workspace, hits: list, held_out: bool) -> str:
 def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
     """The whole UI over one (possibly still loading) workspace. Launch with ``demo.launch(**LAUNCH_KWARGS)``."""
 
+    defaults = Settings.from_env()  # CT_STRATEGY and CT_BATCH_SIZE: the settings a visitor starts with
+    if defaults.strategy not in RECIPE_NAMES:
+        raise ValueError(
+            f"CT_STRATEGY={defaults.strategy!r} is not a strategy; choose one of {', '.join(RECIPE_NAMES)}"
+        )
     with gr.Blocks(title="Concept Trainer", fill_width=True) as demo:
         bench_state = gr.State(None)
         saved = gr.BrowserState(None, storage_key="concept-trainer-session", secret=BROWSER_SECRET)
@@ -365,15 +370,15 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 )
                 strategy = gr.Dropdown(
                     [(STRATEGY_HELP[name], name) for name in RECIPE_NAMES],
-                    value=Settings.from_env().strategy,
+                    value=defaults.strategy,
                     label="How to pick images",
                     elem_id="strategy",
                 )
             with gr.Row():
                 batch_size = gr.Slider(
-                    4,
+                    1,
                     MAX_BATCH,
-                    value=Settings.from_env().batch_size,
+                    value=min(max(defaults.batch_size, 1), MAX_BATCH),
                     step=1,
                     label="Images per round",
                     elem_id="batch-size",

@@ -228,3 +228,14 @@ def test_load_a_classifier_from_a_folder_and_keep_training(client, tmp_path):
         other.predict("  ", api_name="/load")
     with pytest.raises(AppError, match="only a local folder"):  # a Hub id, with the Hub unreachable: at once
         other.predict("someone/red-circles", api_name="/load")
+
+
+def test_the_settings_a_visitor_starts_with_come_from_ct_batch_size_and_ct_strategy(bundle_workspace, monkeypatch):
+    monkeypatch.setenv("CT_BATCH_SIZE", "14")
+    monkeypatch.setenv("CT_STRATEGY", "top")
+    demo = app.build_demo(bundle_workspace)
+    values = {block.elem_id: getattr(block, "value", None) for block in demo.blocks.values()}
+    assert (values["batch-size"], values["strategy"]) == (14, "top")
+    monkeypatch.setenv("CT_STRATEGY", "smartest")
+    with pytest.raises(ValueError, match="CT_STRATEGY='smartest' is not a strategy"):
+        app.build_demo(bundle_workspace)
