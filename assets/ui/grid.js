@@ -281,6 +281,10 @@ function train() {
 
 function undo() {
   if (shown && shown.stats && shown.stats.undo) act('undo', {});
+  else if (shown && shown.stats) {
+    notice.hidden = false;
+    notice.textContent = 'Nothing to undo yet: train a round first.';
+  }
 }
 
 function askRestart() {

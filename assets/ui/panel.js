@@ -54,7 +54,7 @@ function drawRounds(rounds) {
     return;
   }
   const legend = el('div', { class: 'ct-legend' }, swatch(COLOURS.it, 'it'), swatch(COLOURS['not it'], 'not it'));
-  const width = 320, height = 160, left = 34, right = 8, top = 8, bottom = 26;
+  const width = 260, height = 140, left = 30, right = 6, top = 8, bottom = 28;
   const max = Math.max(1, ...rounds.map(([, p, n]) => p + n));
   const step = niceStep(max, 4);
   const yMax = Math.ceil(max / step) * step;
@@ -68,7 +68,7 @@ function drawRounds(rounds) {
   }
   const slot = plotW / rounds.length;
   const barW = Math.max(2, Math.min(28, slot * 0.7));
-  const every = Math.ceil(rounds.length / 12); // at most ~12 round labels fit under the axis
+  const every = Math.ceil(rounds.length / 10); // at most ~10 round labels fit under the axis
   rounds.forEach(([round, positives, negatives], i) => {
     const x = left + slot * i + (slot - barW) / 2;
     const hp = (positives / yMax) * plotH, hn = (negatives / yMax) * plotH;
@@ -76,7 +76,7 @@ function drawRounds(rounds) {
     chart.append(svg('rect', { x, y: base - hp, width: barW, height: hp, fill: COLOURS.it }));
     chart.append(svg('rect', { x, y: base - hp - hn, width: barW, height: hn, fill: COLOURS['not it'] }));
     if (i % every === 0 || i === rounds.length - 1) {
-      chart.append(svg('text', { x: x + barW / 2, y: base + 13, 'text-anchor': 'middle', class: 'ct-tick',
+      chart.append(svg('text', { x: x + barW / 2, y: base + 12, 'text-anchor': 'middle', class: 'ct-tick',
         text: round === 0 ? 'earlier' : String(round) }));
     }
   });
