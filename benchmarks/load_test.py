@@ -280,14 +280,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10, help="20 reaches 200 labels a visitor in 10 rounds")
     parser.add_argument("--repeats", type=int, default=1, help="floor / app pairs, alternating")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds per run, at most")
+    parser.add_argument("--concurrency", type=int, help="queue concurrency of both servers (default: as shipped)")
+    parser.add_argument("--torch-threads", type=int, help="the app's torch threads (default: as shipped)")
     args = parser.parse_args()
     shipped = Settings.from_env(environ={})
+    concurrency = args.concurrency or shipped.concurrency
+    threads = args.torch_threads or shipped.torch_threads
     print(f"{today()}; {machine_line()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="ct-load-") as cache:
         for _ in range(args.repeats):
-            floor = measure("floor", lambda: floor_server(shipped.concurrency), args)
-            app = measure("app", lambda: app_server(Path(cache), shipped.concurrency, shipped.torch_threads), args)
+            floor = measure("floor", lambda: floor_server(concurrency), args)
+            app = measure("app", lambda: app_server(Path(cache), concurrency, threads), args)
             rows.append((floor, app, os.getloadavg()[0]))
     print(
         "\n| sessions x rounds x batch | server | rounds/s | share of floor | round p50 ms | round p95 ms "
