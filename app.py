@@ -7,12 +7,15 @@ each API client, owns one ``Workbench`` (its session, and what Undo can bring ba
 
 The scripting API (``gradio_client``), documented in the README:
 ``/start(prompt, negative="", strategy="mixed", batch_size=10)``, ``/round(labels, more_like=[])`` and ``/undo()``,
-each returning ``{"round": n, "batch": [{"id", "score", "thumbnail", ...}], "stats": {...}}``.
+each returning ``{"round": n, "batch": [{"id", "score", "thumbnail", ...}], "stats": {...}}``; ``/check(n=20)``
+shows a quality check (an audit: cards marked ``"audit": true``) and ``/quality(labels)`` records its labels and
+returns the same value with ``"quality"``: the estimates and their 90% intervals.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import logging
 import math
@@ -40,6 +43,7 @@ from trainer.hub import (
     zip_export,
 )
 from trainer.index import IndexUnavailable
+from trainer.quality import Estimate, Quality, verdict
 from trainer.session import RECIPE_NAMES, Session
 from trainer.views import labels_per_round, map_view, rank, summary
 from trainer.workbench import NOTHING_TO_UNDO, Workbench
@@ -51,6 +55,14 @@ UI = Path(__file__).resolve().parent / "assets" / "ui"  # the grid's and the pan
 MAX_BATCH = 50  # images a round, at most: a person scores a few dozen at a time, and each is a thumbnail to send
 GALLERY_SIZE = 48  # how many top matches Classify shows
 MAP_GRID = 255  # map coordinates travel as bytes: 0..255 on each axis
+# Images per quality check: one screen of the grid. A single check gives wide intervals; five give ones that hold
+# (benchmarks/RESULTS-quality.md).
+CHECK_SIZE = 20
+NOT_CHECKED = (
+    "### Quality\nNot checked yet. **Check quality** shows 20 images drawn at random from those you have not seen: "
+    "label them as usual (they are never trained on), and this panel estimates the classifier's average precision, "
+    "its precision and recall, and how many images in the collection match, each with a 90% interval."
+)
 STRATEGY_HELP = {
     "mixed": "mixed: half best matches, half the classifier's borderline cases (default)",
     "top": "top: only the best matches (the original article)",
@@ -203,6 +215,7 @@ def grid_value(
     session = bench.session if bench else None
     if session is None:
         return {"key": "none", "round": 0, "batch": [], "stats": None, "notice": notice}
+    check = session.pending_audit()  # a quality check on screen until each of its images has a label
     labels = session.labels
     batch = [
         {
@@ -211,11 +224,14 @@ def grid_value(
             "score": round(hit.score, 4),
             "label": labels.get(hit.id, 0.0),
             "alt": ws.collection.caption(hit.id) or hit.id,
+            **({"audit": True} if check else {}),
         }
-        for hit in session.batch()
+        for hit in check or session.batch()
     ]
     stats = {**summary(session), "undo": bench.undo_kind, "changes": changes or []}  # type: ignore[union-attr]
     key = f"{bench.serial}:{session.round}"  # type: ignore[union-attr]  # a new key: a new batch on screen
+    if check:
+        key += f":check{len(session.audit_weights)}"
     return {
         "key": key,
         "round": session.round,
@@ -223,7 +239,66 @@ def grid_value(
         "stats": stats,
         "prompt": session.classifier.prompt,
         "notice": notice,
+        "mode": "check" if check else "train",
     }
+
+
+def quality_json(quality: Quality | None) -> dict[str, Any] | None:
+    """A quality estimate as plain JSON: each figure ``{"value", "low", "high"}`` (a 90% interval) or None."""
+    if quality is None:
+        return None
+
+    def figure(estimate: Estimate | None) -> dict[str, float] | None:
+        if estimate is None or not math.isfinite(estimate.value):
+            return None
+        return {"value": round(estimate.value, 4), "low": round(estimate.low, 4), "high": round(estimate.high, 4)}
+
+    return {
+        "method": quality.method,
+        "optimistic": quality.optimistic,
+        "threshold": quality.threshold,
+        "check_labels": quality.audited,
+        "training_labels": quality.trained_on,
+        "collection_size": quality.collection_size,
+        "predicted": quality.predicted,
+        **{name: figure(getattr(quality, name)) for name in ("ap", "precision", "recall", "prevalence", "matches")},
+        "verdict": verdict(quality),
+    }
+
+
+def quality_markdown(quality: Quality | None, round_: int) -> str:
+    """The quality panel: the estimates with their intervals, what they rest on, and a plain verdict."""
+    if quality is None:
+        return NOT_CHECKED
+
+    def cell(estimate: Estimate | None, digits: str = ".2f") -> str:
+        if estimate is None or not math.isfinite(estimate.value):
+            return "–"
+        return f"**{estimate.value:{digits}}** ({estimate.low:{digits}}–{estimate.high:{digits}})"
+
+    at = f"{quality.threshold:.2f}"
+    rows = [
+        "| | estimate (90% interval) |",
+        "|---|---|",
+        f"| Average precision | {cell(quality.ap)} |",
+        f"| Precision at ≥ {at} | {cell(quality.precision)} |",
+        f"| Recall at ≥ {at} | {cell(quality.recall)} |",
+    ]
+    if quality.optimistic:
+        title = f"### Quality · round {round_} · optimistic"
+        basis = (
+            f"Cross-validated on your {quality.trained_on} training labels, which the classifier itself chose: they "
+            "flatter it, and say nothing of how many images match. **Check quality** for an honest estimate."
+        )
+    else:
+        rows.append(f"| Matching images | {cell(quality.matches, ',.0f')} of {quality.collection_size:,} |")
+        title = f"### Quality · round {round_}"
+        basis = (
+            f"From {quality.audited} check labels (images drawn at random, never trained on) and "
+            f"{quality.trained_on} training labels, for the classifier of round {round_}. Check again after more "
+            "training; every check narrows the intervals."
+        )
+    return "\n".join([title, f"**{verdict(quality)}**", "", *rows, "", basis])
 
 
 def map_payload(ws: Workspace, session: Session | None) -> dict[str, Any]:
@@ -324,6 +399,40 @@ def require_session(bench: Workbench | None) -> Session:
     return bench.session
 
 
+def results_csv(ids: list[str] | tuple[str, ...], scores: np.ndarray, name: str) -> Path:
+    """Every image's id and score, best first, in a fresh temporary CSV file named after the concept."""
+    path = Path(tempfile.mkdtemp(prefix="concept-trainer-")) / f"{name}-scores.csv"
+    order = np.argsort(-scores, kind="stable")
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "score"])
+        writer.writerows((ids[i], f"{scores[i]:.6f}") for i in order)
+    return path
+
+
+def estimate_line(quality: Quality | None, cutoff: float) -> str:
+    """What Classify says about precision and recall at its threshold."""
+    if quality is None:
+        return "Label a few rounds and **Check quality** (Label tab) to estimate precision and recall here."
+    precision = "–" if quality.precision is None else f"{quality.precision.value:.2f}"
+    low_high = "" if quality.precision is None else f" ({quality.precision.low:.2f}–{quality.precision.high:.2f})"
+    text = (
+        f"Estimated at ≥ {cutoff:.2f}: precision **{precision}**{low_high}, recall **{quality.recall.value:.2f}** "
+        f"({quality.recall.low:.2f}–{quality.recall.high:.2f}), 90% intervals on the indexed collection"
+    )
+    if quality.optimistic:
+        return text + ", from the training labels only: optimistic until you **Check quality**."
+    return text + f", from {quality.audited} check labels."
+
+
+def label_check(session: Session, labels: dict[str, float]) -> None:
+    """Label the quality check on screen; an image of it left without a label counts as seen, with no opinion."""
+    try:
+        session.label({hit.id: labels.get(hit.id, 0.0) for hit in session.pending_audit()})
+    except (ValueError, KeyError) as err:
+        raise refuse(err, " Nothing was changed.") from err
+
+
 def matches_html(ws: Workspace, hits: list, held_out: bool) -> str:
     thumbnails = ws.held_out_thumbnails if held_out else ws.thumbnails
     figures = []
@@ -405,6 +514,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 with gr.Column(scale=3, min_width=300):
                     grid = js_view("grid", label="round")
                 with gr.Column(scale=1, min_width=280):
+                    quality_panel = gr.Markdown(NOT_CHECKED, elem_id="quality", elem_classes="ct-quality")
                     panel = js_view("panel")
 
             with gr.Tab("Classify", id="classify"):
@@ -417,6 +527,10 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Threshold (P ≥)")
                     classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
                 classify_summary = gr.Markdown("Train a few rounds, then classify the whole collection here.")
+                classify_estimate = gr.Markdown(elem_id="classify-estimate")
+                results_file = gr.File(
+                    label="Every image's score, best first (CSV: id, score)", interactive=False, elem_id="results-file"
+                )
                 matches = gr.HTML("", elem_id="matches", js_on_load=None)
 
             with gr.Tab("Export & share", id="export"), gr.Row():
@@ -456,13 +570,22 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             api_batch_size = gr.Number(10, label="batch_size")
             api_labels = gr.JSON(label="labels")
             api_more_like = gr.JSON([], label="more_like")
+            api_check_size = gr.Number(CHECK_SIZE, label="n")
             api_start, api_round, api_undo = gr.Button(), gr.Button(), gr.Button()
+            api_check, api_quality = gr.Button(), gr.Button()
         settings_inputs = [negative, strategy, batch_size, prior_strength]
-        ui_outputs = [bench_state, grid, panel, saved]
+        ui_outputs = [bench_state, grid, panel, saved, quality_panel]
 
         # ------------------------------------------------------------------------------------------ handlers
-        def respond(ws: Workspace, bench: Workbench, **grid_options: Any) -> list[Any]:
-            return [bench, grid_value(ws, bench, **grid_options), panel_value(ws, bench.session), saved_copy(ws, bench)]
+        def respond(ws: Workspace, bench: Workbench, quality: Any = None, **grid_options: Any) -> list[Any]:
+            """The outputs of a grid action; ``quality`` is the quality panel's new text (None: leave it as it is)."""
+            return [
+                bench,
+                grid_value(ws, bench, **grid_options),
+                panel_value(ws, bench.session),
+                saved_copy(ws, bench),
+                gr.skip() if quality is None else quality,
+            ]
 
         def bench_for(ws: Workspace, bench: Workbench | None, saved_value: Any) -> tuple[Workbench, str | None]:
             """This tab's workbench. After a server restart the tab's session is gone: its browser copy comes back."""
@@ -506,7 +629,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             bench = bench or Workbench()
             with bench.lock:
                 bench.start(new_session(ws, prompt_text, negative_text, settings), str(prompt_text).strip())
-            return respond(ws, bench)
+            return respond(ws, bench, quality=NOT_CHECKED)
 
         def on_example(bench, saved_value, negative_text, strategy_name, size, strength, evt: gr.EventData):
             text = event_data(evt).get("prompt")
@@ -515,7 +638,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         def on_image(bench, saved_value, image_path, negative_text, strategy_name, size, strength):
             ws = workspace_or_error(loader)
             if not image_path:
-                return [gr.skip()] * 4
+                return [gr.skip()] * len(ui_outputs)
             settings = settings_from(strategy_name, size, strength)
             try:
                 image = load_image(image_path)
@@ -534,7 +657,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     prior_strength=settings[2],
                 )
                 bench.start(session, query)
-            return respond(ws, bench)
+            return respond(ws, bench, quality=NOT_CHECKED)
 
         def on_train(bench, saved_value, negative_text, strategy_name, size, strength, evt: gr.EventData):
             ws = workspace_or_error(loader)
@@ -562,13 +685,44 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             notice = "Start over undone: your earlier session and its labels are back." if kind == "start" else None
             return respond(ws, bench, notice=notice)
 
+        def on_audit(bench, saved_value, evt: gr.EventData):
+            """Check quality: keep the labels set on the batch on screen (not trained yet), then show a check."""
+            ws = workspace_or_error(loader)
+            labels, _ = round_request(event_data(evt).get("labels"), [])
+            bench, notice = bench_for(ws, bench, saved_value)
+            with bench.lock:
+                session = require_session(bench)
+                try:
+                    session.label(labels)
+                    drawn = session.pending_audit() or session.audit(CHECK_SIZE)
+                except (ValueError, KeyError) as err:
+                    raise refuse(err, " Nothing was changed.") from err
+                if not drawn:
+                    raise gr.Error("Every image has been seen: there is nothing left to check with.")
+                quality = None if session.audit_labels else quality_markdown(session.quality(), session.round)
+            notice = notice or "Label them as usual: it or not it. Then press Done: estimate quality."
+            return respond(ws, bench, quality=quality, notice=notice)
+
+        def on_check(bench, saved_value, evt: gr.EventData):
+            """Done with a check (or skipped it): record its labels, then estimate quality."""
+            ws = workspace_or_error(loader)
+            data = event_data(evt)
+            labels, _ = round_request(data.get("labels"), [])
+            skipped = bool(data.get("skip"))
+            session = require_session(bench)
+            with bench.lock:
+                label_check(session, {} if skipped else labels)
+                if skipped:
+                    return respond(ws, bench, notice="Check skipped: its images count as seen, with no opinion.")
+                return respond(ws, bench, quality=quality_markdown(session.quality(), session.round))
+
         def on_resume(bench, saved_value):
             ws = workspace_or_error(loader)
             session = session_from_saved(ws, saved_value)
             bench = bench or Workbench()
             with bench.lock:
                 bench.start(session, session.classifier.prompt)
-            return [session.classifier.prompt or "", *respond(ws, bench)]
+            return [session.classifier.prompt or "", *respond(ws, bench, quality=NOT_CHECKED)]
 
         def on_pick(bench, saved_value, evt: gr.EventData):
             ws = workspace_or_error(loader)
@@ -592,7 +746,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             an offer to resume the browser's saved session. Never touches a session already on screen."""
             ready, _, _ = loader.status()
             if not ready:
-                return [gr.skip()] * 5
+                return [gr.skip()] * len(ui_outputs)
             ws = loader.get()
             hub = (
                 ""
@@ -639,6 +793,35 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 bench.undo()
                 return bench, grid_value(ws, bench)
 
+        def check(n=CHECK_SIZE, bench=None):
+            """Show a quality check: n images drawn at random from those not yet seen, stratified by score, marked
+            "audit": true. Label them with /quality; they are never trained on. Returns {"round", "batch", ...}."""
+            ws = workspace_or_error(loader)
+            session = require_session(bench)
+            try:
+                size = int(n)
+            except (TypeError, ValueError):
+                raise gr.Error(f"n must be a whole number of images; got {escape(repr(n))}.") from None
+            if not 1 <= size <= MAX_BATCH:
+                raise gr.Error(f"A check shows 1 to {MAX_BATCH} images; got {size}.")
+            with bench.lock:
+                try:
+                    session.pending_audit() or session.audit(size)
+                except (ValueError, KeyError) as err:
+                    raise refuse(err) from err
+                return bench, grid_value(ws, bench)
+
+        def quality(labels, bench=None):
+            """Label the quality check ({id: score}; an image left out: no opinion) and estimate the classifier's
+            quality: returns {"round", "batch", "stats", "quality": {"ap": {"value", "low", "high"}, "precision",
+            "recall", "prevalence", "matches", "threshold", "check_labels", "verdict", ...}} (90% intervals)."""
+            ws = workspace_or_error(loader)
+            labels, _ = round_request(labels, [])
+            session = require_session(bench)
+            with bench.lock:
+                label_check(session, labels)
+                return bench, {**grid_value(ws, bench), "quality": quality_json(session.quality())}
+
         # ---- classify, export, push, load
         def classify(bench, split_name, cutoff):
             session = require_session(bench)
@@ -656,7 +839,16 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 f"**{ranking.above:,} of {ranking.total:,}** images ({ranking.above / max(ranking.total, 1):.1%}) "
                 f"score ≥ {cutoff:.2f} in the {split_name}. Showing the top {len(ranking.top)}."
             )
-            return summary_text, matches_html(ws, ranking.top, held_out)
+            with bench.lock:
+                estimate = estimate_line(session.quality(threshold=min(max(cutoff, 0.001), 0.999)), cutoff)
+            scores = session.scores(np.asarray(embeddings.vectors))
+            csv_path = results_csv(embeddings.ids, scores, slug(session.classifier.prompt or "classifier"))
+            return (
+                summary_text,
+                estimate,
+                str(csv_path),
+                matches_html(ws, ranking.top, held_out),
+            )
 
         def export(bench) -> list[str]:
             try:
@@ -701,7 +893,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             with bench.lock:
                 bench.start(ws.session_from(probe))
             gr.Info(f"Loaded the classifier for {escape(repr(probe.prompt))}: classify with it or keep labelling.")
-            return [probe.prompt or "", *respond(ws, bench)]
+            return [probe.prompt or "", *respond(ws, bench, quality=NOT_CHECKED)]
 
         # ------------------------------------------------------------------------------------------ wiring
         ui_start = [bench_state, saved, prompt, *settings_inputs]
@@ -712,6 +904,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         grid.train(on_train, ui_round, ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
         grid.undo(on_undo, [bench_state, saved], ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
         grid.resume(on_resume, [bench_state, saved], [prompt, *ui_outputs], **UI_ONLY).failure(None, js=IDLE_JS)
+        grid.audit(on_audit, [bench_state, saved], ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
+        grid.check(on_check, [bench_state, saved], ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
         panel.pick(on_pick, [bench_state, saved], ui_outputs, **UI_ONLY)
         examples.example(on_example, ui_round, [prompt, *ui_outputs], **UI_ONLY)
         query_image.upload(
@@ -730,9 +924,12 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         )
         api_round.click(round, [api_labels, api_more_like, bench_state], [bench_state, grid], api_name="round", **QUIET)
         api_undo.click(undo, [bench_state], [bench_state, grid], api_name="undo", **QUIET)
+        api_check.click(check, [api_check_size, bench_state], [bench_state, grid], api_name="check", **QUIET)
+        api_quality.click(quality, [api_labels, bench_state], [bench_state, grid], api_name="quality", **QUIET)
         classify_inputs = [bench_state, split, threshold]
-        classify_button.click(classify, classify_inputs, [classify_summary, matches], api_name="classify", **QUIET)
-        threshold.release(classify, classify_inputs, [classify_summary, matches], api_visibility="private", **QUIET)
+        classify_outputs = [classify_summary, classify_estimate, results_file, matches]
+        classify_button.click(classify, classify_inputs, classify_outputs, api_name="classify", **QUIET)
+        threshold.release(classify, classify_inputs, classify_outputs, api_visibility="private", **QUIET)
         export_button.click(export, bench_state, export_files, api_name="export", **QUIET)
         push_inputs = [bench_state, repo_id, private, overwrite]
         push_button.click(push, push_inputs, push_result, api_name="push", **QUIET)

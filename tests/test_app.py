@@ -42,6 +42,7 @@ def test_the_api_documents_start_round_and_undo_with_their_parameters(client):
     assert parameters["/start"] == ["prompt", "negative", "strategy", "batch_size"]
     assert parameters["/round"] == ["labels", "more_like"]
     assert parameters["/undo"] == []
+    assert parameters["/check"] == ["n"] and parameters["/quality"] == ["labels"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in endpoints["/start"]["parameters"][1:]}
     assert defaults == {"negative": "", "strategy": "mixed", "batch_size": 10}
     assert not any(name.startswith(("/search", "/train", "/mark_rest", "/start_over")) for name in endpoints)
@@ -140,12 +141,50 @@ def test_parallel_rounds_for_one_session_take_turns(client):
 def test_classify_counts_matches_over_the_threshold_and_shows_the_top_ones(client):
     first = start(client)
     client.predict(label_all(first, 3), api_name="/round")
-    summary, gallery = client.predict("indexed collection", 0.5, api_name="/classify")
+    summary, estimate, _, gallery = client.predict("indexed collection", 0.5, api_name="/classify")
     above, total = (int(n.replace(",", "")) for n in re.search(r"\*\*([\d,]+) of ([\d,]+)\*\*", summary).groups())
     assert 0 < above < total
     assert 0 < gallery.count("<figure>") <= min(above, app.GALLERY_SIZE)
-    summary, _ = client.predict("held-out split", 0.99, api_name="/classify")
+    assert "optimistic" in estimate or "Check quality" in estimate  # no check yet: nothing honest to say
+    summary, _, _, _ = client.predict("held-out split", 0.99, api_name="/classify")
     assert "held-out split" in summary
+
+
+# ----------------------------------------------------------------------------------------------- quality
+def test_a_quality_check_shows_unseen_images_marked_as_a_check_then_estimates_quality(client):
+    first = start(client)
+    second = client.predict(label_all(first, 3), api_name="/round")
+    check = client.predict(api_name="/check")
+    assert check["mode"] == "check" and len(check["batch"]) == app.CHECK_SIZE
+    assert all(card["audit"] for card in check["batch"])
+    assert not set(ids(check)) & (set(ids(first)) | set(ids(second)))  # images never shown
+    assert client.predict(api_name="/check")["batch"] == check["batch"]  # until labelled, the same check
+    answers = {card["id"]: (1.0 if k < 4 else -1.0) for k, card in enumerate(check["batch"][:-1])}  # one left out
+    reply = client.predict(answers, api_name="/quality")
+    quality = reply["quality"]
+    assert quality["method"] == "audit" and not quality["optimistic"] and quality["check_labels"] == 19
+    for name in ("ap", "precision", "recall", "prevalence", "matches"):
+        assert quality[name]["low"] <= quality[name]["value"] <= quality[name]["high"], name
+    assert quality["collection_size"] == 2500 and quality["verdict"]
+    # back to the training batch, as it was; the check's images never come back in training
+    assert reply["mode"] == "train" and ids(reply) == ids(second) and reply["stats"]["labels"] == 10
+    after = client.predict(label_all(second, 2), api_name="/round")
+    assert not set(ids(after)) & set(ids(check))
+    assert after["stats"]["labels"] == 20  # the check's labels are not training labels
+
+
+def test_classify_estimates_precision_and_recall_and_exports_every_score(client):
+    first = start(client)
+    client.predict(label_all(first, 3), api_name="/round")
+    check = client.predict(api_name="/check")
+    client.predict({card["id"]: -1.0 for card in check["batch"]}, api_name="/quality")
+    _, estimate, results, _ = client.predict("indexed collection", 0.3, api_name="/classify")
+    assert re.search(r"precision \*\*[\d.]+\*\* \([\d.]+–[\d.]+\), recall \*\*[\d.]+\*\*", estimate)
+    assert "from 20 check labels" in estimate
+    rows = Path(results).read_text().splitlines()
+    assert rows[0] == "id,score" and len(rows) == 1 + 2500
+    scores = [float(row.split(",")[1]) for row in rows[1:]]
+    assert scores == sorted(scores, reverse=True)
 
 
 # ----------------------------------------------------------------------------------------------- export & share

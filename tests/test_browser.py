@@ -319,3 +319,35 @@ def test_a_tab_that_outlived_a_server_restart_carries_on_from_its_saved_copy(bro
     assert "server restarted" in page.locator(".ct-notice").inner_text()
     assert visitor.errors == []
     visitor.close()
+
+
+def test_a_quality_check_is_labelled_in_the_grid_then_the_panel_shows_estimates_with_intervals(visitor):
+    page = visitor.page
+    visitor.search("a large red heart")
+    page.locator(".ct-card").first.focus()
+    visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    training_batch = visitor.cards()
+    page.locator(".ct-check").click()
+    page.wait_for_function("document.querySelector('.ct-stats')?.innerText.startsWith('Quality check')")
+    assert len(visitor.cards()) == 20 and page.locator(".ct-card.ct-audit").count() == 20
+    assert not set(visitor.cards()) & set(training_batch)
+    assert page.locator(".ct-card.ct-audit .ct-score").first.is_hidden()  # a score would hint at the answer
+    assert page.locator(".ct-train").inner_text() == "Done: estimate quality"
+    visitor.shot("browser-quality-check.png", full_page=True)
+    page.locator(".ct-card").first.focus()
+    visitor.label_by_keys("ny" + "n" * 18)
+    visitor.wait_for_round(2, 10)  # back to the training batch, untouched
+    assert visitor.cards() == training_batch
+    page.wait_for_function("document.querySelector('#quality')?.innerText.includes('Matching images')")
+    panel = page.locator("#quality").inner_text()
+    assert "Quality · round 2" in panel and "Average precision" in panel and "estimate (90% interval)" in panel
+    assert re.search(r"From 20 check labels", panel)
+    visitor.shot("browser-quality-panel.png", full_page=True)
+    page.get_by_role("tab", name="Classify").click()
+    page.locator("#classify").click()
+    page.wait_for_function("document.querySelector('#classify-estimate')?.innerText.includes('from 20 check labels')")
+    assert "precision" in page.locator("#classify-estimate").inner_text()
+    visitor.shot("browser-classify-estimate.png", full_page=True)
+    listed = page.locator("#results-file").inner_text().replace("\n", "")
+    assert "a-large-red-heart-scores.csv" in listed  # every image's score, to download

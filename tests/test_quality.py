@@ -143,6 +143,15 @@ def test_undo_leaves_audits_alone_and_resume_refuses_to_train_on_them(session, c
         session.resume({audited[0]: 1.0})
 
 
+def test_an_audit_is_pending_until_each_of_its_items_has_a_label(session, concept):
+    ids = [h.id for h in session.audit(10)]
+    assert [h.id for h in session.pending_audit()] == ids
+    session.label({ids[0]: 1.0, ids[1]: 0.0})
+    assert [h.id for h in session.pending_audit()] == ids[2:]
+    session.label(dict.fromkeys(ids[2:], -1.0))
+    assert session.pending_audit() == []
+
+
 def test_an_audit_label_of_zero_counts_as_no_answer(session, concept):
     ids = [h.id for h in session.audit(20)]
     answers = concept.oracle(ids)
@@ -243,3 +252,22 @@ def test_estimates_refuse_inconsistent_inputs():
 def test_an_estimate_prints_as_value_and_interval():
     assert str(Estimate(0.8234, 0.71, 0.9)) == "0.82 (0.71-0.90)"
     assert Estimate(0.5, 0.25, 0.75).width == 0.5
+
+
+def quality_with(ap: Estimate, precision: Estimate | None, audited: int = 100) -> Quality:
+    figure = Estimate(0.5, 0.4, 0.6)
+    return Quality(ap, precision, figure, figure, Estimate(50, 40, 60), 0.5, audited, 50, 100, "audit", 40)
+
+
+@pytest.mark.parametrize(
+    ("ap", "precision", "audited", "says"),
+    [
+        (Estimate(0.9, 0.85, 0.95), Estimate(0.9, 0.8, 0.95), 100, "Good enough to share"),
+        (Estimate(0.9, 0.85, 0.95), Estimate(0.9, 0.5, 0.95), 100, "Keep labelling"),  # imprecise at the threshold
+        (Estimate(0.5, 0.3, 0.65), None, 100, "even the best case"),
+        (Estimate(0.8, 0.45, 0.95), None, 100, "Keep checking"),  # too uncertain to tell
+        (Estimate(0.9, 0.85, 0.95), None, 10, "too few"),
+    ],
+)
+def test_the_verdict_says_share_check_or_label_from_the_intervals_ends(ap, precision, audited, says):
+    assert says in verdict(quality_with(ap, precision, audited))

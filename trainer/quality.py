@@ -502,15 +502,18 @@ def cross_validated_quality(
 
 # ------------------------------------------------------------------------------------------------- in words
 def verdict(quality: Quality) -> str:
-    """One plain sentence: is this classifier good enough to share, and if not, what would help."""
+    """One plain sentence: is this classifier good enough to share, and if not, what would help most."""
     if quality.optimistic:
-        return "Check quality first: these figures come from the training labels and flatter the classifier."
+        return "Check quality first: these figures come from the training labels, and they flatter the classifier."
     if quality.audited < 20:
-        return f"Keep checking: {quality.audited} audit label(s) are too few to tell (the intervals are wide)."
-    if quality.ap.low >= 0.8 and quality.precision is not None and quality.precision.low >= 0.7:
-        return "Good enough to share: even the low end of each interval is solid."
+        return f"Keep checking: {quality.audited} check label(s) are too few to tell; the intervals are wide."
+    if quality.ap.high < 0.7:
+        return "Keep labelling: even the best case of the estimate is a weak classifier."
+    precise = quality.precision is None or quality.precision.low >= 0.7
+    if quality.ap.low >= 0.8 and precise:
+        return "Good enough to share: even the low ends of the intervals are solid."
     if quality.ap.width > 0.3:
-        return "Keep checking: the estimate is still uncertain; another audit batch narrows it."
+        return "Keep checking: the estimate is still uncertain, and another check narrows it."
     return "Keep labelling: the classifier still misses or confuses too many images."
 
 

@@ -244,17 +244,26 @@ class Session:
         """A random sample of ``n`` items never shown, stratified by the current score, to check quality with.
 
         Label them with :meth:`label` as usual: their labels are held out (never trained on) and feed
-        :meth:`quality`. They never appear in a training batch. Returned best-scored first, each with its current
-        P(concept); fewer than ``n`` when fewer unseen items are left. Audits are not undone by :meth:`undo`.
+        :meth:`quality`. They never appear in a training batch. Returned in random order (best-scored first would
+        hint at the answers), each with its current P(concept); fewer than ``n`` when fewer unseen items are left.
+        Audits are not undone by :meth:`undo`.
         """
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"an audit needs a positive whole number of images; got {n!r}")
         ids, logits = self._collection_logits()
         seen = self.seen
         eligible = np.fromiter((i not in seen for i in ids), dtype=bool, count=len(ids))
-        rows, weights = choose_audit(logits, eligible, n, self._audit_rng(), threshold=self.classifier.threshold)
+        rng = self._audit_rng()
+        rows, weights = choose_audit(logits, eligible, n, rng, threshold=self.classifier.threshold)
+        shuffled = rng.permutation(len(rows))
+        rows, weights = rows[shuffled], weights[shuffled]
         self._audit.update(zip((ids[r] for r in rows), weights.tolist(), strict=True))
         return [Hit(ids[r], float(p)) for r, p in zip(rows, _sigmoid(logits[rows].astype(np.float64)), strict=True)]
+
+    def pending_audit(self) -> list[Hit]:
+        """Audited items without a label yet (an audit batch being labelled), in the order drawn, each with its
+        current P(concept). Labelling them (0 counts: "no opinion") ends the audit."""
+        return self._rescored([Hit(i, 0.0) for i in self._audit if i not in self._audit_labels])
 
     def quality(self, threshold: float | None = None) -> Quality | None:
         """How good the classifier is on the whole collection, at ``threshold`` (default: the classifier's).

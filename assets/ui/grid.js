@@ -6,6 +6,10 @@
 // Keys (inside the grid): arrows or j / k move; y = it, n = not it, space = no opinion, 1-5 = -1, -0.5, 0, +0.5, +1
 // (each labels the focused image and moves on); m = more like this; x = the rest "not it"; Enter trains;
 // u undoes; ? shows the keys. A batch of 10 takes 11 keystrokes: ten labels and Enter.
+//
+// A quality check (value.mode === 'check', cards marked `audit`) is labelled the same way, but Enter sends
+// trigger('check', {labels}) instead of training, the cards hide their scores (they would hint at the answers) and
+// have no "more like this". "Check quality" sends trigger('audit', {labels}) with the labels set so far.
 
 const root = element.querySelector('.ct-grid');
 const STEPS = [-1, -0.5, 0, 0.5, 1];
@@ -62,12 +66,17 @@ const restButton = el('button', {
   onclick: () => markRest(),
 });
 const restartButton = el('button', { class: 'ct-restart', type: 'button', text: 'Start over', onclick: () => askRestart() });
+const checkButton = el('button', {
+  class: 'ct-check', type: 'button', text: 'Check quality',
+  title: 'Label 20 images drawn at random (never trained on) to estimate how good the classifier is',
+  onclick: () => startCheck(),
+});
 const keysButton = el('button', {
   class: 'ct-keys-button', type: 'button', text: '?', title: 'Keyboard shortcuts (?)', 'aria-label': 'Keyboard shortcuts',
   onclick: () => toggleKeys(),
 });
 const bar = el('div', { class: 'ct-bar', role: 'toolbar', 'aria-label': 'Round actions' },
-  restButton, trainButton, undoButton, restartButton, keysButton);
+  restButton, trainButton, undoButton, checkButton, restartButton, keysButton);
 const confirmText = el('span', {});
 const confirmBox = el('div', { class: 'ct-confirm', role: 'alertdialog', 'aria-label': 'Confirm start over', hidden: true },
   confirmText,
@@ -110,12 +119,22 @@ function drawOffer() {
   );
 }
 
+const checking = () => Boolean(shown && shown.mode === 'check');
+
 function drawStats() {
   const s = shown.stats;
   notice.hidden = !shown.notice;
   notice.textContent = shown.notice || '';
+  root.toggleAttribute('data-check', checking());
   if (!s) {
     stats.replaceChildren(el('span', { text: shown.hint || 'Describe a concept above and press Search.' }));
+    return;
+  }
+  if (checking()) {
+    stats.replaceChildren(
+      el('strong', { text: 'Quality check' }),
+      ` · ${count(shown.batch.length)} images drawn at random from those not yet seen, never trained on`,
+    );
     return;
   }
   const parts = [
@@ -135,8 +154,9 @@ function drawStats() {
 
 function cardLabel(card, index) {
   const name = card.alt || card.id;
+  const score = card.audit ? '' : ` Score ${card.score.toFixed(2)}.`; // a check hides the score: it would hint
   return `Image ${index + 1} of ${shown.batch.length}: ${name}. ${labelWords(labels[card.id] || 0)}` +
-    (more.has(card.id) ? ', more like this' : '') + `. Score ${card.score.toFixed(2)}.`;
+    (more.has(card.id) ? ', more like this' : '') + `.${score}`;
 }
 
 function drawCards() {
@@ -196,12 +216,23 @@ function paintCard(node, card, index) {
 function drawBar() {
   const s = shown.stats;
   const hasBatch = (shown.batch || []).length > 0;
-  trainButton.textContent = busy === 'train' ? 'Training…' : 'Train & requery';
-  trainButton.title = 'Train on every label so far and show the next batch (Enter)';
-  trainButton.disabled = !s || !hasBatch;
-  undoButton.textContent = s && s.undo === 'start' ? 'Undo start over' : 'Undo';
-  undoButton.title = 'Take back the last round (u)';
-  undoButton.disabled = !s || !s.undo;
+  if (checking()) {
+    trainButton.textContent = busy === 'check' ? 'Estimating…' : 'Done: estimate quality';
+    trainButton.title = 'Record these labels (never trained on) and estimate how good the classifier is (Enter)';
+    trainButton.disabled = !hasBatch;
+    undoButton.textContent = 'Skip check';
+    undoButton.title = 'Back to labelling without recording this check: its images count as seen, with no opinion';
+    undoButton.disabled = false;
+  } else {
+    trainButton.textContent = busy === 'train' ? 'Training…' : 'Train & requery';
+    trainButton.title = 'Train on every label so far and show the next batch (Enter)';
+    trainButton.disabled = !s || !hasBatch;
+    undoButton.textContent = s && s.undo === 'start' ? 'Undo start over' : 'Undo';
+    undoButton.title = 'Take back the last round (u)';
+    undoButton.disabled = !s || !s.undo;
+  }
+  checkButton.hidden = checking();
+  checkButton.disabled = !s || Boolean(s.exhausted);
   restButton.disabled = !hasBatch;
   restartButton.disabled = !s;
   bar.hidden = !s && !shown.offer;
@@ -241,7 +272,8 @@ function setLabel(index, value, advance) {
 
 function toggleMore(index, advance) {
   const card = (shown.batch || [])[index];
-  if (!card) return;
+  if (!card || card.audit) return; // a check image only gets a label: its neighbours are no check
+
   if (more.has(card.id)) more.delete(card.id);
   else {
     more.add(card.id);
@@ -271,20 +303,35 @@ function act(name, data) {
   trigger(name, data);
 }
 
-function train() {
-  if (!shown || !shown.stats || busy) return;
+function givenLabels() {
   const batchIds = new Set((shown.batch || []).map((c) => c.id));
   const given = {};
   for (const [id, value] of Object.entries(labels)) if (batchIds.has(id)) given[id] = value;
-  act('train', { labels: given, more: [...more].filter((id) => batchIds.has(id)) });
+  return given;
+}
+
+function train() {
+  if (!shown || !shown.stats || busy) return;
+  if (checking()) {
+    act('check', { labels: givenLabels() });
+    return;
+  }
+  const batchIds = new Set((shown.batch || []).map((c) => c.id));
+  act('train', { labels: givenLabels(), more: [...more].filter((id) => batchIds.has(id)) });
 }
 
 function undo() {
-  if (shown && shown.stats && shown.stats.undo) act('undo', {});
+  if (checking()) act('check', { labels: {}, skip: true });
+  else if (shown && shown.stats && shown.stats.undo) act('undo', {});
   else if (shown && shown.stats) {
     notice.hidden = false;
     notice.textContent = 'Nothing to undo yet: train a round first.';
   }
+}
+
+function startCheck() {
+  // The labels set on the batch on screen go along: they are kept (not trained on yet) while the check is shown.
+  if (shown && shown.stats && !checking()) act('audit', { labels: givenLabels() });
 }
 
 function askRestart() {
@@ -338,7 +385,7 @@ root.addEventListener('keydown', (event) => {
         if (onButton) return false; // a focused button clicks itself
         train();
         return true;
-      case 'u': undo(); return true;
+      case 'u': if (!checking()) undo(); return true; // skipping a check takes a click, not a stray key
       case '?': toggleKeys(); return true;
       case 'x': markRest(); return true;
     }
