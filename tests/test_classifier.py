@@ -80,3 +80,29 @@ def test_newton_and_lbfgs_fits_reach_the_same_optimum(concept, monkeypatch):
     assert newton_loss == pytest.approx(lbfgs_loss, rel=1e-3)
     np.testing.assert_allclose(newton_w, lbfgs_w, atol=2e-2 * np.abs(lbfgs_w).max())
     assert newton_b == pytest.approx(lbfgs_b, abs=0.05 * abs(lbfgs_b) + 0.05)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"dim": 500_000_000}, "dim must be from 1 to 16,384; got 500,000,000"),
+        ({"dim": 10**18}, "dim must be from 1 to 16,384"),
+        ({"dim": 0}, "dim must be from 1 to 16,384; got 0"),
+        ({"dim": "512"}, "dim must be a whole number"),
+        ({"dim": 512.0}, "dim must be a whole number"),
+        ({"prior_strength": "ten"}, "must be a number; got 'ten'"),
+        ({"prior_strength": float("nan")}, "finite number; got nan"),
+        ({"prior_strength": 0}, "greater than 0"),
+        ({"threshold": float("nan")}, "threshold must be a finite number"),
+        ({"threshold": 1.5}, r"threshold must be within \[0, 1\]; got 1.5"),
+        ({"recipe": "sideways"}, "unknown recipe 'sideways'; choose one of balanced, original"),
+        ({"prompt": ["a list"]}, "prompt must be text"),
+        ({"prompt": "x" * 10_000}, "prompt is 10,000 characters long"),
+        ({"base_model": {"nested": [1]}}, "base_model must be text"),
+        ({"base_model": "x" * 300}, "base_model is 300 characters long; the limit is 256"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_a_probe_refuses_a_bad_config_before_allocating_anything(config, message):
+    with pytest.raises(ValueError, match=message):
+        LinearProbe(**config)

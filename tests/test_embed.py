@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from trainer import embed
+from trainer.checks import MAX_PROMPT_CHARS
 from trainer.embed import EMPTY_PROMPT_MESSAGE, to_rgb
 
 PROMPTS = ["a dog in the snow", "red", "a small blue square on stripes"]
@@ -120,15 +121,43 @@ def test_a_bare_string_is_refused_rather_than_embedded_letter_by_letter(tiny_emb
         tiny_embedder.embed_text("a cat")
 
 
-def test_very_long_prompt_is_truncated_with_a_logged_note(tiny_embedder, caplog):
-    long_prompt = "dogs in the snow " * 600  # 10,200 characters
+def test_a_prompt_over_the_token_limit_is_truncated_with_a_logged_note(tiny_embedder, caplog):
+    long_prompt = "dogs in the snow " * 60  # 1,020 characters, far more tokens than the model reads
     with caplog.at_level(logging.WARNING, logger="trainer.embed"):
-        vector = tiny_embedder.embed_text([long_prompt[:10_000]])
+        vector = tiny_embedder.embed_text([long_prompt[:MAX_PROMPT_CHARS]])
     assert vector.shape == (1, 16) and np.isfinite(vector).all()
     assert any("truncated" in record.getMessage() for record in caplog.records)
     # Truncation keeps the start: the same prefix gives the same vector as the full prompt.
-    prefix = tiny_embedder.embed_text([long_prompt[:5_000]])
+    prefix = tiny_embedder.embed_text([long_prompt[:500]])
     np.testing.assert_allclose(vector, prefix, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [
+        ("x" * (MAX_PROMPT_CHARS + 1), "1,001 characters long; the limit is 1,000"),
+        ("x" * 10_000_000, "10,000,000 characters long; the limit is 1,000"),
+        ("dogs\x00 in the snow", r"control character \(U\+0000\) at position 5"),
+        ("dogs \x1b[31m red", r"control character \(U\+001B\)"),
+        ("dogs \ud800 snow", r"lone surrogate \(U\+D800\) at position 6"),
+        (b"dogs", "Prompt 2 must be text; got b'dogs'"),
+        (None, "The prompt must be text; got None"),
+    ],
+    ids=["1,001 chars", "10 MB", "NUL", "escape sequence", "lone surrogate", "bytes", "None"],
+)
+def test_bad_prompts_are_refused_before_tokenizing_naming_what_to_change(tiny_embedder, prompt, message, monkeypatch):
+    def tokenize(*args, **kwargs):
+        raise AssertionError("tokenized a prompt that should have been refused")
+
+    monkeypatch.setattr(tiny_embedder, "tokenizer", tokenize)
+    with pytest.raises(ValueError, match=message):
+        tiny_embedder.embed_text(["a cat", prompt] if prompt is not None else [prompt])
+
+
+def test_tabs_and_line_breaks_in_a_prompt_read_as_spaces(tiny_embedder):
+    np.testing.assert_array_equal(
+        tiny_embedder.embed_text(["dogs\tin the\nsnow "]), tiny_embedder.embed_text(["dogs in the snow"])
+    )
 
 
 def test_short_prompt_logs_nothing(tiny_embedder, caplog):

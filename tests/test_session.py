@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -283,3 +285,146 @@ def test_a_resume_that_is_not_undoable_is_where_undo_stops(concept_index, concep
     session.train_and_requery()
     session.undo()
     assert session.labels.keys() >= earlier.labels.keys() and not session.can_undo
+
+
+# ------------------------------------------------------------------------------------------------- bad arguments
+class NoQueries(LocalIndex):
+    """An index that fails any search: proves a refused Session did no work before refusing."""
+
+    def query(self, *args, **kwargs):
+        raise AssertionError("the session searched before checking its arguments")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"prior_strength": 0}, "greater than 0; got 0"),
+        ({"prior_strength": -10}, "greater than 0; got -10"),
+        ({"prior_strength": float("nan")}, "finite number; got nan"),
+        ({"prior_strength": float("inf")}, "finite number; got inf"),
+        ({"prior_strength": "ten"}, "must be a number; got 'ten'"),
+        ({"prior_strength": 1e300}, r"within \[-inf, 1e\+06\]"),
+        ({"batch_size": True}, "batch_size must be a whole number from 1 to 1,000; got True"),
+        ({"batch_size": 10.0}, "batch_size must be a whole number"),
+        ({"batch_size": 0}, "batch_size must be from 1 to 1,000; got 0"),
+        ({"batch_size": 10**9}, "got 1,000,000,000"),
+        ({"prompt_vector": np.zeros(32, np.float32)}, "prompt vector is zero"),
+        ({"prompt_vector": np.full(32, 1e-9, np.float32)}, "prompt vector is zero"),
+        ({"strategy": ["top"]}, r"unknown strategy \['top'\]"),
+    ],
+    ids=lambda v: str(v)[:40],
+)
+def test_a_session_refuses_bad_arguments_before_any_work(concept, options, message):
+    index = NoQueries.from_vectors(concept.ids, concept.vectors)
+    with pytest.raises(ValueError, match=message):
+        Session(index, **{"prompt_vector": concept.prompt_vector, **options})
+
+
+def test_a_session_keeps_its_own_unit_prompt_vector_and_negative_prompt(concept_index, concept):
+    session = Session(concept_index, 3 * concept.prompt_vector, prompt="it", negative_prompt="not that")
+    np.testing.assert_allclose(session.prompt_vector, concept.prompt_vector / np.linalg.norm(concept.prompt_vector))
+    assert (session.prompt, session.negative_prompt) == ("it", "not that")
+    assert not session.prompt_vector.flags.writeable
+
+
+# ------------------------------------------------------------------------------------------------- saved sessions
+@pytest.fixture
+def labelled(concept_index, concept) -> Session:
+    """Two rounds in, with a negative prompt and non-default settings: what a browser would have saved."""
+    session = Session(
+        concept_index,
+        concept.prompt_vector,
+        strategy="boundary",
+        batch_size=7,
+        prior_strength=4.5,
+        prompt="the concept",
+        negative_prompt="not this",
+        base_model="some/clip",
+        collection="planted (train)",
+    )
+    run_rounds(session, concept, rounds=2)
+    return session
+
+
+def saved_json(session: Session) -> dict:
+    return json.loads(json.dumps(session.to_saved()))  # exactly what comes back from the browser
+
+
+def test_a_saved_session_comes_back_the_same_through_json(labelled, concept_index):
+    again = Session.from_saved(
+        concept_index, saved_json(labelled), base_model="some/clip", collection="planted (train)"
+    )
+    assert again.labels == labelled.labels and set(again.label_rounds.values()) == {0}  # carried over
+    assert set(labelled.labels) <= again.seen
+    assert (again.strategy, again.batch_size, again.prompt, again.negative_prompt) == (
+        "boundary",
+        7,
+        "the concept",
+        "not this",
+    )
+    assert again.classifier.prior_strength == 4.5 and again.classifier.base_model == "some/clip"
+    np.testing.assert_allclose(again.prompt_vector, labelled.prompt_vector, atol=1e-7)
+    np.testing.assert_allclose(again.classifier.weight, labelled.classifier.weight, atol=1e-4)
+    assert again.to_saved()["labels"] == labelled.to_saved()["labels"]
+
+
+def test_a_saved_session_without_labels_starts_fresh(concept_index, concept):
+    fresh = Session(concept_index, concept.prompt_vector, prompt="p")
+    again = Session.from_saved(concept_index, saved_json(fresh))
+    assert again.labels == {} and [h.id for h in again.batch()] == [h.id for h in fresh.batch()]
+
+
+def _with(**changes):
+    return lambda saved: {**saved, **changes}
+
+
+def _without(key):
+    return lambda saved: {k: v for k, v in saved.items() if k != key}
+
+
+def _labels(change):
+    return lambda saved: {**saved, "labels": change(saved["labels"])}
+
+
+SAVED_REFUSALS = {
+    "a list, not an object": (lambda saved: [saved], "a saved session is a JSON object"),
+    "a field missing": (_without("prompt_vector"), r"missing \['prompt_vector'\]"),
+    "an unknown field": (_with(extra=1), r"unknown \['extra'\]"),
+    "another version": (_with(version=2), "version 2; this app reads 1"),
+    "batch size 10^9": (_with(batch_size=10**9), "batch size must be from 1 to 20; got 1,000,000,000"),
+    "batch size as text": (_with(batch_size="10"), "batch size must be a whole number from 1 to 20; got '10'"),
+    "batch size true": (_with(batch_size=True), "got True"),
+    "prior strength NaN": (_with(prior_strength=float("nan")), "finite number; got nan"),
+    "prior strength 0": (_with(prior_strength=0), "greater than 0"),
+    "prior strength 'ten'": (_with(prior_strength="ten"), "must be a number; got 'ten'"),
+    "prompt vector too short": (
+        lambda saved: {**saved, "prompt_vector": saved["prompt_vector"][:5]},
+        "list of 32 numbers; got 5 values",
+    ),
+    "prompt vector of text": (_with(prompt_vector=["1"] * 32), "prompt vector value 0 must be a number"),
+    "prompt vector of zeros": (_with(prompt_vector=[0.0] * 32), "prompt vector is zero"),
+    "prompt vector as text": (_with(prompt_vector="0.1," * 32), "list of 32 numbers; got '0.1,0.1,"),
+    "a NUL in the prompt": (_with(prompt="dogs\x00"), r"control character \(U\+0000\)"),
+    "a 10 MB prompt": (_with(prompt="x" * 10_000_000), "10,000,000 characters long"),
+    "an unknown strategy": (_with(strategy="smartest"), "unknown strategy 'smartest'"),
+    "labels as a list": (lambda saved: {**saved, "labels": list(saved["labels"])}, "labels must be a JSON object"),
+    "a label of 3": (_labels(lambda labels: {**labels, next(iter(labels)): 3}), r"within \[-1, 1\]; got 3"),
+    "a label as text": (_labels(lambda labels: {**labels, next(iter(labels)): "yes"}), "must be a number; got 'yes'"),
+    "a label for an unknown id": (_labels(lambda labels: {**labels, "no-such-item": 1.0}), "not in this collection"),
+    "more labels than items": (
+        _labels(lambda labels: {f"x{i}": 1.0 for i in range(3001)}),
+        "name 3,001 items, but the collection holds 3,000",
+    ),
+    "an id of 2,000 characters": (_labels(lambda labels: {"x" * 2000: 1.0}), "an id that is not a collection id"),
+    "another model": (_with(base_model="other/clip"), "for base_model 'other/clip', but this app runs 'some/clip'"),
+    "another collection": (_with(collection="cats (train)"), "for collection 'cats \\(train\\)'"),
+}
+
+
+@pytest.mark.parametrize("case", list(SAVED_REFUSALS))
+def test_a_bad_saved_session_is_refused_naming_what_is_wrong(labelled, concept, case):
+    change, message = SAVED_REFUSALS[case]
+    index = NoQueries.from_vectors(concept.ids, concept.vectors)
+    bad = change(saved_json(labelled))
+    with pytest.raises(ValueError, match=message):
+        Session.from_saved(index, bad, base_model="some/clip", collection="planted (train)", max_batch_size=20)

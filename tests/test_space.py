@@ -96,7 +96,7 @@ def space_url(openid_provider: str, tmp_path_factory: pytest.TempPathFactory) ->
                     break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"app.py did not serve a page within 120 s:\n{log_path.read_text()[-3000:]}")
+                    pytest.fail(f"app.py did not serve a page within 300 s:\n{log_path.read_text()[-3000:]}")
                 time.sleep(0.5)
         yield url
 

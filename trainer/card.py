@@ -26,6 +26,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .classifier import LinearProbe
+from .messages import markdown_text
 from .quality import Estimate, Quality
 from .session import RoundStats
 from .strategies import STRATEGIES, get_strategy
@@ -82,8 +83,8 @@ def model_card(facts: CardFacts, *, files: Mapping[str, str]) -> ModelCard:
     card = ModelCard.from_template(
         card_data,
         template_str=_CARD_TEMPLATE,
-        prompt=_md(probe.prompt) if probe.prompt else "(no prompt recorded)",
-        negative_prompt=_md(probe.negative_prompt) if probe.negative_prompt else None,
+        prompt=markdown_text(probe.prompt) if probe.prompt else "(no prompt recorded)",
+        negative_prompt=markdown_text(probe.negative_prompt) if probe.negative_prompt else None,
         base_model=f"`{probe.base_model}`"
         if hub_base
         else f"a local CLIP model folder, `{Path(str(probe.base_model)).name}`",
@@ -116,8 +117,8 @@ def model_card(facts: CardFacts, *, files: Mapping[str, str]) -> ModelCard:
         audit_negatives=sum(v < 0 for v in facts.audit_labels.values()),
         confidence=f"{facts.quality.confidence:.0%}" if facts.quality is not None else None,
         held_out_ap=None if facts.held_out_ap is None else f"{facts.held_out_ap:.3f}",
-        held_out_note=_md(facts.held_out_note) if facts.held_out_note else None,
-        collection=_md(facts.collection) if facts.collection else None,
+        held_out_note=markdown_text(facts.held_out_note) if facts.held_out_note else None,
+        collection=markdown_text(facts.collection) if facts.collection else None,
         repo=facts.repo_id,
         files=dict(files),
     )
@@ -213,12 +214,6 @@ def _hub_model_id(base_model: str | None) -> str | None:
     except HFValidationError:
         return None
     return base_model
-
-
-def _md(text: str) -> str:
-    """Text from a person, made safe inside a Markdown table cell or sentence: one line, no markup."""
-    text = " ".join(str(text).split())
-    return re.sub(r"([\\`*_\[\]<>|~])", r"\\\1", text)
 
 
 def _strategy_note(strategy: str | None) -> str:

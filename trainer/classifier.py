@@ -17,7 +17,9 @@ is convex and tiny (d + 1 parameters), so a full-batch L-BFGS solves it in a few
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,9 +27,27 @@ from huggingface_hub import PyTorchModelHubMixin
 from threadpoolctl import ThreadpoolController
 from torch import nn
 
-__all__ = ["RECIPES", "FitReport", "LinearProbe", "label_targets"]
+from . import checks
+
+__all__ = [
+    "MAX_DIM",
+    "MAX_PRIOR_STRENGTH",
+    "RECIPES",
+    "FitReport",
+    "LinearProbe",
+    "check_prior_strength",
+    "label_targets",
+]
 
 RECIPES = ("balanced", "original")
+# The widest CLIP embedding today is 1,280 (ViT-bigG). A config asking for far more is broken or hostile: refused
+# before anything is allocated (a dim of 500,000,000 used to build a 2 GB layer before any check).
+MAX_DIM = 16_384
+# How strongly training pulls toward the prompt, in labels' worth (see ``fit``). Beyond a million the pull swamps
+# any labelling, and a huge value overflows the fit's arithmetic.
+MAX_PRIOR_STRENGTH = 1e6
+# base_model (a Hub id or a portable name) and base_model_revision (a branch, tag or commit) are short.
+MAX_NAME_CHARS = 256
 # Up to this many labels a fit takes exact Newton steps in label space: 1.8 ms at 50 labels against 9.7 ms for
 # L-BFGS (measured side by side, load 4.4). Each step's n x n system grows with the labels, and by 128 labels
 # L-BFGS is ahead (16.0 vs 9.6 ms), so it takes over beyond this.
@@ -51,6 +71,11 @@ def label_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         bad = labels[~np.isfinite(labels) | (np.abs(labels) > 1)]
         raise ValueError(f"label scores must be finite and within [-1, 1]; got {bad[:5].tolist()}")
     return (labels > 0).astype(np.float32), np.abs(labels)
+
+
+def check_prior_strength(value: object) -> float:
+    """``prior_strength`` as a float, or a ValueError: a finite number > 0, at most ``MAX_PRIOR_STRENGTH``."""
+    return checks.number(value, "prior_strength (the pull toward the prompt)", above=0, high=MAX_PRIOR_STRENGTH)
 
 
 class LinearProbe(
@@ -77,20 +102,65 @@ class LinearProbe(
         threshold: float = 0.5,
     ) -> None:
         super().__init__()
-        if recipe not in RECIPES:
-            raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-        self.dim = dim
-        self.base_model = base_model
-        self.base_model_revision = base_model_revision
-        self.prompt = prompt
-        self.negative_prompt = negative_prompt  # what the prior was pushed away from, if anything
+        # Every argument is checked before the layer is allocated: these values may come from a stranger's config.
+        if not isinstance(recipe, str) or recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {checks.shown(recipe)}; choose one of {', '.join(RECIPES)}")
+        self.dim = checks.integer(dim, "dim", low=1, high=MAX_DIM)
+        self.base_model = _optional_name(base_model, "base_model")
+        self.base_model_revision = _optional_name(base_model_revision, "base_model_revision")
+        self.prompt = None if prompt is None else checks.prompt_text(prompt, "prompt", allow_empty=True) or None
+        # What the prior was pushed away from, if anything.
+        self.negative_prompt = (
+            None
+            if negative_prompt is None
+            else checks.prompt_text(negative_prompt, "negative_prompt", allow_empty=True) or None
+        )
         self.recipe = recipe
-        self.prior_strength = prior_strength
-        self.threshold = threshold
-        self.linear = nn.Linear(dim, 1)
+        self.prior_strength = check_prior_strength(prior_strength)
+        self.threshold = checks.number(threshold, "threshold", low=0, high=1)
+        self.linear = nn.Linear(self.dim, 1)
         # The prompt's prior travels with the weights, so a pulled classifier can keep training toward it.
-        self.register_buffer("prior_weight", torch.zeros(dim))  # (D,)
+        self.register_buffer("prior_weight", torch.zeros(self.dim))  # (D,)
         self.register_buffer("prior_bias", torch.zeros(()))
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike[str],
+        *,
+        force_download: bool = False,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        local_files_only: bool = False,
+        revision: str | None = None,
+    ) -> LinearProbe:
+        """Load a probe that ``save_pretrained`` wrote, from a folder or a Hub repo id, strictly.
+
+        The mixin's own loader builds a layer of whatever size config.json asks for and takes NaN weights and
+        missing or extra tensors in silence; this one checks everything before allocating (see
+        ``trainer/probe_files.py``, the same code ``trainer.hub.load_classifier`` uses) and raises
+        ``InvalidClassifier``, a ValueError naming the file and what is wrong. From the Hub, config.json is
+        downloaded and checked before the weights are.
+        """
+        from . import probe_files  # it imports this module
+
+        source = str(pretrained_model_name_or_path)
+        folder = Path(source).expanduser()
+        if folder.is_dir():
+            missing = [n for n in (probe_files.CONFIG_NAME, probe_files.WEIGHTS_NAME) if not (folder / n).is_file()]
+            if missing:
+                raise probe_files.InvalidClassifier(f"{source} is not a classifier: {' and '.join(missing)} missing")
+            return probe_files.load_files(folder / probe_files.CONFIG_NAME, folder / probe_files.WEIGHTS_NAME, source)
+        from huggingface_hub import hf_hub_download
+
+        def download(name: str) -> str:
+            options = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, token=token)
+            return hf_hub_download(source, name, local_files_only=local_files_only, **options)
+
+        config = probe_files.read_config(download(probe_files.CONFIG_NAME), source)
+        probe = probe_files.probe_from_config(config, source)
+        probe_files.load_weights(probe, download(probe_files.WEIGHTS_NAME), source)
+        return probe
 
     @classmethod
     def from_prompt(cls, prompt_vector: np.ndarray, *, scale: float, bias: float, **config: object) -> LinearProbe:
@@ -100,7 +170,7 @@ class LinearProbe(
             raise ValueError("prompt vector, scale and bias must be finite")
         probe = cls(dim=vector.shape[0], **config)  # type: ignore[arg-type]
         with torch.no_grad():
-            probe.prior_weight.copy_(torch.from_numpy(vector) * scale)
+            probe.prior_weight.copy_(torch.tensor(vector) * scale)
             probe.prior_bias.fill_(bias)
             probe.reset_to_prior()
         return probe
@@ -282,6 +352,10 @@ def _newton_map(
                 size /= 2
             theta, value = candidate, candidate_value
     return theta[:-1], float(theta[-1]), value
+
+
+def _optional_name(value: object, name: str) -> str | None:
+    return None if value is None else checks.text(value, name, max_chars=MAX_NAME_CHARS) or None
 
 
 @functools.cache

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .checks import EMPTY_PROMPT_MESSAGE, prompt_text
+
 __all__ = ["EMPTY_PROMPT_MESSAGE", "Embedder", "load", "to_rgb"]
 
 logger = logging.getLogger(__name__)
-
-EMPTY_PROMPT_MESSAGE = "Describe the concept in a few words, e.g. 'dogs in the snow'"
 
 # Modes that carry an alpha channel (or a transparent palette entry): composited on white, as a viewer shows them.
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
@@ -104,15 +104,16 @@ class Embedder:
 
     # ------------------------------------------------------------------------------------------------------ text
     def embed_text(self, prompts: Sequence[str]) -> np.ndarray:
-        """Embed prompts: (n, d) float32, each row L2-normalised. Over-long prompts are truncated (and logged)."""
+        """Embed prompts: (n, d) float32, each row L2-normalised.
+
+        Each prompt is checked before it is tokenized (``checks.prompt_text``: at most ``MAX_PROMPT_CHARS``
+        characters, no control characters or lone surrogates, not empty; tabs and line breaks read as spaces), so
+        a huge or broken prompt is refused at once with a ValueError. Prompts longer than the model's token limit
+        are truncated to it (and logged).
+        """
         if isinstance(prompts, str):
             raise TypeError("embed_text takes a list of prompts; wrap a single prompt as [prompt]")
-        prompts = list(prompts)
-        for prompt in prompts:
-            if not isinstance(prompt, str):
-                raise TypeError(f"prompts must be strings; got {type(prompt).__name__}: {prompt!r}")
-            if not prompt.strip():
-                raise ValueError(f"{EMPTY_PROMPT_MESSAGE} (the prompt was empty)")
+        prompts = [prompt_text(p, "The prompt" if i == 0 else f"Prompt {i + 1}") for i, p in enumerate(prompts)]
         if not prompts:
             return np.empty((0, self.dim), dtype=np.float32)
         self._note_truncation(prompts)

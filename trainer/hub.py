@@ -24,7 +24,6 @@ failure: an exported folder stays where it was.
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import logging
 import math
@@ -40,8 +39,6 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import httpx2
-import safetensors
-import torch
 from huggingface_hub import HfApi, get_token, hf_hub_download
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import (
@@ -55,10 +52,18 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
-from safetensors.torch import load_file
 
 from .card import LIBRARY_NAME, REPO_PLACEHOLDER, CardFacts, model_card
 from .classifier import LinearProbe
+from .probe_files import (
+    CONFIG_KEYS,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    InvalidClassifier,
+    load_weights,
+    probe_from_config,
+    read_config,
+)
 from .quality import Quality
 from .session import RoundStats, Session
 
@@ -86,8 +91,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "model.safetensors"  # the names PyTorchModelHubMixin reads and writes
-CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 LABELS_JSONL = "labels.jsonl"
 LABELS_CSV = "labels.csv"
@@ -330,8 +333,7 @@ def _write_export(facts: CardFacts, folder: Path) -> None:
 
 def _probe_config(probe: LinearProbe) -> dict[str, Any]:
     """LinearProbe's constructor arguments, read from the probe now (the threshold may have moved since init)."""
-    names = [p for p in inspect.signature(LinearProbe.__init__).parameters if p != "self"]
-    return {name: getattr(probe, name) for name in names}
+    return {name: getattr(probe, name) for name in CONFIG_KEYS}
 
 
 def read_labels(path: str | os.PathLike[str]) -> list[LabelRecord]:
@@ -417,16 +419,17 @@ def load_classifier(
         source = validate_repo_id(source)  # a relative path that happens to exist is still only a repo id here
     if local and Path(source).is_dir():
         _require_files(Path(source), source)
-        config_path, weights_path = Path(source) / CONFIG_NAME, Path(source) / WEIGHTS_NAME
+        fetch: Callable[[str], Path] = lambda name: Path(source) / name  # noqa: E731
     elif local and (
         isinstance(repo_or_folder, os.PathLike) or source.startswith(("/", ".", "~")) or Path(source).exists()
     ):
         raise HubError(f"No classifier folder at {source}: pass the folder of an export, or a Hub repo id.")
     else:
         repo_id = validate_repo_id(source)
-        paths = [
-            _call_hub(
-                lambda name=name: hf_hub_download(repo_id, name, revision=revision, token=token),
+
+        def fetch(name: str) -> Path:
+            path = _call_hub(
+                lambda: hf_hub_download(repo_id, name, revision=revision, token=token),
                 what=f"downloading {name} from '{repo_id}'",
                 repo_id=repo_id,
                 token=token if isinstance(token, str) else None,
@@ -434,12 +437,15 @@ def load_classifier(
                 backoff_s=backoff_s,
                 note=f" (There is no local folder named {source!r} either.)" if local else "",
             )
-            for name in (CONFIG_NAME, WEIGHTS_NAME)
-        ]
-        config_path, weights_path = (Path(p) for p in paths)
-    probe = _probe_from_config(config_path, source)
-    check_compatible(probe, base_model=expect_base_model, dim=expect_dim)
-    _load_weights_strictly(probe, weights_path, source)
+            return Path(path)
+
+    # config.json first, checked and matched against the model in use before the weights are even fetched.
+    try:
+        probe = probe_from_config(read_config(fetch(CONFIG_NAME), source), source)
+        check_compatible(probe, base_model=expect_base_model, dim=expect_dim)
+        load_weights(probe, fetch(WEIGHTS_NAME), source)
+    except InvalidClassifier as err:
+        raise HubError(str(err)) from None
     return probe
 
 
@@ -447,56 +453,6 @@ def _require_files(folder: Path, source: str) -> None:
     missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME) if not (folder / n).is_file()]
     if missing:
         raise HubError(f"{source} is not a classifier export: {' and '.join(missing)} missing.")
-
-
-def _probe_from_config(path: Path, source: str) -> LinearProbe:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise HubError(f"{CONFIG_NAME} of {source} cannot be read: {err}") from None
-    accepted = [p for p in inspect.signature(LinearProbe.__init__).parameters if p != "self"]
-    config = config if isinstance(config, dict) else {}
-    dim, threshold = config.get("dim"), config.get("threshold", 0.5)
-    if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
-        raise HubError(f"{CONFIG_NAME} of {source} does not describe a classifier: it needs a positive integer 'dim'.")
-    if not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
-        raise HubError(f"{CONFIG_NAME} of {source} is invalid: threshold must be a probability; got {threshold!r}")
-    for key in ("base_model", "base_model_revision", "prompt", "negative_prompt"):
-        if not isinstance(config.get(key), str | None):
-            raise HubError(f"{CONFIG_NAME} of {source} is invalid: {key} must be text; got {config[key]!r}")
-    try:
-        return LinearProbe(**{k: v for k, v in config.items() if k in accepted})
-    except (TypeError, ValueError) as err:
-        raise HubError(f"{CONFIG_NAME} of {source} is invalid: {err}") from None
-
-
-def _load_weights_strictly(probe: LinearProbe, path: Path, source: str) -> None:
-    try:
-        state = load_file(str(path))
-    except (OSError, safetensors.SafetensorError) as err:
-        raise HubError(f"{WEIGHTS_NAME} of {source} is not a readable safetensors file: {err}") from None
-    expected = probe.state_dict()
-    missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
-    wrong_shape = [
-        f"{k} {tuple(state[k].shape)} (expected {tuple(v.shape)})"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or wrong_shape:
-        details = [
-            f"missing {missing}" if missing else "",
-            f"unexpected {unexpected}" if unexpected else "",
-            f"wrong shape {wrong_shape}" if wrong_shape else "",
-        ]
-        raise HubError(
-            f"{WEIGHTS_NAME} of {source} does not match its {CONFIG_NAME} (dim {probe.dim}): "
-            + "; ".join(d for d in details if d)
-        )
-    not_finite = sorted(k for k, v in state.items() if not torch.isfinite(v).all())
-    if not_finite:
-        raise HubError(f"{WEIGHTS_NAME} of {source} holds NaN or infinite values in {not_finite}.")
-    probe.load_state_dict(state, strict=True)  # cannot fail now; strict so any future drift fails loudly
-    probe.eval()
 
 
 def check_compatible(probe: LinearProbe, *, base_model: str | None = None, dim: int | None = None) -> None:

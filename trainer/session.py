@@ -10,16 +10,19 @@ import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from .classifier import FitReport, LinearProbe
+from . import checks
+from .classifier import FitReport, LinearProbe, check_prior_strength
 from .index import Hit, VectorIndex
 from .quality import Quality, choose_audit, cross_validated_quality, estimate_quality
+from .saved_state import SAVED_VERSION, read_saved
 from .strategies import STRATEGIES, get_strategy
 
-__all__ = ["RECIPE_NAMES", "RoundStats", "Session"]
+__all__ = ["MAX_BATCH_SIZE", "RECIPE_NAMES", "RoundStats", "Session"]
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,8 @@ RECIPE_NAMES = (*STRATEGIES, "original")
 _CALIBRATION_SAMPLE = 256
 # An index without ``scores_all`` is scored whole through one query; a query returns at most this many hits.
 _MAX_QUERY = 10_000
+# More than a person labels in a round; a bound so that no caller can ask for the whole collection at once.
+MAX_BATCH_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -60,24 +65,27 @@ class Session:
         negative_prompt: str | None = None,
         base_model: str | None = None,
         base_model_revision: str | None = None,
+        collection: str | None = None,
     ) -> None:
-        if strategy not in RECIPE_NAMES:
-            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(RECIPE_NAMES)}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        # Every argument is checked before any work: a refused session costs nothing.
+        if not isinstance(strategy, str) or strategy not in RECIPE_NAMES:
+            raise ValueError(f"unknown strategy {checks.shown(strategy)}; choose one of {', '.join(RECIPE_NAMES)}")
+        batch_size = checks.integer(batch_size, "batch_size", low=1, high=MAX_BATCH_SIZE)
+        prior_strength = check_prior_strength(prior_strength)
         if len(index) == 0:
             raise ValueError("the index is empty: build it from a collection before starting a session")
-        prompt_vector = np.asarray(prompt_vector, dtype=np.float32).reshape(-1)
-        if prompt_vector.shape[0] != index.dim or not np.isfinite(prompt_vector).all():
-            raise ValueError(
-                f"prompt vector must be {index.dim} finite numbers to match the index; got shape {prompt_vector.shape}"
-            )
+        prompt_vector = _unit_vector(prompt_vector, index.dim)
         if classifier is not None and classifier.dim != index.dim:
             raise ValueError(f"classifier takes {classifier.dim}-d embeddings but the index holds {index.dim}-d ones")
         self.index = index
         self.strategy = strategy
         self.batch_size = batch_size
         self.seed = seed
+        # How the session was started, kept so that it can be saved and rebuilt (``to_saved``, ``from_saved``).
+        self.prompt_vector = prompt_vector  # (D,) unit, read-only: the search direction the session began with
+        self.prompt = prompt if prompt is not None else (classifier.prompt if classifier is not None else None)
+        self.negative_prompt = negative_prompt or (classifier.negative_prompt if classifier is not None else None)
+        self.collection = collection
         self.pool_size = max(pool_size, batch_size)
         self._select = get_strategy("top" if strategy == "original" else strategy)
         self._rng = np.random.default_rng(seed)
@@ -164,6 +172,73 @@ class Session:
         """P(concept) under the current classifier for any (n, D) embeddings."""
         return self.classifier.predict_proba(vectors)
 
+    # ------------------------------------------------------------------------------------------------- saving
+    def to_saved(self) -> dict[str, Any]:
+        """What a browser keeps of this session so that a restarted app loses nothing: plain JSON values.
+
+        How it was started (prompt, negative prompt, its unit prompt vector, strategy, batch size, prior strength,
+        base model and collection) and every label. ``from_saved`` rebuilds it.
+        """
+        return {
+            "version": SAVED_VERSION,
+            "base_model": self.classifier.base_model,
+            "collection": self.collection,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "prompt_vector": [float(x) for x in self.prompt_vector],
+            "strategy": self.strategy,
+            "batch_size": self.batch_size,
+            "prior_strength": self.classifier.prior_strength,
+            "labels": self.labels,
+        }
+
+    @classmethod
+    def from_saved(
+        cls,
+        index: VectorIndex,
+        saved: object,
+        *,
+        base_model: str | None = None,
+        collection: str | None = None,
+        max_batch_size: int = MAX_BATCH_SIZE,
+        seed: int = 0,
+        pool_size: int = 1000,
+    ) -> Session:
+        """Rebuild a session from ``to_saved()``'s value, which came back from a browser and is untrusted.
+
+        Everything is checked before any work (types, sizes, finite numbers, the batch size within
+        ``max_batch_size``, no more labels than the index holds, every id in the index), and a ValueError names
+        what is wrong. ``base_model`` and ``collection`` are what the caller runs now: a session saved for another
+        model or collection is refused, and those two never come from ``saved``. The labels are taken over as by
+        :meth:`resume` (as labels from before this session: round 0).
+        """
+        values = read_saved(saved, index, max_batch_size=max_batch_size)
+        for key, current in (("base_model", base_model), ("collection", collection)):
+            if current is not None and values[key] != current:
+                raise ValueError(
+                    f"the saved session is for {key} {checks.shown(values[key])}, but this app runs {current!r}; "
+                    "start a new session"
+                )
+        # Every id is looked up before the session is built: a saved session naming unknown items costs no search.
+        vectors = _fetch_known(index, list(values["labels"]))
+        session = cls(
+            index,
+            values["prompt_vector"],
+            strategy=values["strategy"],
+            batch_size=values["batch_size"],
+            seed=seed,
+            pool_size=pool_size,
+            prior_strength=values["prior_strength"],
+            prompt=values["prompt"],
+            negative_prompt=values["negative_prompt"],
+            base_model=base_model,
+            collection=collection,
+        )
+        if values["labels"]:
+            session._vectors.update(zip(values["labels"], vectors, strict=True))
+            session.resume(values["labels"])
+        return session
+
     # ------------------------------------------------------------------------------------------------- writing
     def label(self, scores: Mapping[str, float]) -> None:
         """Record scores in [-1, 1] for items shown in this session (now or earlier). 0 = seen, no opinion.
@@ -222,11 +297,7 @@ class Session:
         if held_out:
             raise ValueError(f"cannot resume: {len(held_out)} label(s) are for audited items, held out: {held_out[:5]}")
         ids = [i for i in clean if i not in self._vectors]
-        try:
-            fetched = self.index.fetch(ids) if ids else np.empty((0, self.index.dim), np.float32)
-        except KeyError as err:
-            raise ValueError(f"cannot resume: labels name items that are not in this collection ({err})") from None
-        self._vectors.update(zip(ids, fetched, strict=True))  # a cache: harmless to keep if the round fails
+        self._vectors.update(zip(ids, _fetch_known(self.index, ids), strict=True))  # a cache: harmless if it fails
 
         def take_over() -> None:
             self._labels.update(clean)
@@ -495,6 +566,27 @@ class Session:
         self.classifier.load_state_dict(state["classifier"])
         self._rng.bit_generator.state = state["rng"]
         self.exhausted = state["exhausted"]
+
+
+def _fetch_known(index: VectorIndex, ids: list[str]) -> np.ndarray:
+    """The vectors of labelled items (n, D), or a ValueError if any id is not in the index."""
+    try:
+        return index.fetch(ids) if ids else np.empty((0, index.dim), np.float32)
+    except KeyError as err:
+        raise ValueError(f"cannot resume: labels name items that are not in this collection ({err})") from None
+
+
+def _unit_vector(vector: object, dim: int) -> np.ndarray:
+    """``vector`` as a read-only (dim,) float32 unit vector, or a ValueError saying what is wrong with it."""
+    array = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if array.shape[0] != dim or not np.isfinite(array).all():
+        raise ValueError(f"prompt vector must be {dim} finite numbers to match the index; got shape {array.shape}")
+    norm = float(np.linalg.norm(array))
+    if not norm > 1e-6:  # a zero vector ranks nothing: every item would score the same
+        raise ValueError("prompt vector is zero (or nearly): it points nowhere, so it cannot rank anything")
+    unit = array / norm
+    unit.flags.writeable = False
+    return unit
 
 
 def _clean_scores(scores: Mapping[str, float]) -> dict[str, float]:

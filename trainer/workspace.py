@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .checks import prompt_text
 from .classifier import LinearProbe
 from .config import Settings
 from .data import Collection, hub_reachable, open_collection, open_held_out, resolve_source
@@ -160,6 +161,7 @@ class Workspace:
             prompt=prompt.strip() or None,
             negative_prompt=negative.strip() or None,
             base_model=self.settings.model_id,
+            collection=self.collection_name,
         )
 
     def session_from(self, probe: LinearProbe) -> Session:
@@ -177,6 +179,7 @@ class Workspace:
             classifier=probe,
             prompt=probe.prompt,
             base_model=self.settings.model_id,
+            collection=self.collection_name,
         )
 
     def image_vector(self, image: Image.Image) -> np.ndarray:
@@ -189,10 +192,20 @@ class Workspace:
             vector = vector - NEGATIVE_PROMPT_WEIGHT * self.embedder.embed_text([negative])[0]
         return (vector / np.linalg.norm(vector)).astype(np.float32)
 
+    @property
+    def collection_name(self) -> str:
+        """The collection and split the index holds, as people read it: what label ids refer to."""
+        return f"{self.dataset_name} ({self.settings.split})"
+
     def prompt_vector(self, prompt: str, negative: str | None = None) -> np.ndarray:
-        """The prior for a prompt: its text embedding, pushed away from an optional negative prompt. (D,) unit."""
-        texts = [prompt] + ([negative] if negative and negative.strip() else [])
-        vectors = self.embedder.embed_text(texts)  # raises a clear ValueError for an empty prompt
+        """The prior for a prompt: its text embedding, pushed away from an optional negative prompt. (D,) unit.
+
+        Both are checked before any work (length, control characters, valid Unicode): a ValueError names which.
+        """
+        prompt = prompt_text(prompt)
+        negative = prompt_text(negative or "", "The negative prompt", allow_empty=True)
+        texts = [prompt] + ([negative] if negative else [])
+        vectors = self.embedder.embed_text(texts)
         vector = vectors[0] - NEGATIVE_PROMPT_WEIGHT * vectors[1] if len(vectors) > 1 else vectors[0]
         return (vector / np.linalg.norm(vector)).astype(np.float32)
 
