@@ -19,7 +19,6 @@ import csv
 import html
 import logging
 import math
-import os
 import re
 import tempfile
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import torch
+from gradio.exceptions import ComponentProcessingError
 
 from trainer.config import Settings
 from trainer.data import UndecodableImage, load_image
@@ -43,6 +43,8 @@ from trainer.hub import (
     zip_export,
 )
 from trainer.index import IndexUnavailable
+from trainer.messages import escape_html as escape
+from trainer.messages import markdown_text, user_message
 from trainer.quality import Estimate, Quality, verdict
 from trainer.session import RECIPE_NAMES, Session
 from trainer.views import labels_per_round, map_view, rank, summary
@@ -54,6 +56,7 @@ log = logging.getLogger("concept_trainer.app")
 UI = Path(__file__).resolve().parent / "assets" / "ui"  # the grid's and the panel's JS, and the app's CSS
 MAX_BATCH = 50  # images a round, at most: a person scores a few dozen at a time, and each is a thumbnail to send
 GALLERY_SIZE = 48  # how many top matches Classify shows
+SPLITS = ("indexed collection", "held-out split")  # what Classify can score
 MAP_GRID = 255  # map coordinates travel as bytes: 0..255 on each axis
 # Images per quality check: one screen of the grid. A single check gives wide intervals; five give ones that hold
 # (benchmarks/RESULTS-quality.md).
@@ -77,10 +80,11 @@ THEME = gr.themes.Default(
     font=[gr.themes.Font("system-ui"), gr.themes.Font("Segoe UI"), "sans-serif"],
     font_mono=[gr.themes.Font("ui-monospace"), "monospace"],
 )
-# The browser keeps each visitor's labels (gr.BrowserState) so a restarted server loses nothing. Gradio encrypts the
-# value with this key; it must stay the same across restarts to be readable. Labels of a public collection are not
-# secret, so a fixed default is fine; set CT_BROWSER_SECRET to make the saved state unreadable to others.
-BROWSER_SECRET = os.environ.get("CT_BROWSER_SECRET", "concept-trainer-browser-state")
+# The browser keeps each visitor's session (gr.BrowserState) so a restarted server loses nothing. Gradio encrypts the
+# value in the browser with this key, which it therefore sends to every visitor (in the page and in /config): it keeps
+# nothing secret, it only has to stay the same across restarts. The saved value is the visitor's own input, and
+# Session.from_saved checks it as such.
+BROWSER_STATE_KEY = "concept-trainer-browser-state"
 # Every event: no progress overlay, because Gradio draws an "Error" badge over each output of a failed event (its
 # per-output status trackers) and leaves it there, blanking the grid; hidden, a refused action changes nothing on
 # screen and its message is a toast. No preprocessing: handlers get the raw values and check them, with messages.
@@ -125,9 +129,28 @@ def workspace_or_error(loader: WorkspaceLoader) -> Workspace:
     return loader.get()
 
 
-def escape(text: object) -> str:
-    """User or dataset text made safe inside a message: Gradio draws toasts and Markdown as HTML."""
-    return html.escape(str(text), quote=False)
+class Blocks(gr.Blocks):
+    """``gr.Blocks`` whose every failed event reaches the visitor as a message, never ``{"error": null}``.
+
+    Gradio sends a text only for a ``gr.Error`` (show_error stays off, so that a bug's details, server paths
+    included, stay in the log); anything else, its own input checks included (too few arguments, a value a component
+    cannot read), reached the visitor as an error with no message. This is the one place that maps them:
+    ``trainer.messages.user_message`` words them and ``escape`` keeps any visitor or Hub text in them as text. A
+    ``gr.Error`` passes as it is: its text is HTML already escaped where it was raised (``refuse``, ``escape``).
+    """
+
+    async def process_api(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().process_api(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ComponentProcessingError as err:  # Gradio could not read a value sent for one of the inputs
+            what, _, rest = str(err).partition(" of the event handler")
+            sent = rest.partition("value passed to the event handler was: ")[2].partition("\n")[0]
+            raise gr.Error(escape(f"{what.replace('Could not preprocess', 'Invalid value for')}: {sent}")) from err
+        except Exception as err:
+            text = user_message(err, expected=(HubError, IndexUnavailable))
+            raise gr.Error(escape(text.partition("\n")[0])) from err
 
 
 def refuse(err: Exception, suffix: str = "") -> gr.Error:
@@ -327,52 +350,36 @@ def panel_value(ws: Workspace, session: Session | None) -> dict[str, Any]:
     return {"rounds": rounds, "map": map_payload(ws, session)}
 
 
-def saved_session(ws: Workspace, session: Session | None) -> dict[str, Any] | None:
+def saved_session(session: Session | None) -> dict[str, Any] | None:
     """What the browser keeps of a session (labels and how it was started), so a restarted app loses nothing."""
-    if session is None:
-        return None
-    prior = session.classifier.prior_weight.numpy()
-    return {
-        "model": ws.settings.model_id,
-        "dataset": ws.settings.dataset,
-        "prompt": session.classifier.prompt or "",
-        "prompt_vector": (prior / max(float(np.linalg.norm(prior)), 1e-12)).tolist(),  # includes a negative prompt
-        "strategy": session.strategy,
-        "batch_size": session.batch_size,
-        "prior_strength": session.classifier.prior_strength,
-        "labels": session.labels,
-    }
+    return session.to_saved() if session is not None else None
 
 
 def resume_offer(ws: Workspace, saved: Any) -> dict[str, Any] | None:
     """What the grid offers to resume from the browser's saved copy (this model and collection only), or None."""
     if not isinstance(saved, dict) or not isinstance(saved.get("labels"), dict) or not saved["labels"]:
         return None
-    if (saved.get("model"), saved.get("dataset")) != (ws.settings.model_id, ws.settings.dataset):
+    if (saved.get("base_model"), saved.get("collection")) != (ws.base_model, ws.collection_name):
         return None
     return {"labels": len(saved["labels"]), "prompt": str(saved.get("prompt", ""))[:200]}
 
 
 def session_from_saved(ws: Workspace, saved: Any) -> Session:
-    """Rebuild a saved session: the same prior and settings, every label taken over (values from the browser are
-    untrusted: the Session checks every id and score)."""
+    """Rebuild a saved session: the same prior and settings, every label taken over. The value comes from the
+    browser, so it is untrusted: ``Session.from_saved`` checks every field before any work."""
     if resume_offer(ws, saved) is None:
         raise gr.Error("There is no saved session for this model and collection to resume.")
     try:
-        session = Session(
+        return Session.from_saved(
             ws.index,
-            np.asarray(saved["prompt_vector"], dtype=np.float32),
-            strategy=str(saved["strategy"]),
-            batch_size=int(saved["batch_size"]),
+            saved,
+            base_model=ws.base_model,
+            collection=ws.collection_name,
+            max_batch_size=MAX_BATCH,
             seed=ws.settings.seed,
-            prior_strength=float(saved["prior_strength"]),
-            prompt=str(saved["prompt"]),
-            base_model=ws.settings.model_id,
         )
-        session.resume(saved["labels"], undoable=False)
-    except (KeyError, TypeError, ValueError) as err:
+    except ValueError as err:
         raise gr.Error(f"The saved session cannot be resumed ({escape(str(err))}). Search instead.") from None
-    return session
 
 
 def saved_copy(ws: Workspace, bench: Workbench) -> Any:
@@ -380,13 +387,13 @@ def saved_copy(ws: Workspace, bench: Workbench) -> Any:
     session = bench.session
     if session is None or not any(session.labels.values()):
         return gr.skip()
-    return saved_session(ws, session)
+    return saved_session(session)
 
 
 def export_folder(session: Session, ws: Workspace) -> Path:
     """Write the classifier, its card and its labels to a fresh temporary folder."""
     folder = Path(tempfile.mkdtemp(prefix="concept-trainer-")) / slug(session.classifier.prompt or "classifier")
-    return export_classifier(session, folder, collection=f"{ws.dataset_name} ({ws.settings.split})")
+    return export_classifier(session, folder, collection=ws.collection_name)
 
 
 def slug(text: str) -> str:
@@ -454,9 +461,9 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         raise ValueError(
             f"CT_STRATEGY={defaults.strategy!r} is not a strategy; choose one of {', '.join(RECIPE_NAMES)}"
         )
-    with gr.Blocks(title="Concept Trainer", fill_width=True) as demo:
+    with Blocks(title="Concept Trainer", fill_width=True) as demo:
         bench_state = gr.State(None)
-        saved = gr.BrowserState(None, storage_key="concept-trainer-session", secret=BROWSER_SECRET)
+        saved = gr.BrowserState(None, storage_key="concept-trainer-session", secret=BROWSER_STATE_KEY)
         with gr.Column(elem_classes="ct-header"):
             gr.Markdown("# Concept Trainer")
             gr.Markdown("Teach CLIP a concept in a few rounds: **describe it, score what comes back, train, repeat.**")
@@ -520,7 +527,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             with gr.Tab("Classify", id="classify"):
                 with gr.Row():
                     split = gr.Radio(
-                        ["indexed collection", "held-out split"],
+                        list(SPLITS),
                         value="indexed collection",
                         label="Apply the classifier to",
                     )
@@ -826,6 +833,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         def classify(bench, split_name, cutoff):
             session = require_session(bench)
             ws = workspace_or_error(loader)
+            if split_name not in SPLITS:
+                raise gr.Error(f"Choose what to classify: {' or '.join(SPLITS)}.")
             held_out = split_name == "held-out split"
             if held_out and ws.eval is None:
                 raise gr.Error("This collection has no held-out split; classify the indexed collection.")
@@ -864,12 +873,16 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 raise gr.Error("The Hugging Face Hub cannot be reached from this server: use Prepare download.")
             try:
                 token = token_for_push(oauth_token.token if oauth_token else None, space=on_space())
-                url = push_classifier(export_folder(session, ws), repo, token, private=private_repo, exist_ok=update)
+                # The session itself: push_classifier exports it to a temporary folder of its own, removes it after,
+                # and never names that folder in a message.
+                url = push_classifier(
+                    session, repo, token, private=private_repo, exist_ok=update, collection=ws.collection_name
+                )
             except HubError as err:
-                raise gr.Error(str(err)) from None  # scrubbed of any token by trainer.hub
-            return (
-                f"✅ Pushed: [{url}]({url}). Anyone can load it with `LinearProbe.from_pretrained({repo.strip()!r})`."
-            )
+                raise refuse(err) from None  # scrubbed of any token by trainer.hub
+            # The URL comes from the Hub's answer: shown as text, and a link only if it is an https address.
+            link = f"[{markdown_text(url)}](<{url}>)" if re.fullmatch(r"https://[^\s<>]+", url) else markdown_text(url)
+            return f"✅ Pushed: {link}. Anyone can load it with `LinearProbe.from_pretrained({repo.strip()!r})`."
 
         def load(bench, source: str, oauth_token: gr.OAuthToken | None = None):
             ws = workspace_or_error(loader)
@@ -882,13 +895,13 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             try:
                 probe = load_classifier(
                     source.strip(),
-                    expect_base_model=ws.settings.model_id,
+                    expect_base_model=ws.base_model,
                     expect_dim=ws.embedder.dim,
                     token=oauth_token.token if oauth_token else False,
                     local=local,
                 )
             except HubError as err:
-                raise gr.Error(str(err)) from None
+                raise refuse(err) from None
             bench = bench or Workbench()
             with bench.lock:
                 bench.start(ws.session_from(probe))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+import tempfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -13,8 +16,11 @@ from gradio_client.exceptions import AppError
 
 import app
 import trainer.hub
+from tests.helpers.fake_hub import FakeHub, http_error
 from trainer.classifier import LinearProbe
+from trainer.config import PROJECT_ROOT
 from trainer.hub import read_labels, token_for_push
+from trainer.session import Session
 
 
 @pytest.fixture
@@ -219,17 +225,18 @@ def test_push_run_locally_uses_this_machines_token_and_links_the_repo(client, mo
     monkeypatch.setattr(trainer.hub, "get_token", lambda: "hf_localMachineToken")
     calls = []
 
-    def fake_push(folder, repo, token, **options):
-        calls.append((Path(folder), repo, token, options))
+    def fake_push(source, repo, token, **options):
+        calls.append((source, repo, token, options))
         return f"https://huggingface.co/{repo}"
 
     monkeypatch.setattr(app, "push_classifier", fake_push)
     start(client)
     result = client.predict("me/red-circles", True, False, api_name="/push")
     assert "https://huggingface.co/me/red-circles" in result
-    folder, repo, token, options = calls[0]
-    assert (repo, token, options) == ("me/red-circles", "hf_localMachineToken", {"private": True, "exist_ok": False})
-    assert (folder / "model.safetensors").exists()
+    source, repo, token, options = calls[0]
+    assert (repo, token) == ("me/red-circles", "hf_localMachineToken")
+    assert options == {"private": True, "exist_ok": False, "collection": "shapes (train)"}
+    assert isinstance(source, Session) and source.prompt == "a red circle"  # exported by push_classifier itself
     assert "hf_localMachineToken" not in result
 
 
@@ -278,3 +285,29 @@ def test_the_settings_a_visitor_starts_with_come_from_ct_batch_size_and_ct_strat
     monkeypatch.setenv("CT_STRATEGY", "smartest")
     with pytest.raises(ValueError, match="CT_STRATEGY='smartest' is not a strategy"):
         app.build_demo(bundle_workspace)
+
+
+def test_exports_and_failed_pushes_never_name_a_server_path(client, monkeypatch, hub_online, tmp_path):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setattr(trainer.hub, "get_token", lambda: "hf_localMachineToken")
+    hub = FakeHub(tmp_path).install(monkeypatch)
+    hub.create_failures.append(http_error(403, "no write access"))
+    first = start(client)
+    client.predict(label_all(first, 3), api_name="/round")
+    archive = client.predict(api_name="/export")[0]
+    with zipfile.ZipFile(archive) as zipped:
+        texts = {name: zipped.read(name).decode(errors="replace") for name in zipped.namelist()}
+    config = json.loads(next(text for name, text in texts.items() if name.endswith("config.json")))
+    assert re.fullmatch(r"tiny-clip@sha256:[0-9a-f]{12}", config["base_model"])
+    server_paths = (str(PROJECT_ROOT), tempfile.gettempdir())
+    assert not [name for name, text in texts.items() if any(path in text for path in server_paths)]
+    with pytest.raises(AppError) as caught:
+        client.predict("me/red-circles", False, False, api_name="/push")
+    assert "HTTP 403" in str(caught.value)
+    assert not any(path in str(caught.value) for path in server_paths), str(caught.value)
+
+
+def test_the_browser_state_key_is_served_to_every_visitor_so_the_saved_state_is_not_trusted(app_url):
+    """The README says so: Gradio encrypts the saved session in the browser, with a key it sends to the browser."""
+    with urllib.request.urlopen(app_url.rstrip("/") + "/config", timeout=30) as response:
+        assert app.BROWSER_STATE_KEY in response.read().decode()

@@ -10,8 +10,10 @@ test_indexing, test_cli), out-of-range and unknown-id labels (test_engine), bad 
 
 from __future__ import annotations
 
+import json
 import re
 import struct
+import time
 import zlib
 from pathlib import Path
 
@@ -21,7 +23,10 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+import app
 import trainer.hub
+from tests.helpers import raw_api
+from tests.helpers.memory import rss_mb
 from trainer import cli
 from trainer.classifier import LinearProbe
 from trainer.data import Collection
@@ -178,7 +183,7 @@ def test_a_session_refuses_bad_construction_naming_what_is_wrong(concept, option
         Session(index, **arguments)
 
 
-@pytest.mark.parametrize("prompt", ["x" * 10_000, "猫が雪の中にいる", "собака на снегу", "\u200b"])
+@pytest.mark.parametrize("prompt", ["x" * 1_000, "猫が雪の中にいる", "собака на снегу", "\u200b"])
 def test_long_and_non_latin_prompts_start_a_session_on_the_workspace(bundle_workspace, prompt):
     ws = bundle_workspace.wait(timeout=600)
     vector = ws.prompt_vector(prompt)
@@ -200,7 +205,7 @@ def every_label(reply: dict, value: float) -> dict[str, float]:
     return {card["id"]: value for card in reply["batch"]}
 
 
-@pytest.mark.parametrize("prompt", ["x" * 10_000, "猫が雪の中にいる", "🐕 في الثلج"], ids=["10k chars", "ja", "ar"])
+@pytest.mark.parametrize("prompt", ["x" * 1_000, "猫が雪の中にいる", "🐕 في الثلج"], ids=["1,000 chars", "ja", "ar"])
 def test_the_app_serves_long_and_non_latin_prompts(client, prompt):
     assert start(client, prompt)["round"] == 1
 
@@ -238,6 +243,102 @@ def test_bad_start_settings_through_the_api_are_refused_and_change_nothing(clien
     with pytest.raises(AppError, match=message):
         start(client, strategy=strategy, batch_size=batch_size)
     assert client.predict(every_label(second, -1.0), api_name="/round")["round"] == 3
+
+
+RAW_REFUSALS = {
+    # Sent as raw JSON, as a script or an attacker would: gradio_client will not send NaN, lone surrogates or too
+    # few arguments. Each used to come back as {"error": null}, or to be accepted.
+    "batch size NaN": ("start", ["a red circle", "", "mixed", float("nan")], "whole number from 1 to 50; got nan"),
+    "a lone surrogate": ("start", ["dogs \ud800", "", "mixed", 10], r"lone surrogate \(U\+D800\)"),
+    "a NUL": ("start", ["dogs\x00", "", "mixed", 10], r"control character \(U\+0000\)"),
+    "a NUL in the negative": ("start", ["dogs", "cats\x00", "mixed", 10], "negative prompt contains a control"),
+    "an escape sequence": ("start", ["\x1b[31mred", "", "mixed", 10], r"control character \(U\+001B\)"),
+    "a 2,000-character prompt": ("start", ["x" * 2000, "", "mixed", 10], "2,000 characters long; the limit is 1,000"),
+    "too few arguments": ("start", ["a red circle"], "didn.t receive enough input values"),
+    "a label NaN": ("round", [{"first": float("nan")}, []], r"within \[-1, 1\]"),
+    "a round with too few arguments": ("round", [], "didn.t receive enough input values"),
+}
+
+
+@pytest.mark.parametrize("case", list(RAW_REFUSALS))
+def test_raw_api_refusals_always_carry_a_message_and_keep_the_session(app_url, case):
+    api, data, message = RAW_REFUSALS[case]
+    visitor = f"raw-{abs(hash(case))}"
+    event, first = raw_api.call(app_url, "start", ["a red circle", "", "mixed", 10], session_hash=visitor)
+    assert event == "complete"
+    first = first[-1]  # raw outputs: the session state first, the reply last
+    shown = first["batch"][0]["id"]
+    data = [({shown: d["first"]} if isinstance(d, dict) else d) for d in data]  # "first": the batch's first image
+    event, answer = raw_api.call(app_url, api, data, session_hash=visitor)
+    assert event == "error" and answer["error"], f"{case}: no message: {answer}"
+    assert re.search(message, answer["error"]), answer["error"]
+    event, answer = raw_api.call(app_url, "round", [every_label(first, -1.0), []], session_hash=visitor)
+    assert event == "complete" and answer[-1]["round"] == 2 and answer[-1]["stats"]["negatives"] == 10
+
+
+def test_a_10_mb_prompt_is_refused_at_once_and_costs_no_memory(app_url):
+    raw_api.call(app_url, "start", ["a red circle", "", "mixed", 10])  # warm: a first call allocates for itself
+    prompt = "x" * 10_000_000
+    before, started = rss_mb(), time.perf_counter()
+    event, answer = raw_api.call(app_url, "start", [prompt, "", "mixed", 10])
+    elapsed = time.perf_counter() - started
+    assert event == "error" and "10,000,000 characters long; the limit is 1,000" in answer["error"]
+    assert elapsed < 2, f"took {elapsed:.1f} s"  # a hang check, not a speed claim: a 9 MB prompt used to take 35 s
+    del prompt
+    assert rss_mb() - before < 100  # the app runs in this process: this is the server's memory too
+
+
+@pytest.mark.parametrize("dim", [500_000_000, 10**18], ids=["5e8", "1e18"])
+def test_loading_a_classifier_of_an_absurd_dim_is_refused_at_once_and_costs_no_memory(client, tmp_path, dim):
+    probe = LinearProbe.from_prompt(np.ones(16, np.float32) / 4, scale=1.0, bias=0.0, base_model="someone/clip")
+    folder = export_classifier(probe, tmp_path / "absurd")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "dim": dim}))
+    first = start(client)
+    before, started = rss_mb(), time.perf_counter()
+    with pytest.raises(AppError, match=f"dim must be from 1 to 16,384; got {dim:,}"):
+        client.predict(str(folder), api_name="/load")
+    assert time.perf_counter() - started < 2  # a hang check: it used to take 10.5 s and +3.8 GB, never freed
+    assert rss_mb() - before < 100
+    assert client.predict(every_label(first, 1.0), api_name="/round")["round"] == 2  # the session is still there
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (["indexed collection", float("nan")], "threshold must be within [0, 1]; got nan"),
+        (["indexed collection", 2], "threshold must be within [0, 1]; got 2"),
+        ([None, 0.5], "Choose what to classify: indexed collection or held-out split"),
+        (["everything", 0.5], "Choose what to classify"),
+    ],
+    ids=["threshold NaN", "threshold 2", "split None", "unknown split"],
+)
+def test_classify_refuses_a_bad_threshold_or_split_with_a_message(app_url, data, message):
+    visitor = f"classify-{abs(hash(str(data)))}"
+    raw_api.call(app_url, "start", ["a red circle", "", "mixed", 10], session_hash=visitor)
+    event, answer = raw_api.call(app_url, "classify", data, session_hash=visitor)
+    assert event == "error" and message in answer["error"]
+
+
+def test_a_tampered_saved_session_is_refused_with_a_message_and_a_good_one_resumes(bundle_workspace):
+    """The browser's saved session is input a visitor controls (its key is served to every visitor)."""
+    import gradio as gr
+
+    ws = bundle_workspace.wait(timeout=600)
+    session = ws.new_session("a red circle", "stripes")
+    session.label({h.id: -1.0 for h in session.batch()})
+    session.train_and_requery()
+    saved = json.loads(json.dumps(app.saved_session(session)))
+    assert app.session_from_saved(ws, saved).labels == session.labels
+    tampered = [
+        ({"batch_size": 10**9}, "batch size must be from 1 to 50; got 1,000,000,000"),
+        ({"prior_strength": "ten"}, "must be a number; got 'ten'"),
+        ({"prompt_vector": [0.0] * ws.index.dim}, "prompt vector is zero"),
+        ({"labels": list(saved["labels"])}, "no saved session for this model and collection"),
+    ]
+    for change, message in tampered:
+        with pytest.raises(gr.Error, match=message):
+            app.session_from_saved(ws, {**saved, **change})
 
 
 def test_loading_a_classifier_of_another_base_model_names_both_and_keeps_the_session(client, tmp_path):

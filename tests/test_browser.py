@@ -351,3 +351,83 @@ def test_a_quality_check_is_labelled_in_the_grid_then_the_panel_shows_estimates_
     visitor.shot("browser-classify-estimate.png", full_page=True)
     listed = page.locator("#results-file").inner_text().replace("\n", "")
     assert "a-large-red-heart-scores.csv" in listed  # every image's score, to download
+
+
+# ------------------------------------------------------------------------------------------------ escaping
+@pytest.fixture
+def tripwire():
+    """A loopback server that records every request: the browser must never fetch anything from it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    requests: list[str] = []
+
+    class Record(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            requests.append(self.path)
+            self.send_response(204)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Record)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    server.shutdown()
+    server.server_close()
+
+
+def test_html_in_a_loaded_classifiers_prompt_is_shown_as_text_and_fetches_nothing(
+    visitor, bundle_workspace, tripwire, tmp_path
+):
+    import numpy as np
+
+    from trainer.classifier import LinearProbe
+    from trainer.hub import export_classifier
+
+    base, requests = tripwire
+    evil = (
+        f'<img src="{base}/img.png"> <a href="{base}/link">a link</a> '
+        f'<form action="{base}/form"><button>go</button></form> ![md]({base}/md.png)'
+    )
+    ws = bundle_workspace.wait(timeout=600)
+    vector = np.asarray(ws.embeddings.vectors[0], dtype=np.float32)
+    probe = LinearProbe.from_prompt(vector, scale=10.0, bias=0.0, base_model=ws.base_model, prompt=evil)
+    folder = export_classifier(probe, tmp_path / "evil")
+
+    page = visitor.page
+    page.get_by_role("tab", name="Export & share").click()
+    source = page.get_by_label("Repository or folder")
+    source.fill(str(folder))
+    page.click("#load")
+    toast = page.locator("[data-testid='toast-body']").filter(has_text="Loaded the classifier")
+    toast.wait_for(timeout=30_000)
+    assert f'<img src="{base}/img.png">' in toast.inner_text()  # the characters, drawn as text
+    visitor.wait_for_round(1, 0)  # the load is done: Load takes a new click
+
+    source.fill(f"./<img src='{base}/error.png'>")  # a folder that is not there: the error names it
+    page.click("#load")
+    error = page.locator("[data-testid='toast-body']").filter(has_text="No classifier folder at")
+    error.wait_for(timeout=30_000)
+    assert f"<img src='{base}/error.png'>" in error.inner_text()
+
+    page.get_by_role("tab", name="Label").click()  # a round, so that the browser saves the session and its prompt
+    page.locator(".ct-card").first.focus()
+    visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    visitor.wait_for_saved_change(None)
+    page.reload()
+    page.wait_for_selector(".ct-offer:not([hidden])", timeout=60_000)
+    assert f'<img src="{base}/img.png">' in page.locator(".ct-offer").inner_text()
+    visitor.shot("browser-escaped-prompt.png", full_page=True)
+
+    drawn = page.evaluate(
+        "base => [...document.querySelectorAll('img[src], a[href], form[action]')]"
+        ".map(e => e.getAttribute('src') || e.getAttribute('href') || e.getAttribute('action'))"
+        ".filter(u => u.startsWith(base))",
+        base,
+    )
+    assert drawn == [] and requests == [], f"drawn as HTML: {drawn}; fetched: {requests}"

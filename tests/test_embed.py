@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -205,3 +207,17 @@ def test_feature_output_object_and_plain_tensor_are_both_accepted():
 def test_missing_local_model_folder_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="no model folder"):
         embed.load(str(tmp_path / "nope"))
+
+
+def test_a_local_model_is_known_by_its_name_and_content_never_its_path(tiny_clip_dir, tmp_path):
+    from trainer.embed import is_local_identity, model_identity
+
+    identity = model_identity(str(tiny_clip_dir))
+    assert re.fullmatch(rf"{tiny_clip_dir.name}@sha256:[0-9a-f]{{12}}", identity) and is_local_identity(identity)
+    assert str(tmp_path.parent) not in identity
+    copy = shutil.copytree(tiny_clip_dir, tmp_path / "elsewhere" / tiny_clip_dir.name)
+    assert model_identity(str(copy)) == identity  # the same model on another machine, or in another folder
+    (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
+    assert model_identity(str(copy)) != identity  # another model, whatever its name
+    assert model_identity("openai/clip-vit-base-patch32") == "openai/clip-vit-base-patch32"
+    assert not is_local_identity("openai/clip-vit-base-patch32") and not is_local_identity(str(tiny_clip_dir))

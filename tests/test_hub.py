@@ -559,3 +559,32 @@ def test_other_token_shaped_strings_are_scrubbed_but_ordinary_names_are_kept(exp
     with pytest.raises(HubError) as caught:
         push_classifier(export, "alice/x", SECRET, backoff_s=0)
     assert other not in str(caught.value) and "hf_hub_download failed for hf_***" in str(caught.value)
+
+
+def test_a_classifier_of_a_local_model_records_a_portable_name_that_loads_against_its_folder(concept, tmp_path):
+    from trainer.embed import model_identity
+
+    model_dir = tmp_path / "server" / "secret" / "tiny-clip"
+    model_dir.mkdir(parents=True)
+    (model_dir / "model.safetensors").write_bytes(b"weights")
+    identity = model_identity(str(model_dir))
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=5.0, bias=-1.0, base_model=identity, prompt="red")
+    folder = export_classifier(probe, tmp_path / "export")
+    assert "secret" not in (folder / "config.json").read_text() + (folder / "README.md").read_text()
+    assert f"a local CLIP model folder, `{identity}`" in (folder / "README.md").read_text()
+    load_classifier(folder, expect_base_model=identity, expect_dim=16)  # the app: its workspace's identity
+    load_classifier(folder, expect_base_model=str(model_dir), expect_dim=16)  # the CLI: the folder's path
+    (model_dir / "model.safetensors").write_bytes(b"other weights")
+    with pytest.raises(ClassifierMismatch, match=identity.replace(".", r"\.")):
+        load_classifier(folder, expect_base_model=str(model_dir), expect_dim=16)
+
+
+def test_an_older_export_that_recorded_a_path_still_loads_on_the_machine_that_made_it(concept, tmp_path):
+    from trainer.embed import model_identity
+
+    model_dir = tmp_path / "tiny-clip"
+    model_dir.mkdir()
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=5.0, bias=-1.0, base_model=str(model_dir))
+    folder = export_classifier(probe, tmp_path / "old")
+    loaded = load_classifier(folder, expect_base_model=model_identity(str(model_dir)), expect_dim=16)
+    assert loaded.base_model == str(model_dir)

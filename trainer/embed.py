@@ -11,7 +11,10 @@ Nothing is loaded at import time; ``load`` does the work.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,9 +24,13 @@ from PIL import Image
 
 from .checks import EMPTY_PROMPT_MESSAGE, prompt_text
 
-__all__ = ["EMPTY_PROMPT_MESSAGE", "Embedder", "load", "to_rgb"]
+__all__ = ["EMPTY_PROMPT_MESSAGE", "Embedder", "is_local_identity", "load", "model_identity", "to_rgb"]
 
 logger = logging.getLogger(__name__)
+
+# What makes a local model folder the model it is: weights, configs and tokenizer files (not a README).
+_MODEL_FILE_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model"}
+_LOCAL_IDENTITY = re.compile(r"[^/\\@\s]+@sha256:[0-9a-f]{12}")
 
 # Modes that carry an alpha channel (or a transparent palette entry): composited on white, as a viewer shows them.
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
@@ -188,6 +195,35 @@ def _crop_size(image_processor: object) -> tuple[int, int]:
         return int(crop["height"]), int(crop["width"])
     edge = int(crop.get("shortest_edge", 224))
     return edge, edge
+
+
+def model_identity(model_id: str) -> str:
+    """The name a classifier records for the CLIP model it was made with: a Hub id as it is, a local model folder
+    as its folder name and a hash of its weights and configs, ``tiny-clip@sha256:<12 hex>``. The second never says
+    where the folder lies on this machine, and names a copy of it on any other machine the same way."""
+    folder = Path(model_id).expanduser()
+    if not folder.is_dir():
+        return model_id
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in _MODEL_FILE_SUFFIXES)
+    stamp = tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return f"{folder.resolve().name}@sha256:{_digest(folder.resolve(), stamp)[:12]}"
+
+
+def is_local_identity(name: str | None) -> bool:
+    """Whether ``name`` is a local model folder's identity (see ``model_identity``), not a Hub id or a path."""
+    return bool(name) and _LOCAL_IDENTITY.fullmatch(name) is not None
+
+
+@functools.lru_cache(maxsize=32)
+def _digest(folder: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 over the named files' names and contents; cached while their sizes and times stay the same."""
+    digest = hashlib.sha256()
+    for name, _, _ in stamp:
+        digest.update(name.encode() + b"\0")
+        with (folder / name).open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load(model_id: str, revision: str | None = None, device: str | torch.device = "cpu") -> Embedder:

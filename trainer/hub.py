@@ -55,6 +55,7 @@ from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 
 from .card import LIBRARY_NAME, REPO_PLACEHOLDER, CardFacts, model_card
 from .classifier import LinearProbe
+from .embed import is_local_identity, model_identity
 from .probe_files import (
     CONFIG_KEYS,
     CONFIG_NAME,
@@ -469,17 +470,17 @@ def check_compatible(probe: LinearProbe, *, base_model: str | None = None, dim: 
 
 
 def _same_model(recorded: str | None, current: str) -> bool:
+    """Whether two names mean the same CLIP model. A local model folder is known by its identity (its name and a
+    hash of its files, ``embed.model_identity``), whatever its path; so is an older export that recorded a path, as
+    long as that folder is still there. Hub ids are case-insensitive."""
     if recorded is None:
         return False
     if recorded == current:
         return True
-    paths = Path(recorded).expanduser(), Path(current).expanduser()
-    if any(p.exists() for p in paths):  # local folders: the same one, however its path is written
-        try:
-            return paths[0].resolve().samefile(paths[1].resolve())
-        except OSError:
-            return False
-    return recorded.casefold() == current.casefold()  # Hub ids are case-insensitive
+    recorded, current = model_identity(recorded), model_identity(current)
+    if is_local_identity(recorded) or is_local_identity(current):
+        return recorded == current
+    return recorded.casefold() == current.casefold()
 
 
 # ------------------------------------------------------------------------------------------------------- push

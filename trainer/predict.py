@@ -22,7 +22,7 @@ from PIL import Image
 
 from .classifier import LinearProbe
 from .data import Collection
-from .hub import HubError, check_compatible, load_classifier
+from .hub import ClassifierMismatch, HubError, check_compatible, load_classifier
 
 __all__ = ["CSV_COLUMNS", "Embedder", "PredictReport", "predict_folder"]
 
@@ -72,11 +72,13 @@ def predict_folder(
     collection = Collection.open(str(images), split=None)  # ids: paths relative to the folder
     if embedder is None:
         embedder = _load_embedder(probe, model)
-    if model is not None and model != probe.base_model:
+    try:
+        check_compatible(probe, base_model=embedder.model_id, dim=embedder.dim)
+    except ClassifierMismatch:
+        if model is None:
+            raise
         log.warning("The classifier was trained on %s; scoring with %s as asked", probe.base_model, model)
         check_compatible(probe, dim=embedder.dim)
-    else:
-        check_compatible(probe, base_model=embedder.model_id, dim=embedder.dim)
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -109,4 +111,9 @@ def _load_embedder(probe: LinearProbe, model: str | None) -> Embedder:
 
     if model is not None:
         return embed.load(model)
+    if embed.is_local_identity(probe.base_model):
+        raise HubError(
+            f"The classifier was made with a local CLIP model folder, {probe.base_model}: pass that folder as the "
+            "model to embed with (--model <folder>)."
+        )
     return embed.load(probe.base_model, revision=probe.base_model_revision)

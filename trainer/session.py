@@ -210,7 +210,7 @@ class Session:
         ``max_batch_size``, no more labels than the index holds, every id in the index), and a ValueError names
         what is wrong. ``base_model`` and ``collection`` are what the caller runs now: a session saved for another
         model or collection is refused, and those two never come from ``saved``. The labels are taken over as by
-        :meth:`resume` (as labels from before this session: round 0).
+        :meth:`resume` (as labels from before this session: round 0), and Undo stops at the resume.
         """
         values = read_saved(saved, index, max_batch_size=max_batch_size)
         for key, current in (("base_model", base_model), ("collection", collection)):
@@ -236,7 +236,7 @@ class Session:
         )
         if values["labels"]:
             session._vectors.update(zip(values["labels"], vectors, strict=True))
-            session.resume(values["labels"])
+            session.resume(values["labels"], undoable=False)  # it starts where it was saved: Undo stops there
         return session
 
     # ------------------------------------------------------------------------------------------------- writing

@@ -27,7 +27,7 @@ from .checks import prompt_text
 from .classifier import LinearProbe
 from .config import Settings
 from .data import Collection, hub_reachable, open_collection, open_held_out, resolve_source
-from .embed import Embedder
+from .embed import Embedder, model_identity
 from .embed import load as load_embedder
 from .index import VectorIndex
 from .index.factory import build_index
@@ -107,11 +107,18 @@ class Workspace:
 
     @property
     def model_name(self) -> str:
-        return Path(self.settings.model_id).name if self.offline_bundle else self.settings.model_id
+        """The model as people read it: a Hub id, or a local folder's name (never where it lies on the server)."""
+        return _shown_name(self.settings.model_id)
 
     @property
     def dataset_name(self) -> str:
-        return Path(self.settings.dataset).name if self.offline_bundle else self.settings.dataset
+        return _shown_name(self.settings.dataset)
+
+    @property
+    def base_model(self) -> str:
+        """What a classifier made here records as its base model: the Hub id, or for a local model folder its name
+        and a hash of its files (``embed.model_identity``), portable to any machine that has the same model."""
+        return model_identity(self.settings.model_id)
 
     @functools.cached_property
     def _rows(self) -> dict[str, int]:
@@ -160,7 +167,7 @@ class Workspace:
             prior_strength=prior_strength,
             prompt=prompt.strip() or None,
             negative_prompt=negative.strip() or None,
-            base_model=self.settings.model_id,
+            base_model=self.base_model,
             collection=self.collection_name,
         )
 
@@ -178,7 +185,7 @@ class Workspace:
             seed=self.settings.seed,
             classifier=probe,
             prompt=probe.prompt,
-            base_model=self.settings.model_id,
+            base_model=self.base_model,
             collection=self.collection_name,
         )
 
@@ -208,6 +215,11 @@ class Workspace:
         vectors = self.embedder.embed_text(texts)
         vector = vectors[0] - NEGATIVE_PROMPT_WEIGHT * vectors[1] if len(vectors) > 1 else vectors[0]
         return (vector / np.linalg.norm(vector)).astype(np.float32)
+
+
+def _shown_name(model_or_dataset: str) -> str:
+    path = Path(model_or_dataset).expanduser()
+    return path.resolve().name if path.is_dir() else model_or_dataset
 
 
 def load_workspace(settings: Settings | None = None, progress: ProgressFn | None = None) -> Workspace:
