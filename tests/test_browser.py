@@ -209,7 +209,7 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     page.locator(".ct-card").first.focus()
     visitor.label_by_keys()
     visitor.wait_for_round(2, 10)
-    assert len(visitor.cards()) == 14
+    page.wait_for_function("document.querySelectorAll('.ct-card').length === 14", timeout=10_000)  # drawn after stats
     stats = visitor.stats()
     assert "batch size 10 → 14" in stats and "strategy mixed → top" in stats and "negative prompt “a circle”" in stats
     visitor.shot("browser-settings.png", full_page=True)
