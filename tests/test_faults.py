@@ -20,6 +20,7 @@ from gradio_client.exceptions import AppError
 
 import app
 import trainer.hub
+import trainer.hub_calls
 import trainer.indexing
 from tests.helpers.fake_hub import SECRET, FakeHub, http_error
 from tests.helpers.fake_pinecone import FakePinecone
@@ -27,6 +28,7 @@ from tests.helpers.images import write_image_folder
 from trainer.classifier import LinearProbe
 from trainer.config import Settings
 from trainer.hub import HubError, export_classifier, load_classifier
+from trainer.hub_calls import HubRetry
 from trainer.index.pinecone import PineconeIndex, RetryPolicy
 from trainer.workspace import WorkspaceLoader, load_workspace
 
@@ -132,7 +134,7 @@ def test_pinecone_down_at_search_time_is_explained(pinecone_app):
 def no_waiting(monkeypatch):
     # Every back-off capped at 0 s (the schedule itself is tested in test_hub). Not time.sleep: the server and the
     # client poll with it, and a no-op there turns their waits into busy loops.
-    monkeypatch.setattr(trainer.hub, "_MAX_WAIT_S", 0.0)
+    monkeypatch.setattr(trainer.hub_calls, "HUB_RETRY", HubRetry(backoff_s=0))
 
 
 @pytest.mark.parametrize(
@@ -166,7 +168,7 @@ def test_a_hub_download_that_keeps_failing_is_explained(monkeypatch, no_waiting)
         calls.append(args)
         raise http_error(503, "busy")
 
-    monkeypatch.setattr(trainer.hub, "hf_hub_download", download)
+    monkeypatch.setattr(trainer.hub, "fetch_file", download)
     with pytest.raises(HubError, match=r"busy or unavailable \(HTTP 503\) after 3 attempts"):
         load_classifier("someone/red-circles", local=False)
     assert len(calls) == 3
@@ -182,7 +184,7 @@ def export(tmp_path) -> Path:
 @pytest.mark.parametrize("source", ["{export}", "/etc", "~/.cache", "./assets", "..\\secrets", "a/../../etc"])
 def test_a_space_never_reads_local_folders_for_a_visitor(export, monkeypatch, source):
     source = source.format(export=export)
-    monkeypatch.setattr(trainer.hub, "hf_hub_download", pytest.fail)  # nothing may be fetched for these either
+    monkeypatch.setattr(trainer.hub, "fetch_file", pytest.fail)  # nothing may be fetched for these either
     with pytest.raises(HubError, match=r"turned off here|repository id"):
         load_classifier(source, local=False)
     assert load_classifier(export).dim == 16  # run locally, the same folder loads
@@ -191,11 +193,11 @@ def test_a_space_never_reads_local_folders_for_a_visitor(export, monkeypatch, so
 def test_on_a_space_a_name_that_is_also_a_local_folder_means_the_hub_repo(monkeypatch):
     asked = []
 
-    def download(repo_id, filename, **kwargs):
+    def download(repo_id, filename, *args, **kwargs):
         asked.append(repo_id)
         raise http_error(404, "not found")
 
-    monkeypatch.setattr(trainer.hub, "hf_hub_download", download)
+    monkeypatch.setattr(trainer.hub, "fetch_file", download)
     assert Path("tests").is_dir()  # run from the repository root, as pytest is
     with pytest.raises(HubError):
         load_classifier("tests", local=False)

@@ -1,6 +1,6 @@
 """Sharing a classifier: export, strict load, model card, labels, push (with the Hub patched at HfApi), tokens.
 
-The Hub is never contacted: HfApi.create_repo / upload_folder and hf_hub_download are replaced where trainer.hub uses
+The Hub is never contacted: HfApi.create_repo / upload_folder and fetch_file are replaced where trainer.hub uses
 them, and conftest.py forces offline mode, so a call that slipped through would fail instead of reaching the network.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import yaml
 from huggingface_hub import ModelCard, metadata_load
-from huggingface_hub.errors import HfHubHTTPError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from huggingface_hub.utils import validate_repo_id as hub_validate_repo_id
 from safetensors.torch import load_file, save_file
 
@@ -39,11 +39,13 @@ from trainer.hub import (
     validate_repo_id,
     zip_export,
 )
+from trainer.hub_calls import HubRetry
 from trainer.index.local import LocalIndex
 from trainer.session import Session
 from trainer.synthetic import planted_concept
 
 CLIP = "openai/clip-vit-base-patch32"
+NO_WAIT = HubRetry(backoff_s=0)  # the retry schedule itself: tests/test_hub_calls.py
 
 
 @pytest.fixture(scope="module")
@@ -183,11 +185,11 @@ def test_hub_model_ids_match_whatever_their_case(export, session):
 def test_pulling_from_the_hub_downloads_config_and_weights_then_loads_strictly(export, session, concept, monkeypatch):
     asked = []
 
-    def fake_download(repo_id, filename, *, revision=None, token=None):
+    def fake_download(repo_id, filename, folder, *, max_bytes, revision=None, token=None):
         asked.append((repo_id, filename, revision, token))
-        return str(export / filename)
+        return export / filename
 
-    monkeypatch.setattr(hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(hub, "fetch_file", fake_download)
     loaded = load_classifier("alice/red-circles", revision="v1", token=False, expect_base_model=CLIP)
     assert asked == [
         ("alice/red-circles", "config.json", "v1", False),
@@ -197,13 +199,13 @@ def test_pulling_from_the_hub_downloads_config_and_weights_then_loads_strictly(e
 
 
 def test_pulling_a_missing_repo_or_a_path_that_is_not_there_says_so(monkeypatch):
-    def missing(repo_id, filename, **kwargs):
+    def missing(repo_id, filename, *args, **kwargs):
         error = http_error(404, "Repository not found")
-        raise hub.RepositoryNotFoundError(str(error), response=error.response)
+        raise RepositoryNotFoundError(str(error), response=error.response)
 
-    monkeypatch.setattr(hub, "hf_hub_download", missing)
+    monkeypatch.setattr(hub, "fetch_file", missing)
     with pytest.raises(HubError, match=r"No model repository 'alice/nothing' on the Hub.*no local folder"):
-        load_classifier("alice/nothing", backoff_s=0)
+        load_classifier("alice/nothing", retry=NO_WAIT)
     with pytest.raises(HubError, match=r"No classifier folder at \./not-here"):
         load_classifier("./not-here")
 
@@ -215,9 +217,9 @@ def test_a_file_inside_an_export_is_not_taken_for_a_repo_id(export, monkeypatch)
 
 
 def test_pulling_while_offline_says_offline_mode_is_on():
-    # The real hf_hub_download, with offline mode forced by the autouse fixture: no request is even attempted.
+    # The real fetch_file, with offline mode on (conftest sets HF_HUB_OFFLINE): no request is even attempted.
     with pytest.raises(HubError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
-        load_classifier("alice/never-downloaded-classifier", backoff_s=0)
+        load_classifier("alice/never-downloaded-classifier", retry=NO_WAIT)
 
 
 def test_export_refuses_a_foreign_folder_but_replaces_an_earlier_export(session, export, tmp_path):
@@ -474,7 +476,7 @@ def test_refusals_give_a_clear_message_without_retrying_and_keep_the_export(expo
     before = digest(export)
     fake_hub.create_failures = [http_error(status, "Invalid name" if status == 400 else "nope")]
     with pytest.raises(HubError, match=message) as caught:
-        push_classifier(export, "bob/red-circles", SECRET, backoff_s=0)
+        push_classifier(export, "bob/red-circles", SECRET, retry=NO_WAIT)
     assert f"Nothing was lost: the export is still at {export}" in str(caught.value)
     assert len(fake_hub.create_calls) == 1 and fake_hub.upload_calls == []
     assert digest(export) == before
@@ -484,7 +486,7 @@ def test_connection_errors_are_retried_a_bounded_number_of_times_then_explained(
     before = digest(export)
     fake_hub.create_failures = [httpx2.ConnectError("connection refused")] * 5
     with pytest.raises(HubError, match=r"Could not reach the Hugging Face Hub after 3 attempts.*connection refused"):
-        push_classifier(export, "alice/x", SECRET, attempts=3, backoff_s=0)
+        push_classifier(export, "alice/x", SECRET, retry=HubRetry(attempts=3, backoff_s=0))
     assert len(fake_hub.create_calls) == 3
     assert caplog.text.count("retrying") == 2
     assert digest(export) == before
@@ -493,7 +495,7 @@ def test_connection_errors_are_retried_a_bounded_number_of_times_then_explained(
 def test_a_busy_hub_is_retried_and_a_repo_maybe_created_by_a_lost_answer_is_accepted(export, fake_hub):
     fake_hub.create_failures = [http_error(503, "busy")]
     fake_hub.upload_failures = [http_error(429, "slow down"), httpx2.ReadTimeout("read timed out")]
-    url = push_classifier(export, "alice/x", SECRET, backoff_s=0)
+    url = push_classifier(export, "alice/x", SECRET, retry=NO_WAIT)
     assert url == "https://huggingface.co/alice/x"
     # The first attempt may have created the repo before failing: the retry must not then call it "taken".
     assert [c["exist_ok"] for c in fake_hub.create_calls] == [False, True]
@@ -503,13 +505,13 @@ def test_a_busy_hub_is_retried_and_a_repo_maybe_created_by_a_lost_answer_is_acce
 def test_a_hub_that_stays_down_is_reported_with_the_status(export, fake_hub):
     fake_hub.upload_failures = [http_error(502, "bad gateway")] * 3
     with pytest.raises(HubError, match=r"busy or unavailable \(HTTP 502\) after 2 attempts.*Try again in a few"):
-        push_classifier(export, "alice/x", SECRET, attempts=2, backoff_s=0)
+        push_classifier(export, "alice/x", SECRET, retry=HubRetry(attempts=2, backoff_s=0))
 
 
 def test_pushing_with_offline_mode_on_says_so_instead_of_retrying(export):
     # The real HfApi.create_repo: offline mode stops it before any request, which is no network error to retry.
     with pytest.raises(HubError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\)"):
-        push_classifier(export, "alice/x", SECRET, backoff_s=0)
+        push_classifier(export, "alice/x", SECRET, retry=NO_WAIT)
 
 
 def test_push_refuses_a_folder_that_is_not_a_loadable_export(export, fake_hub, tmp_path):
@@ -546,7 +548,7 @@ def test_the_token_is_scrubbed_from_every_failure(export, fake_hub, caplog, tmp_
     caplog.set_level("DEBUG")
     fake_hub.create_failures = [failure] * 3
     with pytest.raises(HubError) as caught:
-        push_classifier(export, "alice/x", SECRET, backoff_s=0)
+        push_classifier(export, "alice/x", SECRET, retry=NO_WAIT)
     shown = "".join(traceback.format_exception(caught.value))  # the chained causes too
     assert leaked(SECRET, str(caught.value), shown, caplog.text, folders=(tmp_path,)) == []
     if not (isinstance(failure, HfHubHTTPError) and failure.response.status_code == 401):  # 401 quotes no text
@@ -557,7 +559,7 @@ def test_other_token_shaped_strings_are_scrubbed_but_ordinary_names_are_kept(exp
     other = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz012345"  # someone else's token, echoed by a server
     fake_hub.create_failures = [http_error(500, f"hf_hub_download failed for {other}")] * 3
     with pytest.raises(HubError) as caught:
-        push_classifier(export, "alice/x", SECRET, backoff_s=0)
+        push_classifier(export, "alice/x", SECRET, retry=NO_WAIT)
     assert other not in str(caught.value) and "hf_hub_download failed for hf_***" in str(caught.value)
 
 

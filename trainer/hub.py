@@ -28,40 +28,34 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import tempfile
-import time
 import uuid
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-import httpx2
-from huggingface_hub import HfApi, get_token, hf_hub_download
-from huggingface_hub import constants as hub_constants
+from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import (
     DeviceCodeError,
-    EntryNotFoundError,
-    HfHubHTTPError,
     HFValidationError,
-    LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
     OIDCError,
-    RepositoryNotFoundError,
 )
 from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 
 from .card import LIBRARY_NAME, REPO_PLACEHOLDER, CardFacts, model_card
 from .classifier import LinearProbe
 from .embed import is_local_identity, model_identity
+from .hub_calls import SIGN_IN_MESSAGE, HubError, HubRetry, call_hub, create_repo, fetch_file, scrub
 from .probe_files import (
     CONFIG_KEYS,
     CONFIG_NAME,
+    MAX_CONFIG_BYTES,
     WEIGHTS_NAME,
     InvalidClassifier,
     load_weights,
+    max_weights_bytes,
     probe_from_config,
     read_config,
 )
@@ -97,28 +91,9 @@ LABELS_JSONL = "labels.jsonl"
 LABELS_CSV = "labels.csv"
 EXPORT_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME, LABELS_JSONL, LABELS_CSV)
 DEFAULT_LICENSE = "apache-2.0"
-SIGN_IN_MESSAGE = "Sign in with Hugging Face, or set HF_TOKEN / run `hf auth login`"
 
 _MAX_NAME_LENGTH = 96  # the Hub's limit for each of owner and name
-# Hub answers worth another try: rate limited, or the server side failing. Anything else will not change by waiting.
-_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_NETWORK_ERRORS = (
-    httpx2.TimeoutException,
-    httpx2.NetworkError,
-    httpx2.RemoteProtocolError,
-    ConnectionError,
-    TimeoutError,
-)
-_MAX_WAIT_S = 30.0  # cap on any single back-off, whatever a Retry-After header asks for
-# Hub tokens: "hf_" + ~34 letters and digits (OAuth ones "hf_oauth_..."). Long enough not to eat "hf_hub_download".
-_TOKEN_LIKE = re.compile(r"\bhf_(?:[a-z]+_)?[A-Za-z0-9]{16,}")
-_BEARER = re.compile(r"(?i)(bearer\s+)\S+")
-
 T = TypeVar("T")
-
-
-class HubError(RuntimeError):
-    """A sharing step failed; the message says what happened and what to do, and never contains a token."""
 
 
 class ClassifierMismatch(HubError):
@@ -182,17 +157,10 @@ def find_local_token() -> str:
     try:
         token = get_token()
     except (OIDCError, DeviceCodeError, OSError) as err:  # a failed OIDC exchange or token refresh, an unreadable file
-        raise HubError(f"Could not read a Hugging Face token ({_scrub(str(err), None)}). {SIGN_IN_MESSAGE}.") from None
+        raise HubError(f"Could not read a Hugging Face token ({scrub(str(err), None)}). {SIGN_IN_MESSAGE}.") from None
     if not token:
         raise HubError(f"No Hugging Face token found. {SIGN_IN_MESSAGE}.")
     return token
-
-
-def _scrub(text: str, token: str | None) -> str:
-    """Remove a token (the one given, and anything that looks like one) from text that may be shown or logged."""
-    if token:
-        text = text.replace(token, "***")
-    return _BEARER.sub(r"\1***", _TOKEN_LIKE.sub("hf_***", text))
 
 
 # ------------------------------------------------------------------------------------------------------- export
@@ -396,8 +364,7 @@ def load_classifier(
     expect_dim: int | None = None,
     revision: str | None = None,
     token: str | bool | None = None,
-    attempts: int = 3,
-    backoff_s: float = 2.0,
+    retry: HubRetry | None = None,
     local: bool = True,
 ) -> LinearProbe:
     """Load a classifier from an export folder or a Hub model repo, strictly.
@@ -408,7 +375,8 @@ def load_classifier(
     names both models. ``token`` is for private repos: None uses this machine's login (the app should pass the
     visitor's token, or False). ``local=False`` never touches the local file system: the source must be a Hub repo
     id, and anything shaped like a path is refused. A public Space passes that, so that a visitor cannot make the
-    server read its own folders.
+    server read its own folders. Downloads follow ``retry`` (default: ``HUB_RETRY``, see trainer/hub_calls.py): at
+    most 3 requests a file, a few seconds in all, nothing kept on disk afterwards.
     """
     source = str(repo_or_folder)
     if not local:
@@ -420,31 +388,35 @@ def load_classifier(
         source = validate_repo_id(source)  # a relative path that happens to exist is still only a repo id here
     if local and Path(source).is_dir():
         _require_files(Path(source), source)
-        fetch: Callable[[str], Path] = lambda name: Path(source) / name  # noqa: E731
-    elif local and (
+        return _load_files(lambda name, max_bytes: Path(source) / name, source, expect_base_model, expect_dim)
+    if local and (
         isinstance(repo_or_folder, os.PathLike) or source.startswith(("/", ".", "~")) or Path(source).exists()
     ):
         raise HubError(f"No classifier folder at {source}: pass the folder of an export, or a Hub repo id.")
-    else:
-        repo_id = validate_repo_id(source)
+    repo_id = validate_repo_id(source)
+    with tempfile.TemporaryDirectory(prefix="concept-trainer-pull-") as tmp:  # gone once the probe is in memory
 
-        def fetch(name: str) -> Path:
-            path = _call_hub(
-                lambda: hf_hub_download(repo_id, name, revision=revision, token=token),
+        def fetch(name: str, max_bytes: int) -> Path:
+            return call_hub(
+                lambda: fetch_file(repo_id, name, Path(tmp), max_bytes=max_bytes, revision=revision, token=token),
                 what=f"downloading {name} from '{repo_id}'",
                 repo_id=repo_id,
                 token=token if isinstance(token, str) else None,
-                attempts=attempts,
-                backoff_s=backoff_s,
+                retry=retry,
                 note=f" (There is no local folder named {source!r} either.)" if local else "",
             )
-            return Path(path)
 
-    # config.json first, checked and matched against the model in use before the weights are even fetched.
+        return _load_files(fetch, source, expect_base_model, expect_dim)
+
+
+def _load_files(
+    fetch: Callable[[str, int], Path], source: str, expect_base_model: str | None, expect_dim: int | None
+) -> LinearProbe:
+    """config.json first, checked and matched against the model in use before the weights are even fetched."""
     try:
-        probe = probe_from_config(read_config(fetch(CONFIG_NAME), source), source)
+        probe = probe_from_config(read_config(fetch(CONFIG_NAME, MAX_CONFIG_BYTES), source), source)
         check_compatible(probe, base_model=expect_base_model, dim=expect_dim)
-        load_weights(probe, fetch(WEIGHTS_NAME), source)
+        load_weights(probe, fetch(WEIGHTS_NAME, max_weights_bytes(probe.dim)), source)
     except InvalidClassifier as err:
         raise HubError(str(err)) from None
     return probe
@@ -492,8 +464,7 @@ def push_classifier(
     private: bool = False,
     exist_ok: bool = False,
     commit_message: str | None = None,
-    attempts: int = 3,
-    backoff_s: float = 2.0,
+    retry: HubRetry | None = None,
     **export_options: Any,
 ) -> str:
     """Push a classifier to the Hub and return the repository's URL.
@@ -502,8 +473,8 @@ def push_classifier(
     to a temporary folder first; ``export_options`` go to ``export_classifier``). ``token`` is required: the app
     passes the visitor's OAuth token, the CLI ``find_local_token()``. ``exist_ok=False`` refuses to add to a
     repository that already exists (HTTP 409), so a visitor never overwrites an earlier model by accident.
-    Connection errors, timeouts, 429 and 5xx answers are retried ``attempts`` times in all, with exponential
-    back-off from ``backoff_s``; then, like every other failure, they raise ``HubError``. The export folder is
+    Connection errors, timeouts, 429 and 5xx answers are retried as ``retry`` says (default ``HUB_RETRY``: at most
+    3 tries, a few seconds); then, like every other failure, they raise ``HubError``. The export folder is
     never modified or deleted.
     """
     repo_id = validate_repo_id(repo_id)
@@ -523,12 +494,12 @@ def push_classifier(
         else:  # the template method's "save to a temporary folder", done before anything exists on the Hub
             folder = export_classifier(source, Path(tmp) / "export", **export_options)  # type: ignore[arg-type]
         kept = f" Nothing was lost: the export is still at {folder}." if given_folder else ""
-        calls = dict(repo_id=repo_id, token=token, attempts=attempts, backoff_s=backoff_s, note=kept)
+        calls = dict(repo_id=repo_id, token=token, retry=retry, note=kept)
         api = HfApi(token=token, library_name=LIBRARY_NAME)  # names this app in the Hub's user agent
-        repo_url, final_id = _create_repo(api, private=private, exist_ok=exist_ok, repo_type="model", **calls)
+        repo_url, final_id = create_repo(api, private=private, exist_ok=exist_ok, repo_type="model", **calls)
         staged = _stage_folder(folder, Path(tmp) / "upload", final_id)
         prompt = json.loads((staged / CONFIG_NAME).read_text(encoding="utf-8")).get("prompt") or "a concept"
-        commit = _call_hub(
+        commit = call_hub(
             lambda: api.upload_folder(
                 repo_id=final_id,
                 repo_type="model",
@@ -542,29 +513,6 @@ def push_classifier(
     url = str(getattr(commit, "repo_url", None) or repo_url)
     log.info("Pushed the classifier for %r to %s", prompt, url)
     return url
-
-
-def _create_repo(
-    api: HfApi, *, private: bool, exist_ok: bool, repo_type: str, repo_id: str, **calls: Any
-) -> tuple[Any, str]:
-    """``create_repo`` through ``_call_hub``; returns (its answer, the final repo id: a bare name lands in the token
-    owner's namespace). ``calls`` are ``_call_hub``'s keyword arguments."""
-    # If an attempt fails without an answer, the repo may have been created anyway: a retry must accept it.
-    created_maybe = False
-
-    def create() -> Any:
-        nonlocal created_maybe
-        try:
-            return api.create_repo(
-                repo_id=repo_id, repo_type=repo_type, private=private, exist_ok=exist_ok or created_maybe
-            )
-        except Exception as err:
-            created_maybe = created_maybe or _is_transient(err)
-            raise
-
-    what = f"creating the repository '{repo_id}'"
-    repo_url = _call_hub(create, what=what, repo_id=repo_id, repo_type=repo_type, **calls)
-    return repo_url, getattr(repo_url, "repo_id", None) or repo_id
 
 
 def _stage_folder(folder: Path, staged: Path, repo_id: str) -> Path:
@@ -581,155 +529,6 @@ def _stage_folder(folder: Path, staged: Path, repo_id: str) -> Path:
 def _shorten(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ------------------------------------------------------------------------------------------------------- errors
-def _call_hub(
-    call: Callable[[], T],
-    *,
-    what: str,
-    repo_id: str,
-    token: str | None,
-    attempts: int,
-    backoff_s: float,
-    note: str = "",
-    repo_type: str = "model",
-) -> T:
-    """Run one Hub call with bounded retries on transient failures; turn every failure into a scrubbed HubError.
-
-    ``repo_type`` ("model": a classifier, "dataset": an embedding snapshot) only words the error messages."""
-    attempts = max(1, int(attempts))
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except Exception as err:
-            if not _is_hub_failure(err):
-                if _leaks(err, token):  # not ours to explain, but its text must not carry the token any further
-                    raise HubError(f"Unexpected error while {what}: {_scrub(_summary(err), token)}") from None
-                raise
-            if not _is_transient(err) or attempt == attempts:
-                explained = _explain(
-                    err, what=what, repo_id=repo_id, token=token, attempts=attempt, note=note, repo_type=repo_type
-                )
-                raise explained from (None if _leaks(err, token) else err)
-            delay = min(_MAX_WAIT_S, _retry_after(err) or backoff_s * 2 ** (attempt - 1))
-            log.warning(
-                "%s failed (%s); retrying in %.1f s [%d/%d]",
-                what,
-                _scrub(_summary(err), token),
-                delay,
-                attempt,
-                attempts - 1,
-            )
-            if delay > 0:
-                time.sleep(delay)
-    raise AssertionError("unreachable: the last attempt returns or raises")
-
-
-def _is_hub_failure(err: BaseException) -> bool:
-    """Failures of the Hub or of the way to it, as opposed to bugs, which propagate unchanged."""
-    return isinstance(err, (httpx2.HTTPError, OfflineModeIsEnabled, EntryNotFoundError, *_NETWORK_ERRORS))
-
-
-def _is_transient(err: BaseException) -> bool:
-    if isinstance(err, OfflineModeIsEnabled):
-        return False
-    if isinstance(err, HfHubHTTPError):
-        return _status(err) in _RETRY_STATUSES
-    if isinstance(err, LocalEntryNotFoundError):  # a download that could not reach the Hub says why in its cause
-        return err.__cause__ is not None and _is_transient(err.__cause__)
-    return isinstance(err, _NETWORK_ERRORS)
-
-
-def _status(err: HfHubHTTPError) -> int | None:
-    response = getattr(err, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _retry_after(err: BaseException) -> float | None:
-    response = getattr(err, "response", None)
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _summary(err: BaseException) -> str:
-    first_line = str(err).strip().split("\n")[0]
-    return f"{type(err).__name__}: {first_line}" if first_line else type(err).__name__
-
-
-def _leaks(err: BaseException, token: str | None) -> bool:
-    """Whether chaining ``err`` would show a token: then the HubError is raised without its cause."""
-    seen: BaseException | None = err
-    while seen is not None:
-        text = str(seen)
-        if _scrub(text, token) != text:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-# What a repository of each type holds, in the words of the error messages.
-_REPO_CONTENT = {"model": "classifier", "dataset": "embedding snapshot"}
-
-
-def _explain(
-    err: BaseException, *, what: str, repo_id: str, token: str | None, attempts: int, note: str, repo_type: str
-) -> HubError:
-    """One actionable message per kind of failure. Every bit of text taken from the error is scrubbed."""
-    tries = f" after {attempts} attempts" if attempts > 1 else ""
-    offline = isinstance(err, OfflineModeIsEnabled) or isinstance(err.__cause__, OfflineModeIsEnabled)
-    # Offline, a download that is not cached fails before any request, with no cause attached.
-    offline = offline or (isinstance(err, LocalEntryNotFoundError) and hub_constants.is_offline_mode())
-    if offline:
-        message = f"Cannot reach the Hub while {what}: offline mode is on (HF_HUB_OFFLINE=1). Unset it and retry."
-    elif isinstance(err, HfHubHTTPError):
-        status = _status(err)
-        server = _scrub(err.server_message or _summary(err), token)
-        if isinstance(err, RepositoryNotFoundError):
-            message = (
-                f"No {repo_type} repository '{repo_id}' on the Hub, or it is private or gated and this sign-in cannot "
-                f"read it (while {what}). Check the name, or {SIGN_IN_MESSAGE[0].lower()}{SIGN_IN_MESSAGE[1:]}."
-            )
-        elif isinstance(err, EntryNotFoundError):
-            content = _REPO_CONTENT.get(repo_type, repo_type)
-            message = f"'{repo_id}' is not a Concept Trainer {content}: a file is missing (while {what})."
-        elif status == 404:
-            message = f"'{repo_id}' was not found on the Hub (HTTP 404) while {what}; it may have been deleted."
-        elif status == 401:
-            message = (
-                f"The Hub did not accept the token while {what} (HTTP 401): it may have expired or been revoked. "
-                f"{SIGN_IN_MESSAGE}."
-            )
-        elif status == 403:
-            message = (
-                f"No permission to write '{repo_id}' (HTTP 403). Push to your own account or to an organisation "
-                "you can write to, with a token that has write access."
-            )
-        elif status == 409:
-            message = (
-                f"A repository named '{repo_id}' already exists (HTTP 409). Choose another name, or, if it is "
-                "yours, allow updating it (exist_ok=True; CLI: --exist-ok)."
-            )
-        elif status in _RETRY_STATUSES:
-            message = (
-                f"The Hub is busy or unavailable (HTTP {status}){tries} while {what}: {server}. "
-                "Try again in a few minutes."
-            )
-        else:
-            message = f"The Hub refused {what} (HTTP {status}): {server}"
-    elif isinstance(err, LocalEntryNotFoundError) and not _is_transient(err):
-        message = f"Could not download from '{repo_id}' while {what}: {_scrub(_summary(err), token)}"
-    elif _is_transient(err):
-        message = (
-            f"Could not reach the Hugging Face Hub{tries} while {what} ({_scrub(_summary(err), token)}). "
-            "Check your internet connection and try again."
-        )
-    else:
-        message = f"The Hub request failed while {what}: {_scrub(_summary(err), token)}"
-    return HubError(_scrub(message + note, token))
 
 
 def on_space() -> bool:

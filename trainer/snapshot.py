@@ -54,7 +54,8 @@ from .card import LIBRARY_NAME
 from .config import Settings
 from .data import Collection, UndecodableImage
 from .embed import Embedder
-from .hub import SIGN_IN_MESSAGE, HubError, _call_hub, _create_repo, _scrub, validate_repo_id
+from .hub import validate_repo_id
+from .hub_calls import SIGN_IN_MESSAGE, HubError, HubRetry, call_hub, create_repo, scrub
 from .indexing import Embeddings, load_cached, save_embeddings
 from .progress import ProgressFn, no_progress
 
@@ -223,7 +224,7 @@ def export_snapshot(
             "collection": _collection_facts(parts[0][0]),
             "splits": splits,
             "made_with": {
-                "command": _scrub(command, None) if command else None,
+                "command": scrub(command, None) if command else None,
                 "date": datetime.now(UTC).isoformat(timespec="seconds"),
                 "versions": _versions(),
             },
@@ -343,8 +344,7 @@ def push_snapshot(
     *,
     private: bool = False,
     exist_ok: bool = False,
-    attempts: int = 3,
-    backoff_s: float = 2.0,
+    retry: HubRetry | None = None,
 ) -> str:
     """Upload a snapshot folder to the Hub dataset repo ``repo_id`` and return its URL.
 
@@ -359,16 +359,16 @@ def push_snapshot(
     snapshot = read_snapshot(folder)
     for split in snapshot.splits:
         _read_split(snapshot, split)  # the same checks a loading app makes
-    calls = dict(repo_id=repo_id, token=token, attempts=attempts, backoff_s=backoff_s, repo_type="dataset")
+    calls = dict(repo_id=repo_id, token=token, retry=retry, repo_type="dataset")
     calls["note"] = f" Nothing was lost: the snapshot is still at {folder}."
     api = HfApi(token=token, library_name=LIBRARY_NAME)
-    repo_url, final_id = _create_repo(api, private=private, exist_ok=exist_ok, **calls)
+    repo_url, final_id = create_repo(api, private=private, exist_ok=exist_ok, **calls)
     with tempfile.TemporaryDirectory(prefix="concept-trainer-snapshot-") as tmp:
         staged = Path(tmp) / "upload"
         shutil.copytree(snapshot.folder, staged)
         card = staged / CARD_NAME  # the usage line names the repo it was finally pushed to
         card.write_text(card.read_text(encoding="utf-8").replace("<owner>/<this-snapshot>", final_id), encoding="utf-8")
-        commit = _call_hub(
+        commit = call_hub(
             lambda: api.upload_folder(
                 repo_id=final_id,
                 repo_type="dataset",
@@ -386,7 +386,7 @@ def push_snapshot(
 
 
 # -------------------------------------------------------------------------------------------------------- read
-def fetch_snapshot(source: str, *, revision: str | None = None, attempts: int = 3, backoff_s: float = 2.0) -> Path:
+def fetch_snapshot(source: str, *, revision: str | None = None, retry: HubRetry | None = None) -> Path:
     """A local snapshot folder as it is, or a Hub dataset repo downloaded (card and parquet files only).
 
     The download uses this machine's token if there is one (on a Space: the owner's HF_TOKEN secret, which is right
@@ -398,7 +398,7 @@ def fetch_snapshot(source: str, *, revision: str | None = None, attempts: int = 
     if source.startswith(("/", ".", "~")):
         raise SnapshotError(f"no snapshot folder at {source!r}")
     repo_id = validate_repo_id(source)
-    folder = _call_hub(
+    folder = call_hub(
         lambda: snapshot_download(
             repo_id,
             repo_type="dataset",
@@ -409,8 +409,7 @@ def fetch_snapshot(source: str, *, revision: str | None = None, attempts: int = 
         what=f"downloading the embedding snapshot '{repo_id}'",
         repo_id=repo_id,
         token=None,
-        attempts=attempts,
-        backoff_s=backoff_s,
+        retry=retry,
         repo_type="dataset",
     )
     return Path(folder)
