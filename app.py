@@ -20,7 +20,7 @@ import html
 import logging
 import math
 import re
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from gradio.exceptions import ComponentProcessingError
 
 from trainer.config import Settings
 from trainer.data import UndecodableImage, load_image
+from trainer.files import ScratchSpace
 from trainer.hub import (
     LABELS_CSV,
     LABELS_JSONL,
@@ -56,6 +57,7 @@ log = logging.getLogger("concept_trainer.app")
 UI = Path(__file__).resolve().parent / "assets" / "ui"  # the grid's and the panel's JS, and the app's CSS
 MAX_BATCH = 50  # images a round, at most: a person scores a few dozen at a time, and each is a thumbnail to send
 GALLERY_SIZE = 48  # how many top matches Classify shows
+TEMP_MAX_AGE_S = 3600  # exports, uploads and Gradio's copies of served files are removed after this at the latest
 SPLITS = ("indexed collection", "held-out split")  # what Classify can score
 MAP_GRID = 255  # map coordinates travel as bytes: 0..255 on each axis
 # Images per quality check: one screen of the grid. A single check gives wide intervals; five give ones that hold
@@ -138,6 +140,8 @@ class Blocks(gr.Blocks):
     ``trainer.messages.user_message`` words them and ``escape`` keeps any visitor or Hub text in them as text. A
     ``gr.Error`` passes as it is: its text is HTML already escaped where it was raised (``refuse``, ``escape``).
     """
+
+    scratch: ScratchSpace | None = None  # the app's temporary folders (exports), set by build_demo
 
     async def process_api(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -390,9 +394,9 @@ def saved_copy(ws: Workspace, bench: Workbench) -> Any:
     return saved_session(session)
 
 
-def export_folder(session: Session, ws: Workspace) -> Path:
-    """Write the classifier, its card and its labels to a fresh temporary folder."""
-    folder = Path(tempfile.mkdtemp(prefix="concept-trainer-")) / slug(session.classifier.prompt or "classifier")
+def export_folder(session: Session, ws: Workspace, scratch: ScratchSpace) -> Path:
+    """Write the classifier, its card and its labels to a fresh folder of the app's scratch space."""
+    folder = scratch.new("export-") / slug(session.classifier.prompt or "classifier")
     return export_classifier(session, folder, collection=ws.collection_name)
 
 
@@ -406,9 +410,9 @@ def require_session(bench: Workbench | None) -> Session:
     return bench.session
 
 
-def results_csv(ids: list[str] | tuple[str, ...], scores: np.ndarray, name: str) -> Path:
-    """Every image's id and score, best first, in a fresh temporary CSV file named after the concept."""
-    path = Path(tempfile.mkdtemp(prefix="concept-trainer-")) / f"{name}-scores.csv"
+def results_csv(ids: list[str] | tuple[str, ...], scores: np.ndarray, name: str, folder: Path) -> Path:
+    """Every image's id and score, best first, in a CSV file in ``folder`` named after the concept."""
+    path = folder / f"{name}-scores.csv"
     order = np.argsort(-scores, kind="stable")
     with path.open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
@@ -461,7 +465,14 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         raise ValueError(
             f"CT_STRATEGY={defaults.strategy!r} is not a strategy; choose one of {', '.join(RECIPE_NAMES)}"
         )
-    with Blocks(title="Concept Trainer", fill_width=True) as demo:
+    # Exports and score files live in one scratch space: removed when their visitor's tab closes, or after an hour
+    # at the latest.
+    # Gradio's own copies of what it served, and visitors' uploads, go after an hour too (delete_cache).
+    scratch = ScratchSpace(max_age_s=TEMP_MAX_AGE_S)
+    exports: dict[str, list[Path]] = {}  # per browser session: the export folders made for it
+    exports_lock = threading.Lock()
+    with Blocks(title="Concept Trainer", fill_width=True, delete_cache=(TEMP_MAX_AGE_S, TEMP_MAX_AGE_S)) as demo:
+        demo.scratch = scratch
         bench_state = gr.State(None)
         saved = gr.BrowserState(None, storage_key="concept-trainer-session", secret=BROWSER_STATE_KEY)
         with gr.Column(elem_classes="ct-header"):
@@ -830,7 +841,11 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 return bench, {**grid_value(ws, bench), "quality": quality_json(session.quality())}
 
         # ---- classify, export, push, load
-        def classify(bench, split_name, cutoff):
+        def keep_until_the_tab_closes(request: gr.Request, folder: Path) -> None:
+            with exports_lock:
+                exports.setdefault(request.session_hash or "", []).append(folder)
+
+        def classify(bench, split_name, cutoff, request: gr.Request):
             session = require_session(bench)
             ws = workspace_or_error(loader)
             if split_name not in SPLITS:
@@ -851,7 +866,9 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             with bench.lock:
                 estimate = estimate_line(session.quality(threshold=min(max(cutoff, 0.001), 0.999)), cutoff)
             scores = session.scores(np.asarray(embeddings.vectors))
-            csv_path = results_csv(embeddings.ids, scores, slug(session.classifier.prompt or "classifier"))
+            folder = scratch.new("scores-")
+            keep_until_the_tab_closes(request, folder)
+            csv_path = results_csv(embeddings.ids, scores, slug(session.classifier.prompt or "classifier"), folder)
             return (
                 summary_text,
                 estimate,
@@ -859,9 +876,10 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 matches_html(ws, ranking.top, held_out),
             )
 
-        def export(bench) -> list[str]:
+        def export(bench, request: gr.Request) -> list[str]:
             try:
-                folder = export_folder(require_session(bench), loader.get())
+                folder = export_folder(require_session(bench), loader.get(), scratch)
+                keep_until_the_tab_closes(request, folder.parent)
                 return [str(zip_export(folder)), str(folder / LABELS_CSV), str(folder / LABELS_JSONL)]
             except OSError as err:  # a full or read-only temporary folder: nothing is lost, the session is untouched
                 raise gr.Error(f"Could not write the export ({err.strerror or err}). Your labels are kept.") from None
@@ -947,6 +965,14 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         push_inputs = [bench_state, repo_id, private, overwrite]
         push_button.click(push, push_inputs, push_result, api_name="push", **QUIET)
         load_button.click(load, [bench_state, load_source], [prompt, *ui_outputs], api_name="load", **QUIET)
+
+        def forget_exports(request: gr.Request) -> None:
+            """The tab closed or reloaded: its exports go (Gradio's copies of them go with its cache)."""
+            with exports_lock:
+                folders = exports.pop(request.session_hash or "", [])
+            scratch.remove(folders)
+
+        demo.unload(forget_exports)
         demo.load(lambda: header_markdown(loader), None, header, api_visibility="private")
         demo.load(on_page_load, [bench_state, saved], [grid, panel, examples, hub_note, push_button], **UI_ONLY)
         timer = gr.Timer(1.0)

@@ -311,3 +311,42 @@ def test_the_browser_state_key_is_served_to_every_visitor_so_the_saved_state_is_
     """The README says so: Gradio encrypts the saved session in the browser, with a key it sends to the browser."""
     with urllib.request.urlopen(app_url.rstrip("/") + "/config", timeout=30) as response:
         assert app.BROWSER_STATE_KEY in response.read().decode()
+
+
+def test_a_visitors_exports_are_removed_when_their_tab_closes(bundle_workspace):
+    """Exports piled up (50 exports, 50 folders). A tab's session ends when its heartbeat stream closes."""
+    import threading
+    import time
+
+    import httpx
+
+    from tests.helpers import raw_api
+
+    bundle_workspace.wait(timeout=600)
+    demo = app.build_demo(bundle_workspace)
+    demo.queue()
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
+    try:
+        tab = "a-tab-that-closes"
+        closed = threading.Event()
+
+        def heartbeat() -> None:  # what a browser tab keeps open while it lives
+            with httpx.Client(timeout=None) as browser, browser.stream("GET", f"{url}gradio_api/heartbeat/{tab}"):
+                closed.wait()
+
+        beating = threading.Thread(target=heartbeat, daemon=True)
+        beating.start()
+        assert raw_api.call(url, "start", ["a red circle", "", "mixed", 10], session_hash=tab)[0] == "complete"
+        for _ in range(2):
+            assert raw_api.call(url, "export", [], session_hash=tab)[0] == "complete"
+        assert len(list(demo.scratch.root.iterdir())) == 2
+        closed.set()
+        beating.join(timeout=10)
+        deadline = time.monotonic() + 30
+        while list(demo.scratch.root.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(demo.scratch.root.iterdir()) == []
+        # Uploads and Gradio's copies of served files: its own sweep, for files older than the same hour.
+        assert demo.delete_cache == (app.TEMP_MAX_AGE_S, app.TEMP_MAX_AGE_S)
+    finally:
+        demo.close()

@@ -406,7 +406,9 @@ def test_html_in_a_loaded_classifiers_prompt_is_shown_as_text_and_fetches_nothin
     toast = page.locator("[data-testid='toast-body']").filter(has_text="Loaded the classifier")
     toast.wait_for(timeout=30_000)
     assert f'<img src="{base}/img.png">' in toast.inner_text()  # the characters, drawn as text
+    page.get_by_role("tab", name="Label").click()
     visitor.wait_for_round(1, 0)  # the load is done: Load takes a new click
+    page.get_by_role("tab", name="Export & share").click()
 
     source.fill(f"./<img src='{base}/error.png'>")  # a folder that is not there: the error names it
     page.click("#load")
