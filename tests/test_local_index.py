@@ -103,3 +103,34 @@ def test_metadata_round_trips(tmp_path):
 def test_unknown_dtype_lists_the_choices():
     with pytest.raises(ValueError, match="float32, float16"):
         LocalIndex(DIM, dtype="int8")
+
+
+# ----------------------------------------------------------------------------------------------- memory
+def test_a_read_only_memory_map_is_shared_not_copied(tmp_path):
+    """A cache entry's vectors (np.load with mmap_mode="r") back the index as they are: no second copy in memory."""
+    np.save(tmp_path / "v.npy", unit_rows(50))
+    mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
+    index = LocalIndex.from_vectors([str(i) for i in range(50)], mapped)
+    assert np.shares_memory(index.vectors, mapped)
+    index.add(["new"], unit_rows(1, seed=3))  # growing moves the rows into memory; the file is never written
+    assert len(index) == 51 and not np.shares_memory(index.vectors, mapped)
+    assert np.array_equal(np.load(tmp_path / "v.npy"), unit_rows(50))
+
+
+def test_a_writable_array_is_copied_once_so_later_changes_do_not_reach_the_index():
+    vectors = unit_rows(10)
+    index = LocalIndex.from_vectors([str(i) for i in range(10)], vectors)
+    assert not np.shares_memory(index.vectors, vectors)
+    vectors[:] = 0
+    assert np.allclose(np.linalg.norm(index.vectors, axis=1), 1)
+    read_only_view = unit_rows(10).view()
+    read_only_view.flags.writeable = False  # its owner can still write: a view is no promise
+    assert not np.shares_memory(LocalIndex.from_vectors(list("abcdefghij"), read_only_view).vectors, read_only_view)
+
+
+def test_norm_and_finiteness_checks_cover_every_chunk_of_a_large_array(monkeypatch):
+    monkeypatch.setattr("trainer.index._CHECK_ROWS", 7)
+    vectors = unit_rows(30)
+    vectors[23, 0] = np.nan
+    with pytest.raises(ValueError, match=r"1 vector\(s\) contain NaN or inf \(first at row 23\)"):
+        LocalIndex.from_vectors([str(i) for i in range(30)], vectors)

@@ -24,6 +24,8 @@ __all__ = [
 
 # Rows whose norm is further than this from 1 are refused: dot-product search ranks by cosine only on unit vectors.
 NORM_TOLERANCE = 1e-3
+# Checks walk big arrays in chunks of this many rows, so that their temporaries stay small (a few MB).
+_CHECK_ROWS = 65_536
 
 
 class IndexUnavailable(RuntimeError):
@@ -84,7 +86,7 @@ def check_vectors(vectors: np.ndarray, dim: int | None, n: int | None = None) ->
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"vectors must be numeric; got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    bad = ~np.isfinite(arr).all(axis=1)
+    bad = np.concatenate([~np.isfinite(arr[i : i + _CHECK_ROWS]).all(axis=1) for i in _row_chunks(arr)])
     if bad.any():
         raise ValueError(f"{int(bad.sum())} vector(s) contain NaN or inf (first at row {int(np.argmax(bad))})")
     return arr
@@ -106,7 +108,8 @@ def check_query(vector: np.ndarray, dim: int, top_k: int) -> np.ndarray:
 
 def check_norms(vectors: np.ndarray, *, normalize: bool = False) -> np.ndarray:
     """Return ``vectors`` with unit-norm rows: normalised when ``normalize``, else checked and returned unchanged."""
-    norms = np.linalg.norm(vectors, axis=1)
+    # einsum, not np.linalg.norm, which squares the whole (N, D) array first: a second copy of a 10M-row index.
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))  # (N,)
     if normalize:
         if (norms == 0).any():
             raise ValueError(f"cannot normalise zero vector(s) at rows {np.flatnonzero(norms == 0)[:5].tolist()}")
@@ -117,3 +120,7 @@ def check_norms(vectors: np.ndarray, *, normalize: bool = False) -> np.ndarray:
             "pass normalize=True to normalise them"
         )
     return vectors
+
+
+def _row_chunks(arr: np.ndarray) -> range:
+    return range(0, max(len(arr), 1), _CHECK_ROWS)

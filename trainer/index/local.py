@@ -71,16 +71,29 @@ class LocalIndex:
         *,
         normalize: bool = False,
     ) -> None:
-        """Append vectors. Everything is checked before anything changes: a refused call leaves the index as it was."""
+        """Append vectors. Everything is checked before anything changes: a refused call leaves the index as it was.
+
+        Memory: the rows are copied once at most. The first ``add`` of a read-only float32 memory map (a cache entry
+        or an index loaded from disk) keeps the map itself, as :meth:`load` does; nothing else is shared with the
+        caller.
+        """
         ids = check_ids(ids, self._rows)
-        vectors = check_vectors(vectors, self._dim, len(ids))
-        vectors = check_norms(vectors, normalize=normalize)
+        given = vectors
+        vectors = check_norms(check_vectors(vectors, self._dim, len(ids)), normalize=normalize)
         if metadata is None:
             metadata = [{} for _ in ids]
         elif len(metadata) != len(ids):
             raise ValueError(f"got {len(metadata)} metadata records for {len(ids)} ids")
         start = len(self._ids)
-        self._vectors = np.concatenate([self._vectors, vectors.astype(_DTYPES[self._dtype])])
+        dtype = _DTYPES[self._dtype]
+        if start:
+            self._vectors = np.concatenate([self._vectors, vectors], dtype=dtype)  # (N + n, D), one allocation
+        elif not np.may_share_memory(vectors, given):
+            self._vectors = vectors.astype(dtype, copy=False)  # already a private array (converted or normalised)
+        elif dtype == np.float32 and _immutable(vectors):
+            self._vectors = vectors
+        else:
+            self._vectors = vectors.astype(dtype)  # the caller's array, copied once
         self._ids.extend(ids)
         self._rows.update((id_, start + i) for i, id_ in enumerate(ids))
         self._metadata.extend(dict(m) for m in metadata)
@@ -205,6 +218,16 @@ class LocalIndex:
 
     def __repr__(self) -> str:
         return f"LocalIndex(n={len(self)}, dim={self._dim}, dtype={self._dtype})"
+
+
+def _immutable(arr: np.ndarray) -> bool:
+    """Nothing can change ``arr``'s memory: it and every array it views are read-only, down to a read-only map or
+    bytes (an array that owns its memory could make itself writable again)."""
+    while isinstance(arr, np.ndarray):
+        if arr.flags.writeable:
+            return False
+        arr = arr.base
+    return arr is not None
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
