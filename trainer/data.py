@@ -40,6 +40,7 @@ __all__ = [
     "SOURCES",
     "Collection",
     "DecodedBatch",
+    "RowReader",
     "UndecodableImage",
     "folder_signature",
     "hub_reachable",
@@ -70,11 +71,38 @@ class DecodedBatch:
     skipped: list[tuple[str, str]]
 
 
+class RowReader:
+    """Decodes rows of one collection, given their positions and ids: what a worker needs to decode part of it.
+
+    It holds no id list, so it is small to pickle (a Ray stage ships one to each worker and the ids with each block
+    of rows), and it reads the source where the process that opened the collection did: the same image folder,
+    dataset folder or ``datasets`` cache path. On a cluster that storage must be mounted on every node.
+    Subclasses provide ``_records(start, stop, ids)``: the undecoded ``{"path", "bytes"}`` records of those rows.
+    """
+
+    def decode(self, start: int, stop: int, ids: Sequence[str]) -> DecodedBatch:
+        """Decode rows ``start:stop`` (whose ids are ``ids``). A bad file never raises: it is returned in
+        ``skipped`` with the reason."""
+        good, images, skipped = [], [], []
+        for id_, record in zip(ids, self._records(start, stop, ids), strict=True):
+            try:
+                images.append(_decode(record))
+                good.append(id_)
+            except UndecodableImage as err:
+                skipped.append((id_, str(err)))
+        return DecodedBatch(good, images, skipped)
+
+    def _records(self, start: int, stop: int, ids: Sequence[str]) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
 class Collection:
     """An ordered image collection with stable string ids. Open one with :meth:`open` or :func:`open_collection`.
 
-    Subclasses provide ``_encoded(start, stop)``: the undecoded ``{"path", "bytes"}`` records of a range of rows.
+    Subclasses set ``_reader``, the :class:`RowReader` of their rows.
     """
+
+    _reader: RowReader
 
     def __init__(
         self,
@@ -179,14 +207,11 @@ class Collection:
 
     def decode_range(self, start: int, stop: int) -> DecodedBatch:
         """Decode rows ``start:stop``. Never raises for a bad file: it is returned in ``skipped`` with the reason."""
-        ids, images, skipped = [], [], []
-        for id_, record in zip(self.ids[start:stop], self._encoded(start, stop), strict=True):
-            try:
-                images.append(_decode(record))
-                ids.append(id_)
-            except UndecodableImage as err:
-                skipped.append((id_, str(err)))
-        return DecodedBatch(ids, images, skipped)
+        return self._reader.decode(start, stop, self.ids[start:stop])
+
+    def reader(self) -> RowReader:
+        """What a worker process needs to decode rows of this collection (see :class:`RowReader`)."""
+        return self._reader
 
     def batches(self, batch_size: int) -> Iterator[tuple[list[str], list[Image.Image]]]:
         """Yield ``(ids, images)`` batches in order; undecodable rows are left out and listed in ``self.skipped``."""
@@ -198,9 +223,6 @@ class Collection:
             self.skipped.extend(batch.skipped)
             if batch.ids:
                 yield batch.ids, batch.images
-
-    def _encoded(self, start: int, stop: int) -> list[dict[str, Any]]:
-        raise NotImplementedError
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -282,8 +304,8 @@ class _DatasetCollection(Collection):
             image_column=column,
             content_signature=content_signature,
         )
-        # Undecoded records, so that decoding happens here, per row, where a bad row can be skipped.
-        self._records = dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False))
+        # Undecoded records, so that decoding happens in the reader, per row, where a bad row can be skipped.
+        self._reader = _DatasetReader(dataset.select_columns([column]).cast_column(column, ImageFeature(decode=False)))
         self._texts = _row_texts(dataset)  # (captions or class names per row, "caption" or "class") or None
 
     def caption(self, id_: str) -> str | None:
@@ -336,8 +358,14 @@ class _DatasetCollection(Collection):
             content_signature=signature,
         )
 
-    def _encoded(self, start: int, stop: int) -> list[dict[str, Any]]:
-        return self._records[start:stop][self.image_column]
+
+class _DatasetReader(RowReader):
+    def __init__(self, records: Any) -> None:
+        self._table = records  # one column of undecoded image records; memory-mapped, pickled by path
+        self._column = records.column_names[0]
+
+    def _records(self, start: int, stop: int, ids: Sequence[str]) -> list[dict[str, Any]]:
+        return self._table[start:stop][self._column]
 
 
 def _image_column(dataset: Any, wanted: str | None, source: str) -> str:
@@ -397,7 +425,7 @@ class _FolderCollection(Collection):
             image_column=None,
             content_signature=_files_signature(root, files),
         )
-        self._root = root
+        self._reader = _FolderReader(root)
 
     @classmethod
     def from_folder(cls, path: Path, *, split: str | None) -> _FolderCollection:
@@ -426,8 +454,13 @@ class _FolderCollection(Collection):
             raise ValueError(f"no image files in {root}")
         return cls(root, files, split=split)
 
-    def _encoded(self, start: int, stop: int) -> list[dict[str, Any]]:
-        return [{"path": str(self._root / id_), "bytes": None} for id_ in self.ids[start:stop]]
+
+@dataclass(frozen=True)
+class _FolderReader(RowReader):
+    root: Path
+
+    def _records(self, start: int, stop: int, ids: Sequence[str]) -> list[dict[str, Any]]:
+        return [{"path": str(self.root / id_), "bytes": None} for id_ in ids]
 
 
 def _walk(root: Path) -> list[Path]:

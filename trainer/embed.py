@@ -24,7 +24,16 @@ from PIL import Image
 
 from .checks import EMPTY_PROMPT_MESSAGE, prompt_text
 
-__all__ = ["EMPTY_PROMPT_MESSAGE", "Embedder", "is_local_identity", "load", "model_identity", "to_rgb"]
+__all__ = [
+    "EMPTY_PROMPT_MESSAGE",
+    "Embedder",
+    "ImagePreprocessor",
+    "is_local_identity",
+    "load",
+    "load_preprocessor",
+    "model_identity",
+    "to_rgb",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +88,26 @@ def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
     return np.clip(np.rint((data - low) * (255.0 / (high - low))), 0, 255).astype(np.uint8)
 
 
+class ImagePreprocessor:
+    """Images of any mode -> the model's pixel values: ``to_rgb``, then the (PIL) image processor. CPU only.
+
+    The half of ``Embedder.embed_images`` that needs no model, so that a worker which only decodes (a Ray CPU stage)
+    loads the image processor alone. :func:`load_preprocessor` builds one; an ``Embedder`` holds one.
+    """
+
+    def __init__(self, image_processor: object) -> None:
+        self.image_processor = image_processor
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Convert to RGB and run the image processor: (n, 3, H, W) float32 pixel values. Thread-safe."""
+        images = list(images)
+        if not images:
+            size = _crop_size(self.image_processor)
+            return torch.empty((0, 3, *size), dtype=torch.float32)
+        pixels = self.image_processor(images=[to_rgb(image) for image in images], return_tensors="pt")
+        return pixels["pixel_values"]
+
+
 class Embedder:
     """A loaded CLIP model, its tokenizer and its (PIL) image processor. Build one with :func:`load`."""
 
@@ -95,6 +124,7 @@ class Embedder:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        self.preprocessor = ImagePreprocessor(image_processor)
         self.model_id = model_id
         self.revision = revision
         self.device = torch.device(device)
@@ -153,12 +183,7 @@ class Embedder:
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Convert to RGB and run the image processor: (n, 3, H, W) float32 pixel values. CPU only, thread-safe."""
-        images = list(images)
-        if not images:
-            size = _crop_size(self.image_processor)
-            return torch.empty((0, 3, *size), dtype=torch.float32)
-        pixels = self.image_processor(images=[to_rgb(image) for image in images], return_tensors="pt")
-        return pixels["pixel_values"]
+        return self.preprocessor.preprocess_images(images)
 
     def embed_pixels(self, pixel_values: torch.Tensor) -> np.ndarray:
         """The model half of ``embed_images``: (n, 3, H, W) pixel values -> (n, d) float32 unit rows."""
@@ -233,16 +258,32 @@ def load(model_id: str, revision: str | None = None, device: str | torch.device 
     same pixels on every machine.
     """
     # Imported here, not at module level: importing this module must stay cheap (no transformers start-up cost).
-    from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+    from transformers import AutoTokenizer, CLIPModel
 
-    looks_like_path = model_id.startswith(("/", ".", "~")) or Path(model_id).exists()
-    if looks_like_path and not Path(model_id).expanduser().is_dir():
-        raise FileNotFoundError(f"no model folder at {model_id!r}; pass a Hub id (e.g. openai/clip-vit-base-patch32)")
-    source = str(Path(model_id).expanduser()) if looks_like_path else model_id
+    source = _source(model_id)
     # float32 on purpose: half precision is slow on CPU and would change the vectors a cache was keyed on.
     model = CLIPModel.from_pretrained(source, revision=revision, dtype=torch.float32).to(device)
     tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-    image_processor = AutoImageProcessor.from_pretrained(source, revision=revision, backend="pil")
+    image_processor = _image_processor(source, revision)
     embedder = Embedder(model, tokenizer, image_processor, model_id=model_id, revision=revision, device=device)
     logger.info("Loaded %s (dim %d) on %s", model_id, embedder.dim, embedder.device)
     return embedder
+
+
+def load_preprocessor(model_id: str, revision: str | None = None) -> ImagePreprocessor:
+    """The image half of :func:`load` alone: what a decoding worker needs, without the model's weights."""
+    return ImagePreprocessor(_image_processor(_source(model_id), revision))
+
+
+def _source(model_id: str) -> str:
+    """What ``from_pretrained`` is given: a local folder (checked to exist) or a Hub id."""
+    looks_like_path = model_id.startswith(("/", ".", "~")) or Path(model_id).exists()
+    if looks_like_path and not Path(model_id).expanduser().is_dir():
+        raise FileNotFoundError(f"no model folder at {model_id!r}; pass a Hub id (e.g. openai/clip-vit-base-patch32)")
+    return str(Path(model_id).expanduser()) if looks_like_path else model_id
+
+
+def _image_processor(source: str, revision: str | None) -> object:
+    from transformers import AutoImageProcessor
+
+    return AutoImageProcessor.from_pretrained(source, revision=revision, backend="pil")

@@ -22,28 +22,34 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
+from PIL import Image
 
-from trainer.data import Collection, folder_signature
+from trainer.data import Collection, DecodedBatch, folder_signature
 from trainer.embed import Embedder, to_rgb
 from trainer.files import atomic_write
 from trainer.progress import ProgressFn, no_progress
 
 __all__ = [
     "Embeddings",
+    "EntryPart",
+    "Prepared",
+    "Preprocessor",
     "build_embeddings",
     "cache_key",
     "embed_in_memory",
     "load_cached",
+    "prepare",
     "save_embeddings",
+    "save_parts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -168,17 +174,27 @@ def embed_in_memory(
 
 
 # ------------------------------------------------------------------------------------------------- the pipeline
-@dataclass
-class _Prepared:
-    stop: int
+class Preprocessor(Protocol):
+    """Anything that turns images into the model's pixel values: an ``Embedder``, or an ``ImagePreprocessor`` alone."""
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Decoded rows ready for the model: the ids and pixels of the good images, the ``(id, reason)`` of the rest."""
+
     ids: list[str]
     pixels: torch.Tensor  # (B, 3, H, W)
     skipped: list[tuple[str, str]]
 
 
-def _prepare(embedder: Embedder, collection: Collection, start: int, stop: int) -> _Prepared:
-    """Decode and preprocess rows ``start:stop`` (runs on the worker thread). Bad images are skipped, with why."""
-    batch = collection.decode_range(start, stop)
+def prepare(preprocessor: Preprocessor, batch: DecodedBatch) -> Prepared:
+    """Convert decoded images to RGB and preprocess them; an image either step fails on is skipped, with why.
+
+    Every engine's one copy of this step: the local indexer runs it on a worker thread, the Ray indexer on its CPU
+    workers, so both give the model the same pixels.
+    """
     skipped = list(batch.skipped)
     ids, images = [], []
     for id_, image in zip(batch.ids, batch.images, strict=True):
@@ -189,20 +205,20 @@ def _prepare(embedder: Embedder, collection: Collection, start: int, stop: int) 
         except Exception as err:
             skipped.append((id_, f"cannot convert a {image.mode} image to RGB: {type(err).__name__}: {err}"))
     try:
-        pixels = embedder.preprocess_images(images)
+        pixels = preprocessor.preprocess_images(images)
     # The processor works on the whole batch; if one odd image (say, a 1x40000 strip) breaks it, redo the batch
     # image by image so that only that image is skipped, with its reason.
     except Exception:
         kept, tensors = [], []
         for id_, image in zip(ids, images, strict=True):
             try:
-                tensors.append(embedder.preprocess_images([image]))
+                tensors.append(preprocessor.preprocess_images([image]))
                 kept.append(id_)
             except Exception as err:
                 skipped.append((id_, f"image processor failed: {type(err).__name__}: {err}"))
         ids = kept
-        pixels = torch.cat(tensors) if tensors else embedder.preprocess_images([])
-    return _Prepared(stop, ids, pixels, skipped)
+        pixels = torch.cat(tensors) if tensors else preprocessor.preprocess_images([])
+    return Prepared(ids, pixels, skipped)
 
 
 ShardWriter = Callable[[int, int, list[np.ndarray], list[str], list[tuple[str, str]]], None]
@@ -226,23 +242,25 @@ def _embed_rows(
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-preprocess") as pool:
 
-        def submit(start: int) -> Future[_Prepared]:
-            return pool.submit(_prepare, embedder, collection, start, min(start + batch_size, total))
+        def submit(start: int) -> Future[Prepared]:
+            stop = min(start + batch_size, total)
+            return pool.submit(lambda: prepare(embedder, collection.decode_range(start, stop)))
 
         pending = submit(starts[0])
         for k in range(len(starts)):
             prepared = pending.result()
+            stop = min(starts[k] + batch_size, total)
             if k + 1 < len(starts):
                 pending = submit(starts[k + 1])  # preprocess the next batch while the model runs this one
             vectors.append(embedder.embed_pixels(prepared.pixels))  # (B, D)
             ids.extend(prepared.ids)
             skipped.extend(prepared.skipped)
             batches += 1
-            if batches == batches_per_shard or prepared.stop == total:
-                write(shard_start, prepared.stop, vectors, ids, skipped)
-                shard_start, vectors, ids, skipped, batches = prepared.stop, [], [], [], 0
-            rate = (prepared.stop - resume_at) / max(time.perf_counter() - started, 1e-9)
-            report(prepared.stop, total, f"embedded {prepared.stop}/{total} images ({rate:.1f} images/s)")
+            if batches == batches_per_shard or stop == total:
+                write(shard_start, stop, vectors, ids, skipped)
+                shard_start, vectors, ids, skipped, batches = stop, [], [], [], 0
+            rate = (stop - resume_at) / max(time.perf_counter() - started, 1e-9)
+            report(stop, total, f"embedded {stop}/{total} images ({rate:.1f} images/s)")
 
 
 # ------------------------------------------------------------------------------------------------------- shards
@@ -312,37 +330,109 @@ def _completed_shards(shard_dir: Path, total: int) -> list[tuple[int, int, Path]
 
 
 # ------------------------------------------------------------------------------------------------ cache entries
-def _consolidate(entry: Path, key: str, embedder: Embedder, collection: Collection, batch_size: int) -> Embeddings:
-    """Join the shards into the final files; the manifest goes last, as the mark of a complete entry."""
-    shard_dir = entry / "shards"
-    shards = _completed_shards(shard_dir, len(collection))
-    covered = shards[-1][1] if shards else 0
-    if covered != len(collection):
-        raise RuntimeError(f"internal error: shards in {shard_dir} cover {covered} of {len(collection)} rows")
+class EntryPart(Protocol):
+    """Consecutive rows of a collection's embeddings, read on demand: one shard, whichever engine wrote it."""
+
+    def ids(self) -> list[str]: ...
+
+    def skipped(self) -> list[tuple[str, str]]: ...
+
+    def vectors(self) -> np.ndarray: ...  # (len(ids()), D)
+
+
+@dataclass(frozen=True)
+class _NpzShard:
+    path: Path
+
+    def ids(self) -> list[str]:
+        return _read_shard(self.path, "ids").tolist()
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return [(str(a), str(b)) for a, b in _read_shard(self.path, "skipped").tolist()]
+
+    def vectors(self) -> np.ndarray:
+        return _read_shard(self.path, "vectors")
+
+
+@dataclass(frozen=True)
+class _InMemory:
+    rows_ids: list[str]
+    rows: np.ndarray
+    rows_skipped: list[tuple[str, str]]
+
+    def ids(self) -> list[str]:
+        return self.rows_ids
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.rows_skipped
+
+    def vectors(self) -> np.ndarray:
+        return self.rows
+
+
+def save_parts(
+    embedder: Embedder,
+    collection: Collection,
+    cache_dir: str | Path,
+    parts: Sequence[EntryPart],
+    *,
+    extra: dict[str, Any],
+) -> Embeddings:
+    """Write the cache entry of (``embedder``, ``collection``) from ``parts`` in collection order, and load it.
+
+    Every row of the collection must be in exactly one part, embedded or skipped. ids and skipped are gathered
+    first, then the vectors are streamed part by part (never the whole matrix in memory), and the manifest goes
+    last, as the mark of a complete entry. ``extra`` goes into the manifest (how the vectors were made). The local
+    indexer's shards, a snapshot and the Ray indexer's shards all become a cache entry here, so that every later
+    ``build_embeddings`` of the pair is a plain cache hit.
+    """
+    key = cache_key(embedder, collection)
+    entry = Path(cache_dir) / key
+    entry.mkdir(parents=True, exist_ok=True)
+    (entry / "manifest.json").unlink(missing_ok=True)  # incomplete from here until the new manifest lands
     ids: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for _, _, path in shards:
-        ids.extend(_read_shard(path, "ids").tolist())
-        skipped.extend((str(a), str(b)) for a, b in _read_shard(path, "skipped").tolist())
+    for part in parts:
+        ids.extend(part.ids())
+        skipped.extend(part.skipped())
     if len(set(ids)) != len(ids):
-        raise RuntimeError(f"internal error: duplicate ids in the shards of {entry}")
+        raise RuntimeError(f"internal error: duplicate ids in the embeddings for {entry}")
+    if len(ids) + len(skipped) != len(collection):
+        raise RuntimeError(
+            f"internal error: {len(ids)} embedded + {len(skipped)} skipped rows for a collection of {len(collection)}"
+        )
     dim = embedder.dim
 
-    def write_vectors(f: Any) -> None:  # streamed shard by shard: never the whole matrix in memory
+    def write_vectors(f: Any) -> None:  # streamed part by part: never the whole matrix in memory
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False}
         np.lib.format.write_array_header_2_0(f, {**header, "shape": (len(ids), dim)})
-        for _, _, path in shards:
-            f.write(np.ascontiguousarray(_read_shard(path, "vectors"), dtype="<f4").tobytes())
+        for part in parts:
+            rows = np.ascontiguousarray(part.vectors(), dtype="<f4")  # (n, D)
+            if rows.ndim != 2 or rows.shape[1] != dim:
+                raise ValueError(f"expected vectors of size {dim}; got an array of shape {rows.shape}")
+            f.write(rows.tobytes())
 
     atomic_write(entry / "vectors.npy", write_vectors)
-    _write_entry_files(entry, key, embedder, collection, ids, skipped, {"batch_size": batch_size})
-    shutil.rmtree(shard_dir, ignore_errors=True)
+    _write_entry_files(entry, key, embedder, collection, ids, skipped, extra)
     for leftover in entry.glob(".*.tmp"):  # temp files of runs killed mid-write; ours were all renamed
         leftover.unlink(missing_ok=True)
     loaded = _load_entry(entry, dim)
     if loaded is None:
         raise RuntimeError(f"internal error: the cache entry just written at {entry} does not load")
     return replace(loaded, cache_hit=False)
+
+
+def _consolidate(entry: Path, key: str, embedder: Embedder, collection: Collection, batch_size: int) -> Embeddings:
+    """Join the local indexer's shards into the cache entry, then drop them."""
+    shard_dir = entry / "shards"
+    shards = _completed_shards(shard_dir, len(collection))
+    covered = shards[-1][1] if shards else 0
+    if covered != len(collection):
+        raise RuntimeError(f"internal error: shards in {shard_dir} cover {covered} of {len(collection)} rows")
+    parts = [_NpzShard(path) for _, _, path in shards]
+    embeddings = save_parts(embedder, collection, entry.parent, parts, extra={"batch_size": batch_size})
+    shutil.rmtree(shard_dir, ignore_errors=True)
+    return embeddings
 
 
 def _write_entry_files(
@@ -393,18 +483,9 @@ def save_embeddings(
     rows = np.ascontiguousarray(vectors, dtype="<f4")  # (N, D)
     if rows.shape != (len(ids), embedder.dim):
         raise ValueError(f"expected {len(ids)} vectors of size {embedder.dim}; got an array of shape {rows.shape}")
-    key = cache_key(embedder, collection)
-    entry = Path(cache_dir) / key
-    entry.mkdir(parents=True, exist_ok=True)
-    # Incomplete from here until the new manifest lands; half-done shards of an earlier local run are superseded.
-    (entry / "manifest.json").unlink(missing_ok=True)
-    shutil.rmtree(entry / "shards", ignore_errors=True)
-    atomic_write(entry / "vectors.npy", lambda f: np.save(f, rows))
-    _write_entry_files(entry, key, embedder, collection, ids, skipped, {"origin": origin})
-    loaded = _load_entry(entry, embedder.dim)
-    if loaded is None:
-        raise RuntimeError(f"internal error: the cache entry just written at {entry} does not load")
-    return replace(loaded, cache_hit=False)
+    # Half-done shards of an earlier local run are superseded.
+    shutil.rmtree(Path(cache_dir) / cache_key(embedder, collection) / "shards", ignore_errors=True)
+    return save_parts(embedder, collection, cache_dir, [_InMemory(ids, rows, skipped)], extra={"origin": origin})
 
 
 def _load_entry(entry: Path, dim: int) -> Embeddings | None:
