@@ -55,6 +55,18 @@ def mixed_folder(tmp_path: Path) -> Path:
     return write_mixed_folder(tmp_path / "mixed")
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """Ray on this machine with 2 CPUs, shared by every Ray test of the session; yields its address."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
 # ------------------------------------------------------------------------------------------------- the app
 @pytest.fixture(scope="session")
 def bundle_workspace(tmp_path_factory: pytest.TempPathFactory):

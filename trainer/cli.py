@@ -14,7 +14,7 @@ import logging
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from trainer.data import Collection
     from trainer.embed import Embedder
     from trainer.indexing import Embeddings
+    from trainer.ray_indexing import RayOptions, RayRun
 
 __all__ = ["add_index_command", "build_parser", "cmd_index", "main"]
 
@@ -77,6 +78,24 @@ def add_index_command(subparsers: argparse._SubParsersAction) -> None:
         choices=("local", "pinecone"),
         help="where the vectors go: a saved local index (default) or Pinecone (needs PINECONE_API_KEY; resumable)",
     )
+    index.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process (default); ray: a Ray Data pipeline on a Ray cluster or this machine (pip install "
+        '"ray[data]==2.60.0"), for collections too big for one process',
+    )
+    ray = index.add_argument_group(
+        "Ray engine (--engine ray)",
+        "Decoding runs on CPU actors and embedding on an actor pool (a GPU each, float16), writing resumable parquet "
+        "shards (id, vector); the outputs are the same. On a cluster, the model, the collection and the shard folder "
+        "must be readable at the same path on every node.",
+    )
+    ray.add_argument("--ray-address", help="auto (the cluster on this node), ray://host:10001, or none: start Ray here")
+    ray.add_argument("--num-gpus", type=int, help="embedding actors, one GPU each (default: every GPU; 0: CPU)")
+    ray.add_argument("--cpus-per-decode", type=float, help="CPUs reserved by each decoding actor (default: 1)")
+    ray.add_argument("--shard-size", type=int, help="rows per shard, the unit of work and of resumption (default: 256)")
+    ray.add_argument("--shard-dir", help="where shard folders go: a shared path or URI (default: the cache folder)")
     snapshot = index.add_argument_group(
         "embedding snapshot",
         "Publish the embeddings so that an app (a Space with CT_SNAPSHOT=<repo>) starts in seconds instead of "
@@ -112,32 +131,167 @@ def cmd_index(args: argparse.Namespace) -> int:
         "backend": args.backend,
     }
     settings = dataclasses.replace(settings, **{k: v for k, v in flags.items() if v is not None})
+    if args.dataset and args.config is None:  # the settings' config is their dataset's ("320px"), not this one's
+        settings = dataclasses.replace(settings, dataset_config=None)
     if settings.embed_batch_size <= 0:
         raise SystemExit(f"--batch-size must be a positive integer; got {settings.embed_batch_size}")
     if args.eval_split is not None:
         settings = dataclasses.replace(
             settings, eval_split=None if args.eval_split.lower() in ("", "none") else args.eval_split
         )
+    ray_options = _ray_options(args, settings)  # flag mistakes before loading anything
     token = _check_push(args.push_to_hub)  # before minutes of embedding, not after
 
     embedder = embed.load(settings.model_id, settings.model_revision, device=args.device)
     collection = open_collection(settings)
     logger.info("Indexing %r with %s", collection, settings.model_id)
-    started = time.perf_counter()
-    with _ProgressBar(len(collection)) as bar:
-        result = build_embeddings(
-            embedder, collection, settings.cache_dir, batch_size=settings.embed_batch_size, progress=bar.update
-        )
-    elapsed = time.perf_counter() - started
-    if not len(result):
-        reasons = "; ".join(f"{id_}: {why}" for id_, why in result.skipped[:3])
-        raise SystemExit(f"no image of {collection.source} could be decoded ({len(result.skipped)} skipped: {reasons})")
-
     out = args.out or Path(settings.cache_dir) / "indexes" / cache_key(embedder, collection)
-    _write_index(settings, collection, result, elapsed, out)
+    if ray_options is not None:
+        return _index_on_ray(args, ray_options, settings, embedder, collection, out, token)
+
+    def embed_split(split: Collection) -> Embeddings:
+        with _ProgressBar(len(split)) as bar:
+            return build_embeddings(
+                embedder, split, settings.cache_dir, batch_size=settings.embed_batch_size, progress=bar.update
+            )
+
+    started = time.perf_counter()
+    result = embed_split(collection)
+    elapsed = time.perf_counter() - started
+    _refuse_empty(len(result), result.skipped, collection)
+    if result.cache_hit:
+        how = f"Cache hit: loaded in {elapsed:.2f} s, no model forward ({result.path})"
+    else:
+        handled = len(result) + len(result.skipped)
+        how = f"Embedded in {elapsed:.1f} s: {handled / max(elapsed, 1e-9):.1f} images/s (cache miss)"
+    _write_index(settings, collection, result, how, out)
     if args.push_to_hub or args.snapshot_out:
-        _publish_snapshot(args, settings, embedder, collection, result, token)
+        _publish_snapshot(args, settings, embedder, collection, result, embed_split, token)
     return 0
+
+
+def _ray_options(args: argparse.Namespace, settings: Settings) -> RayOptions | None:
+    """The Ray engine's options (None for ``--engine local``); Ray flags without ``--engine ray`` are refused."""
+    flags = {
+        "--ray-address": args.ray_address,
+        "--num-gpus": args.num_gpus,
+        "--cpus-per-decode": args.cpus_per_decode,
+        "--shard-size": args.shard_size,
+        "--shard-dir": args.shard_dir,
+    }
+    if args.engine != "ray":
+        given = [flag for flag, value in flags.items() if value is not None]
+        if given:
+            raise SystemExit(f"{', '.join(given)} only apply to --engine ray (the engine is {args.engine})")
+        return None
+    if args.device != "cpu":
+        raise SystemExit(
+            "--device applies to --engine local; with --engine ray, GPUs come from the cluster (--num-gpus)"
+        )
+    try:
+        import ray  # noqa: F401  (only to say how to install it, before anything is loaded)
+    except ImportError:
+        raise SystemExit('--engine ray needs Ray: pip install "ray[data]==2.60.0"') from None
+    from trainer.ray_indexing import RayOptions
+
+    given = {
+        "address": args.ray_address,
+        "num_gpus": args.num_gpus,
+        "cpus_per_decode": args.cpus_per_decode,
+        "rows_per_shard": args.shard_size,
+        "shard_root": args.shard_dir,
+    }
+    try:
+        return RayOptions(batch_size=settings.embed_batch_size, **{k: v for k, v in given.items() if v is not None})
+    except ValueError as err:
+        raise SystemExit(f"--engine ray: {err}") from None
+
+
+def _index_on_ray(
+    args: argparse.Namespace,
+    options: RayOptions,
+    settings: Settings,
+    embedder: Embedder,
+    collection: Collection,
+    out: Path,
+    token: str | None,
+) -> int:
+    """``index --engine ray``: embed into shards on the cluster, then the same outputs as the local engine."""
+    import contextlib
+
+    from trainer import ray_indexing
+    from trainer.index import IndexUnavailable
+    from trainer.index.factory import collection_namespace, open_index
+    from trainer.indexing import load_cached
+
+    namespace = collection_namespace(settings.model_id, collection)
+    if settings.backend == "pinecone":  # a missing key or a wrong index must not wait for the embedding
+        try:
+            open_index(settings, embedder.dim, namespace)
+        except IndexUnavailable as err:
+            raise SystemExit(f"Pinecone: {err}") from None
+    with contextlib.ExitStack() as stack:
+        indexers: list[ray_indexing.RayIndexer] = []  # made on first use: a cache hit needs no cluster
+
+        def indexer() -> ray_indexing.RayIndexer:
+            if not indexers:
+                stack.enter_context(ray_indexing.ray_session(options.address))
+                try:
+                    indexers.append(ray_indexing.RayIndexer(options))
+                except ValueError as err:
+                    raise SystemExit(f"--engine ray: {err}") from None
+            return indexers[0]
+
+        def run_split(split: Collection) -> ray_indexing.RayRun:
+            with _ProgressBar(len(split)) as bar:
+                return indexer().embed(embedder, split, settings.cache_dir, progress=bar.update)
+
+        def embed_split(split: Collection) -> Embeddings:
+            cached = load_cached(embedder, split, settings.cache_dir)
+            return cached if cached is not None else run_split(split).to_cache(embedder, split, settings.cache_dir)
+
+        cached = load_cached(embedder, collection, settings.cache_dir)
+        if cached is not None:  # as with --engine local: the cache entry is this machine's record of the vectors
+            result: Embeddings | None = cached
+            how = f"Cache hit: no model forward, no Ray ({cached.path})"
+            _write_index(settings, collection, cached, how, out)
+        else:
+            run = run_split(collection)
+            _refuse_empty(len(run), run.skipped, collection)
+            how = _ray_how(run, indexer().describe())
+            result = None
+            if settings.backend == "pinecone":
+                try:
+                    with _ProgressBar(len(run)) as bar:
+                        written = indexer().upsert(run, settings, namespace, progress=bar.update)
+                except IndexUnavailable as err:
+                    raise SystemExit(f"Pinecone: {err}") from None
+                print(_summary(collection, settings.model_id, len(run), run.dim, run.skipped, how, run.skipped_file))
+                print(
+                    f"Pinecone index {settings.pinecone_index!r}, namespace {namespace!r}: {written} record(s) "
+                    f"written, {len(run) - written} already there (from {len(run.shards)} shard(s), on Ray)"
+                )
+            else:
+                result = run.to_cache(embedder, collection, settings.cache_dir)
+                _write_index(settings, collection, result, how, out)
+        if args.push_to_hub or args.snapshot_out:
+            result = result or embed_split(collection)
+            _publish_snapshot(args, settings, embedder, collection, result, embed_split, token)
+    return 0
+
+
+def _ray_how(run: RayRun, engine: str) -> str:
+    if not run.embedded_now:
+        return f"Every row was in a shard already: nothing embedded ({run.store.location})"
+    rate = run.embedded_now / max(run.seconds, 1e-9)
+    resumed = f"; {run.resumed_rows} row(s) resumed from earlier shards" if run.resumed_rows else ""
+    return f"Embedded {run.embedded_now} images on Ray in {run.seconds:.1f} s: {rate:.1f} images/s ({engine}){resumed}"
+
+
+def _refuse_empty(count: int, skipped: list[tuple[str, str]], collection: Collection) -> None:
+    if not count:
+        reasons = "; ".join(f"{id_}: {why}" for id_, why in skipped[:3])
+        raise SystemExit(f"no image of {collection.source} could be decoded ({len(skipped)} skipped: {reasons})")
 
 
 def _check_push(repo: str | None) -> str | None:
@@ -159,14 +313,15 @@ def _publish_snapshot(
     embedder: Embedder,
     collection: Collection,
     result: Embeddings,
+    embed_split: Callable[[Collection], Embeddings],
     token: str | None,
 ) -> None:
-    """Embed the held-out split too (the app classifies it), write the snapshot, and push it when asked."""
+    """Embed the held-out split too (the app classifies it) with the same engine, write the snapshot, and push it
+    when asked."""
     import tempfile
 
     from trainer.data import open_held_out
     from trainer.hub import HubError
-    from trainer.indexing import build_embeddings
     from trainer.snapshot import export_snapshot, push_snapshot
 
     parts = [(collection, result)]
@@ -175,11 +330,7 @@ def _publish_snapshot(
         held_out = open_held_out(settings, "the snapshot holds the indexed split only")
     if held_out is not None:
         logger.info("Embedding the held-out split %r for the snapshot", settings.eval_split)
-        with _ProgressBar(len(held_out)) as bar:
-            embedded = build_embeddings(
-                embedder, held_out, settings.cache_dir, batch_size=settings.embed_batch_size, progress=bar.update
-            )
-        parts.append((held_out, embedded))
+        parts.append((held_out, embed_split(held_out)))
     command = "python -m trainer " + " ".join(shlex.quote(a) for a in args.argv)
     with tempfile.TemporaryDirectory(prefix="concept-trainer-snapshot-") as tmp:
         folder = args.snapshot_out or Path(tmp) / "snapshot"
@@ -197,7 +348,7 @@ def _publish_snapshot(
             print(f"Start the app from it with CT_SNAPSHOT={repo}")
 
 
-def _write_index(settings: Settings, collection: Collection, result: Embeddings, elapsed: float, out: Path) -> None:
+def _write_index(settings: Settings, collection: Collection, result: Embeddings, how: str, out: Path) -> None:
     """Put the embeddings where ``settings.backend`` says, through the one index builder, and say what was done:
     a local index saved at ``out``, or the collection's Pinecone namespace (batched, retried, resumable)."""
     from trainer.index import IndexUnavailable
@@ -208,35 +359,42 @@ def _write_index(settings: Settings, collection: Collection, result: Embeddings,
             built = build_index(settings, collection, result.ids, result.vectors, local_path=out, progress=bar.update)
     except IndexUnavailable as err:
         raise SystemExit(f"Pinecone: {err}") from None
+    details = result.path / "skipped.json" if result.path else None  # every skipped image, with its reason
     if built.namespace is None:
         # Which model and collection the index was built from: what a later command needs to embed prompts with
         # the same model and to fetch thumbnails by id.
         (out / "source.json").write_text(json.dumps(result.manifest, indent=2))
-        print(_summary(result, collection, settings.model_id, elapsed, out))
+        print(_summary(collection, settings.model_id, len(result), result.dim, result.skipped, how, details, out))
         return
-    print(_summary(result, collection, settings.model_id, elapsed, None))
+    print(_summary(collection, settings.model_id, len(result), result.dim, result.skipped, how, details))
     print(
         f"Pinecone index {settings.pinecone_index!r}, namespace {built.namespace!r}: {built.written} record(s) "
         f"written, {len(result) - built.written} already there"
     )
 
 
-def _summary(result: Embeddings, collection: Collection, model_id: str, elapsed: float, out: Path | None) -> str:
+def _summary(
+    collection: Collection,
+    model_id: str,
+    count: int,
+    dim: int,
+    skipped: list[tuple[str, str]],
+    how: str,
+    details: Path | str | None,
+    out: Path | None = None,
+) -> str:
+    """What was indexed, how (``how``: cache hit, speed), which images were skipped and why, and where it went."""
     lines = [
-        f"Indexed {len(result)} images (dim {result.dim}) from {collection.source}"
+        f"Indexed {count} images (dim {dim}) from {collection.source}"
         + (f" [{collection.split}]" if collection.split else "")
         + f" with {model_id}",
+        how,
     ]
-    if result.cache_hit:
-        lines.append(f"Cache hit: loaded in {elapsed:.2f} s, no model forward ({result.path})")
-    else:
-        handled = len(result) + len(result.skipped)
-        lines.append(f"Embedded in {elapsed:.1f} s: {handled / max(elapsed, 1e-9):.1f} images/s (cache miss)")
-    if result.skipped:
-        lines.append(f"Skipped {len(result.skipped)} undecodable image(s):")
-        lines += [f"  {id_}: {why}" for id_, why in result.skipped[:_SHOW_SKIPPED]]
-        if len(result.skipped) > _SHOW_SKIPPED:
-            lines.append(f"  ... and {len(result.skipped) - _SHOW_SKIPPED} more (see {result.path}/skipped.json)")
+    if skipped:
+        lines.append(f"Skipped {len(skipped)} undecodable image(s):")
+        lines += [f"  {id_}: {why}" for id_, why in skipped[:_SHOW_SKIPPED]]
+        if len(skipped) > _SHOW_SKIPPED:
+            lines.append(f"  ... and {len(skipped) - _SHOW_SKIPPED} more (see {details})")
     else:
         lines.append("Skipped: none")
     if out is not None:
