@@ -284,7 +284,11 @@ def ray_session(address: str | None) -> Iterator[None]:
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        if address:  # joining a cluster: ship this package, so that every node runs the driver's code
+            options: dict[str, Any] = {"runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]}}
+        else:  # a Ray of our own on this machine, whose workers share its files
+            options = {"include_dashboard": False}
+        ray.init(address=address, logging_level=logging.WARNING, **options)
     DataContext.get_current().enable_progress_bars = False  # the command draws its own bar
     try:
         yield
@@ -378,7 +382,7 @@ class RayIndexer:
                     num_cpus=0,
                 )
             )
-            for row in dataset.iter_rows():
+            for row in _rows_as_they_come(dataset):
                 done += int(row["stop"]) - int(row["start"])
                 rate = (done - resumed) / max(time.perf_counter() - started, 1e-9)
                 report(done, total, f"embedded {done}/{total} images on Ray ({rate:.1f} images/s)")
@@ -418,11 +422,19 @@ class RayIndexer:
             runtime_env=runtime_env,
         )
         written = done = 0
-        for row in dataset.iter_rows():
+        for row in _rows_as_they_come(dataset):
             written += int(row["written"])
             done += int(row["rows"])
             report(done, len(run), f"{written:,} upserted, {done - written:,} already in {namespace}")
         return written
+
+
+def _rows_as_they_come(dataset: Any) -> Iterator[dict[str, Any]]:
+    """The dataset's rows, each as soon as its block is done: ``iter_rows`` holds a finished block back until the
+    next one is ready (it prefetches), which would leave the progress bar a shard behind, or at 0 until the end."""
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+        for i in range(len(next(iter(batch.values())))):
+            yield {key: values[i] for key, values in batch.items()}
 
 
 def _pinecone_client() -> Any:
