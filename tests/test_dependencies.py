@@ -12,6 +12,9 @@ import re
 from tests.helpers.imports import ROOT, read_modules, third_party
 
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(\S+)")
+# Optional engines: pinned in a file of their own (which requirements-dev.txt includes, so the tests run them), and
+# imported by one module only, which is imported only when the feature is chosen. The app never needs them.
+OPTIONAL = {"ray": ("requirements-ray.txt", "trainer.ray_indexing")}
 
 
 def normalise(distribution: str) -> str:
@@ -43,7 +46,17 @@ def unpinned(paths: tuple[str, ...], pinned: dict[str, str]) -> dict[str, str]:
 
 
 def test_every_package_the_app_and_engine_import_is_pinned_in_requirements_txt():
-    assert unpinned(("trainer", "app.py", "assets"), pins("requirements.txt")) == {}
+    missing = unpinned(("trainer", "app.py", "assets"), pins("requirements.txt"))
+    assert {name: where for name, where in missing.items() if name not in OPTIONAL} == {}
+
+
+def test_an_optional_engine_is_pinned_in_its_own_file_and_imported_by_its_one_module():
+    modules = read_modules("trainer", "app.py", "assets").values()
+    for name, (filename, owner) in OPTIONAL.items():
+        assert sorted(m.name for m in modules if name in third_party(m)) == [owner]
+        distributions = importlib.metadata.packages_distributions()[name]
+        assert any(normalise(d) in pins(filename) for d in distributions)
+        assert normalise(distributions[0]) not in pins("requirements.txt")
 
 
 def test_every_package_tests_and_benchmarks_import_is_pinned_in_a_requirements_file():

@@ -188,11 +188,10 @@ def _ray_options(args: argparse.Namespace, settings: Settings) -> RayOptions | N
         raise SystemExit(
             "--device applies to --engine local; with --engine ray, GPUs come from the cluster (--num-gpus)"
         )
-    try:
-        import ray  # noqa: F401  (only to say how to install it, before anything is loaded)
-    except ImportError:
-        raise SystemExit('--engine ray needs Ray: pip install "ray[data]==2.60.0"') from None
-    from trainer.ray_indexing import RayOptions
+    from trainer.ray_indexing import RayOptions, ray_missing
+
+    if ray_missing():
+        raise SystemExit(f"--engine ray: {ray_missing()}")
 
     given = {
         "address": args.ray_address,

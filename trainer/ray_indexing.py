@@ -56,7 +56,16 @@ if TYPE_CHECKING:
     from trainer.embed import Embedder
     from trainer.indexing import Embeddings
 
-__all__ = ["RayIndexer", "RayOptions", "RayRun", "Shard", "ShardStore", "pending_ranges", "ray_session"]
+__all__ = [
+    "RayIndexer",
+    "RayOptions",
+    "RayRun",
+    "Shard",
+    "ShardStore",
+    "pending_ranges",
+    "ray_missing",
+    "ray_session",
+]
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +282,15 @@ class RayRun:
         parts = [_ShardPart(self.store, shard) for shard in self.shards]
         extra = {"engine": "ray", "shards": self.store.location, "precision": self.precision}
         return save_parts(embedder, collection, cache_dir, parts, extra=extra)
+
+
+def ray_missing() -> str | None:
+    """Why Ray cannot be used here (it is not installed: the app does not need it), or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return "Ray is not installed: pip install -r requirements-ray.txt (ray[data]==2.60.0), here and on every node"
+    return None
 
 
 @contextmanager
