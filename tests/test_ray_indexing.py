@@ -205,6 +205,13 @@ def test_ray_flags_without_the_ray_engine_are_refused(tmp_path):
         cli.main(["index", "--num-gpus", "1", "--shard-dir", str(tmp_path)])
 
 
+def test_a_bad_shard_size_is_refused_naming_the_flag(tmp_path):
+    with pytest.raises(SystemExit, match=r"--shard-size\) must be a positive integer; got 0"):
+        cli.main(
+            index_argv(BUNDLE_MODEL, tmp_path, tmp_path / "c", tmp_path / "i", "--engine", "ray", "--shard-size", "0")
+        )
+
+
 def test_asking_for_more_gpus_than_the_cluster_has_says_how_many_it_has(ray_cluster, bundle_slice, tmp_path):
     argv = index_argv(BUNDLE_MODEL, bundle_slice, tmp_path / "cache", tmp_path / "index", "--engine", "ray")
     with pytest.raises(SystemExit, match=r"--num-gpus 2: the Ray cluster has 0 GPU\(s\)"):

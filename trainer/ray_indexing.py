@@ -87,14 +87,14 @@ class RayOptions:
     upsert_actors: int = 4  # Pinecone writers: 4-8 saturate a namespace's write rate limit
 
     def __post_init__(self) -> None:
-        if self.rows_per_shard <= 0 or self.batch_size <= 0:
-            raise ValueError(
-                f"rows_per_shard and batch_size must be positive; got {self.rows_per_shard}, {self.batch_size}"
-            )
+        if self.rows_per_shard <= 0:
+            raise ValueError(f"rows_per_shard (--shard-size) must be a positive integer; got {self.rows_per_shard}")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size (--batch-size) must be a positive integer; got {self.batch_size}")
         if self.cpus_per_decode <= 0:
-            raise ValueError(f"cpus_per_decode must be positive; got {self.cpus_per_decode}")
+            raise ValueError(f"cpus_per_decode (--cpus-per-decode) must be positive; got {self.cpus_per_decode}")
         if self.num_gpus is not None and self.num_gpus < 0:
-            raise ValueError(f"num_gpus must be >= 0; got {self.num_gpus}")
+            raise ValueError(f"num_gpus (--num-gpus) must be 0 or more; got {self.num_gpus}")
         if self.upsert_actors <= 0:
             raise ValueError(f"upsert_actors must be positive; got {self.upsert_actors}")
 
@@ -390,13 +390,14 @@ class RayIndexer:
                     num_cpus=1,
                     num_gpus=1 if self.gpus else None,
                 )
-                # Writing a shard takes milliseconds of CPU: reserving none keeps it from waiting behind the actors,
-                # which hold every CPU of a small machine for the whole run.
+                # Writing a shard takes milliseconds of CPU but may wait on storage (an object store): two writers
+                # per embedding actor, reserving no CPU, so that they never queue behind the actors, which hold
+                # every CPU of a small machine for the whole run.
                 .map_batches(
                     _write,
                     fn_kwargs={"store": store, "key": key},
                     batch_size=1,
-                    compute=TaskPoolStrategy(size=min(2, len(items))),
+                    compute=TaskPoolStrategy(size=min(len(items), 2 * embed_actors)),
                     num_cpus=0,
                 )
             )
