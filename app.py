@@ -824,9 +824,11 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 raise gr.Error(f"A check shows 1 to {MAX_BATCH} images; got {size}.")
             with bench.lock:
                 try:
-                    session.pending_audit() or session.audit(size)
+                    drawn = session.pending_audit() or session.audit(size)
                 except (ValueError, KeyError) as err:
                     raise refuse(err) from err
+                if not drawn:
+                    raise gr.Error("Every image has been seen: there is nothing left to check with.")
                 return bench, grid_value(ws, bench)
 
         def quality(labels, bench=None):

@@ -95,9 +95,10 @@ MIN_AUDITED_PER_BAND = 2
 PRIOR_LABELS = 2.0
 # Draws of the unknown labels: the 5th and 95th percentiles of 400 draws move by about 1 percentile point.
 DRAWS = 400
+# A band's shape (the logits the calibration curve is averaged over) is read from at most this many of its images.
+_PRIOR_SAMPLE = 256
 # The calibration curve's prior: intercept ~ N(0, 4^2), slope ~ N(1, 1^2) on the classifier's logit. Weak enough
 # for a few labels to move it, strong enough that a perfectly separated audit gives a steep curve, not a cliff.
-_PRIOR_SAMPLE = 256
 _PRIOR_A = (0.0, 4.0)
 _PRIOR_B = (1.0, 1.0)
 
