@@ -31,7 +31,7 @@ from gradio.exceptions import ComponentProcessingError
 
 from trainer.config import Settings
 from trainer.data import UndecodableImage, load_image
-from trainer.files import ScratchSpace
+from trainer.files import ScratchSpace, is_local_path, looks_like_path
 from trainer.hub import (
     LABELS_CSV,
     LABELS_JSONL,
@@ -909,7 +909,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             if not isinstance(source, str) or not source.strip():
                 raise gr.Error("Enter a Hub repository such as 'someone/red-circles', or a local folder.")
             local = not on_space()  # a visitor to a public Space must not make the server read its folders
-            folder_like = (local and Path(source.strip()).expanduser().is_dir()) or source.strip()[0] in "/.~\\"
+            folder_like = is_local_path(source) if local else looks_like_path(source)
             if not ws.hub_online and not folder_like:  # a repo id: refused at once rather than after retries
                 raise gr.Error("The Hugging Face Hub cannot be reached from this server, so only a local folder loads.")
             try:

@@ -26,6 +26,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .classifier import LinearProbe
+from .files import is_local_path
 from .messages import markdown_text
 from .quality import Estimate, Quality
 from .session import RoundStats
@@ -207,7 +208,7 @@ def _slug(text: str) -> str:
 
 def _hub_model_id(base_model: str | None) -> str | None:
     """``base_model`` if it names a Hub model; None for a local folder (a path is no use in metadata)."""
-    if not base_model or base_model.startswith(("/", ".", "~")) or Path(base_model).exists():
+    if not base_model or is_local_path(base_model):
         return None
     try:
         validate_repo_id(base_model)

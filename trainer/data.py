@@ -35,6 +35,7 @@ from typing import Any
 from PIL import Image
 
 from trainer.config import BUNDLE_DATASET, BUNDLE_MODEL, Settings
+from trainer.files import is_local_path, looks_like_path
 
 __all__ = [
     "SOURCES",
@@ -146,7 +147,7 @@ class Collection:
             if _is_dataset_folder(path):
                 return _DatasetCollection.from_local(path, config=config, split=split, image_column=image_column)
             return _FolderCollection.from_folder(path, split=split)
-        if dataset.startswith(("/", ".", "~")):
+        if looks_like_path(dataset):
             raise FileNotFoundError(f"no dataset or image folder at {dataset!r}")
         return _DatasetCollection.from_hub(
             dataset, config=config, split=split, revision=revision, image_column=image_column
@@ -526,7 +527,7 @@ def resolve_source(settings: Settings, *, timeout: float = 3.0) -> Settings:
     if settings.source == "bundle":
         logger.info("Using the offline bundle (source=bundle)")
         return _bundle(settings)
-    if _is_local(settings.model_id) and _is_local(settings.dataset):
+    if is_local_path(settings.model_id) and is_local_path(settings.dataset):
         return settings  # nothing to fetch: the Hub does not matter
     if hub_reachable(timeout):
         return settings
@@ -558,10 +559,6 @@ def _bundle(settings: Settings) -> Settings:
     return dataclasses.replace(
         settings, model_id=BUNDLE_MODEL, dataset=BUNDLE_DATASET, dataset_config=None, image_column=None, source="bundle"
     )
-
-
-def _is_local(name: str) -> bool:
-    return Path(name).expanduser().exists()
 
 
 def open_collection(settings: Settings, split: str | None = None) -> Collection:

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from .checks import EMPTY_PROMPT_MESSAGE, prompt_text
+from .files import is_local_path
 
 __all__ = [
     "EMPTY_PROMPT_MESSAGE",
@@ -277,10 +278,10 @@ def load_preprocessor(model_id: str, revision: str | None = None) -> ImagePrepro
 
 def _source(model_id: str) -> str:
     """What ``from_pretrained`` is given: a local folder (checked to exist) or a Hub id."""
-    looks_like_path = model_id.startswith(("/", ".", "~")) or Path(model_id).exists()
-    if looks_like_path and not Path(model_id).expanduser().is_dir():
+    local = is_local_path(model_id)
+    if local and not Path(model_id).expanduser().is_dir():
         raise FileNotFoundError(f"no model folder at {model_id!r}; pass a Hub id (e.g. openai/clip-vit-base-patch32)")
-    return str(Path(model_id).expanduser()) if looks_like_path else model_id
+    return str(Path(model_id).expanduser()) if local else model_id
 
 
 def _image_processor(source: str, revision: str | None) -> object:

@@ -1,4 +1,5 @@
-"""Files on disk: crash-safe writes (indexes, the embedding cache), and temporary folders that do not pile up."""
+"""Files on disk: crash-safe writes of files and whole folders, temporary folders that do not pile up, and the one
+rule that tells a local path from a Hugging Face Hub id."""
 
 from __future__ import annotations
 
@@ -7,22 +8,39 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
-__all__ = ["ScratchSpace", "atomic_write"]
+__all__ = [
+    "ScratchSpace",
+    "atomic_file",
+    "atomic_folder",
+    "atomic_write",
+    "is_local_path",
+    "looks_like_path",
+    "shown_name",
+]
 
 log = logging.getLogger(__name__)
 
+# How a local path may begin; a Hub id never does (trainer.hub_calls.validate_repo_id refuses every one of these).
+_PATH_STARTS = ("/", ".", "~", "\\")
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write through a temp file in the same folder, fsync, then rename over ``path``: a crash at any moment leaves
-    either the old file or the new one, never a torn one."""
+
+# ------------------------------------------------------------------------------------------------ crash-safe writes
+@contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb", **open_args: Any) -> Iterator[IO[Any]]:
+    """Write ``path`` whole or not at all: yields a temp file beside it, opened with ``mode`` (and ``open_args``,
+    e.g. ``encoding``), which is flushed, fsynced and renamed over ``path`` when the block ends, or removed if it
+    raises. A crash at any moment leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
+        with os.fdopen(fd, mode, **open_args) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -31,6 +49,62 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(f)`` into a binary file through :func:`atomic_file`."""
+    with atomic_file(path) as f:
+        write(f)
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build ``folder`` in one go: yields an empty staging folder beside it (``.<name>.partial-<id>``) to write into;
+    when the block ends, the staging folder takes ``folder``'s place (an earlier one there is replaced: whether it
+    may be is the caller's to check first), and if the block raises it is removed. Nobody ever sees a half-written
+    folder under the final name, and a failed write leaves an earlier folder as it was."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    staging = folder.with_name(f".{folder.name}.partial-{tag}")
+    staging.mkdir()
+    try:
+        yield staging
+        earlier = folder.with_name(f".{folder.name}.old-{tag}") if folder.exists() else None
+        if earlier is not None:
+            folder.rename(earlier)  # moved aside, not deleted, until the new folder is in place
+        try:
+            staging.rename(folder)
+        except BaseException:
+            if earlier is not None:
+                earlier.rename(folder)
+            raise
+        if earlier is not None:
+            shutil.rmtree(earlier, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ local path or Hub id
+def looks_like_path(name: str | os.PathLike[str]) -> bool:
+    """Whether ``name`` is shaped like a local path, whatever is on disk: a path object, or text that begins with
+    ``/``, ``.``, ``~`` or ``\\``. The check for places that must not look at the disk (a public Space)."""
+    return isinstance(name, os.PathLike) or str(name).strip().startswith(_PATH_STARTS)
+
+
+def is_local_path(name: str | os.PathLike[str]) -> bool:
+    """Whether ``name`` means something on this machine rather than a Hub id: shaped like a path, or naming a file
+    or folder that exists here (a relative ``assets/tiny-clip``)."""
+    return looks_like_path(name) or Path(name).expanduser().exists()
+
+
+def shown_name(name: str | os.PathLike[str]) -> str:
+    """How a model or dataset is named to people and in shared files: a Hub id as it is, a local path by its last
+    part only. Where a folder lies on a server differs from machine to machine and is nobody else's business."""
+    if not is_local_path(name):
+        return str(name)
+    return Path(os.path.abspath(Path(name).expanduser())).name
+
+
+# ----------------------------------------------------------------------------------------------- temporary folders
 class ScratchSpace:
     """Temporary folders of one running app (exports to download, say), all under one root. Each is removed when
     its owner is done with it (``remove``: a visitor's session ended) or, at the latest, once it is older than

@@ -30,7 +30,6 @@ import math
 import os
 import shutil
 import tempfile
-import uuid
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -47,6 +46,7 @@ from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 from .card import LIBRARY_NAME, REPO_PLACEHOLDER, CardFacts, model_card
 from .classifier import LinearProbe
 from .embed import is_local_identity, model_identity
+from .files import atomic_file, atomic_folder, is_local_path, looks_like_path
 from .hub_calls import SIGN_IN_MESSAGE, HubError, HubRetry, call_hub, create_repo, fetch_file, scrub
 from .probe_files import (
     CONFIG_KEYS,
@@ -208,16 +208,8 @@ def export_classifier(
     )
     folder = Path(folder)
     _check_replaceable(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    with atomic_folder(folder) as staging:
         _write_export(facts, staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info("Exported the classifier for %r to %s", facts.probe.prompt, folder)
     return folder
 
@@ -336,15 +328,10 @@ def zip_export(folder: str | os.PathLike[str], zip_path: str | os.PathLike[str] 
     folder = Path(folder)
     _require_export_files(folder)
     target = Path(zip_path) if zip_path is not None else folder.with_name(folder.name + ".zip")
-    partial = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
-    try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name in EXPORT_FILES:
-                if (folder / name).is_file():
-                    archive.write(folder / name, f"{folder.name}/{name}")
-        partial.replace(target)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(target) as f, zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in EXPORT_FILES:
+            if (folder / name).is_file():
+                archive.write(folder / name, f"{folder.name}/{name}")
     return target
 
 
@@ -380,7 +367,7 @@ def load_classifier(
     """
     source = str(repo_or_folder)
     if not local:
-        if isinstance(repo_or_folder, os.PathLike) or source.strip().startswith(("/", ".", "~", "\\")):
+        if looks_like_path(repo_or_folder):
             raise HubError(
                 "Loading from a folder on the server is turned off here: enter a Hub repository such as "
                 "'someone/red-circles'."
@@ -389,9 +376,7 @@ def load_classifier(
     if local and Path(source).is_dir():
         _require_files(Path(source), source)
         return _load_files(lambda name, max_bytes: Path(source) / name, source, expect_base_model, expect_dim)
-    if local and (
-        isinstance(repo_or_folder, os.PathLike) or source.startswith(("/", ".", "~")) or Path(source).exists()
-    ):
+    if local and is_local_path(repo_or_folder):
         raise HubError(f"No classifier folder at {source}: pass the folder of an export, or a Hub repo id.")
     repo_id = validate_repo_id(source)
     with tempfile.TemporaryDirectory(prefix="concept-trainer-pull-") as tmp:  # gone once the probe is in memory

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from PIL import Image
 
 from .classifier import LinearProbe
 from .data import Collection
+from .files import atomic_file
 from .hub import ClassifierMismatch, HubError, check_compatible, load_classifier
 
 __all__ = ["CSV_COLUMNS", "Embedder", "PredictReport", "predict_folder"]
@@ -82,21 +82,16 @@ def predict_folder(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     scored = above = 0
-    try:
-        with partial.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(CSV_COLUMNS)
-            for names, batch in collection.batches(batch_size):
-                proba = probe.predict_proba(embedder.embed_images(batch))  # (B,)
-                for name, p in zip(names, proba, strict=True):
-                    writer.writerow((name, f"{p:.6f}", "true" if p >= probe.threshold else "false"))
-                scored += len(names)
-                above += int((proba >= probe.threshold).sum())
-        partial.replace(out)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_file(out, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        for names, batch in collection.batches(batch_size):
+            proba = probe.predict_proba(embedder.embed_images(batch))  # (B,)
+            for name, p in zip(names, proba, strict=True):
+                writer.writerow((name, f"{p:.6f}", "true" if p >= probe.threshold else "false"))
+            scored += len(names)
+            above += int((proba >= probe.threshold).sum())
     unreadable = list(collection.skipped)  # filled as the batches were decoded
     for name, why in unreadable:
         log.warning("Skipped %s: %s", name, why)

@@ -35,7 +35,6 @@ import re
 import shlex
 import shutil
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +53,7 @@ from .card import LIBRARY_NAME
 from .config import Settings
 from .data import Collection, UndecodableImage
 from .embed import Embedder
+from .files import atomic_folder, is_local_path, shown_name
 from .hub import validate_repo_id
 from .hub_calls import SIGN_IN_MESSAGE, HubError, HubRetry, call_hub, create_repo, scrub
 from .indexing import Embeddings, load_cached, save_embeddings
@@ -119,28 +119,16 @@ class Snapshot:
 
 
 # ---------------------------------------------------------------------------------------------------- identity
-def _display_name(name: str) -> str:
-    """How a model or dataset is recorded and compared: a Hub id as it is, a local folder by its name only.
-
-    A local path differs from machine to machine (the snapshot's maker vs the Space) and would leak a home folder
-    into a public card; the folder name is stable, and the spot check guards the weights themselves.
-    """
-    path = Path(name).expanduser()
-    return path.name if path.is_absolute() or name.startswith((".", "~")) or path.exists() else name
-
-
-def _is_local(name: str) -> bool:
-    return _display_name(name) != name
-
-
 def _same_name(recorded: str, current: str) -> bool:
-    return _display_name(recorded).casefold() == _display_name(current).casefold()  # Hub ids are case-insensitive
+    # A local path differs from machine to machine (the snapshot's maker vs the Space), so a folder is compared by
+    # its name only (the spot check guards the weights themselves); Hub ids are case-insensitive.
+    return shown_name(recorded).casefold() == shown_name(current).casefold()
 
 
 def _model_facts(embedder: Embedder) -> dict[str, Any]:
-    local = _is_local(embedder.model_id)
+    local = is_local_path(embedder.model_id)
     return {
-        "id": _display_name(embedder.model_id),
+        "id": shown_name(embedder.model_id),
         "local": local,
         "revision": None if local else (embedder.revision or "main"),
         "commit": embedder.commit_hash,
@@ -153,7 +141,7 @@ def _model_facts(embedder: Embedder) -> dict[str, Any]:
 def _collection_facts(collection: Collection) -> dict[str, Any]:
     return {
         "dataset": _dataset_name(collection),
-        "local": _is_local(collection.source),
+        "local": is_local_path(collection.source),
         "config": collection.config,
         "revision": collection.revision,
         "image_column": collection.image_column,
@@ -164,9 +152,9 @@ def _dataset_name(collection: Collection) -> str:
     """The dataset a split belongs to. A folder with split subfolders opens ``photos/train`` as the collection of
     split "train": the dataset is ``photos``, the same for all its splits."""
     path = Path(collection.source)
-    if _is_local(collection.source) and collection.split and path.name == collection.split:
+    if is_local_path(collection.source) and collection.split and path.name == collection.split:
         return path.parent.name
-    return _display_name(collection.source)
+    return shown_name(collection.source)
 
 
 def _split_name(collection: Collection) -> str:
@@ -212,10 +200,8 @@ def export_snapshot(
 
     folder = Path(folder)
     _check_replaceable(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.parent / f".{folder.name}.partial-{uuid.uuid4().hex[:8]}"
-    (staging / DATA_DIR).mkdir(parents=True)
-    try:
+    with atomic_folder(folder) as staging:
+        (staging / DATA_DIR).mkdir()
         for collection, embeddings in parts:
             _write_parquet(staging / splits[_split_name(collection)]["file"], embeddings)
         facts = {
@@ -230,11 +216,6 @@ def export_snapshot(
             },
         }
         snapshot_card(facts, repo_id=repo_id).save(staging / CARD_NAME)
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     log.info(
         "Wrote an embedding snapshot of %s to %s", ", ".join(f"{s} ({v['count']})" for s, v in splits.items()), folder
     )
@@ -395,7 +376,7 @@ def fetch_snapshot(source: str, *, revision: str | None = None, retry: HubRetry 
     path = Path(source).expanduser()
     if path.is_dir():
         return path
-    if source.startswith(("/", ".", "~")):
+    if is_local_path(source):
         raise SnapshotError(f"no snapshot folder at {source!r}")
     repo_id = validate_repo_id(source)
     folder = call_hub(
@@ -667,7 +648,7 @@ def publish_command(settings: Settings, collection: Collection) -> str:
     """The one command that publishes a snapshot of ``collection`` (opened from ``settings``) with ``settings``'
     model and held-out split. Run it where embedding is fast; the flags make it independent of CT_* variables."""
     parts = ["--model", settings.model_id]
-    if not _is_local(settings.model_id) and settings.model_revision:
+    if not is_local_path(settings.model_id) and settings.model_revision:
         parts += ["--model-revision", settings.model_revision]
     parts += ["--dataset", settings.dataset]
     for flag, value in (

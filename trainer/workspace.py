@@ -29,6 +29,7 @@ from .config import Settings
 from .data import Collection, hub_reachable, open_collection, open_held_out, resolve_source
 from .embed import Embedder, model_identity
 from .embed import load as load_embedder
+from .files import shown_name
 from .index import VectorIndex
 from .index.factory import build_index
 from .indexing import Embeddings, build_embeddings, embed_in_memory
@@ -108,11 +109,11 @@ class Workspace:
     @property
     def model_name(self) -> str:
         """The model as people read it: a Hub id, or a local folder's name (never where it lies on the server)."""
-        return _shown_name(self.settings.model_id)
+        return shown_name(self.settings.model_id)
 
     @property
     def dataset_name(self) -> str:
-        return _shown_name(self.settings.dataset)
+        return shown_name(self.settings.dataset)
 
     @property
     def base_model(self) -> str:
@@ -215,11 +216,6 @@ class Workspace:
         vectors = self.embedder.embed_text(texts)
         vector = vectors[0] - NEGATIVE_PROMPT_WEIGHT * vectors[1] if len(vectors) > 1 else vectors[0]
         return (vector / np.linalg.norm(vector)).astype(np.float32)
-
-
-def _shown_name(model_or_dataset: str) -> str:
-    path = Path(model_or_dataset).expanduser()
-    return path.resolve().name if path.is_dir() else model_or_dataset
 
 
 def load_workspace(settings: Settings | None = None, progress: ProgressFn | None = None) -> Workspace:
