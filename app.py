@@ -31,18 +31,10 @@ from gradio.exceptions import ComponentProcessingError
 
 from trainer.config import Settings
 from trainer.data import UndecodableImage, load_image
+from trainer.export import LABELS_CSV, LABELS_JSONL, export_classifier, zip_export
 from trainer.files import ScratchSpace, is_local_path, looks_like_path
-from trainer.hub import (
-    LABELS_CSV,
-    LABELS_JSONL,
-    HubError,
-    export_classifier,
-    load_classifier,
-    on_space,
-    push_classifier,
-    token_for_push,
-    zip_export,
-)
+from trainer.hub import load_classifier, push_classifier
+from trainer.hub_calls import HubError, on_space, token_for_push
 from trainer.index import IndexUnavailable
 from trainer.messages import escape_html as escape
 from trainer.messages import markdown_text, user_message
@@ -899,7 +891,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     session, repo, token, private=private_repo, exist_ok=update, collection=ws.collection_name
                 )
             except HubError as err:
-                raise refuse(err) from None  # scrubbed of any token by trainer.hub
+                raise refuse(err) from None  # scrubbed of any token by trainer.hub_calls
             # The URL comes from the Hub's answer: shown as text, and a link only if it is an https address.
             link = f"[{markdown_text(url)}](<{url}>)" if re.fullmatch(r"https://[^\s<>]+", url) else markdown_text(url)
             return f"✅ Pushed: {link}. Anyone can load it with `LinearProbe.from_pretrained({repo.strip()!r})`."

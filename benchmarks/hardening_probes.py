@@ -62,7 +62,9 @@ def refusal(action: Callable[[], object], *errors: type[BaseException]) -> Calla
 
 def absurd_dims(folder: Path) -> dict[str, str]:
     from trainer.classifier import LinearProbe
-    from trainer.hub import HubError, export_classifier, load_classifier
+    from trainer.export import export_classifier
+    from trainer.hub import load_classifier
+    from trainer.hub_calls import HubError
 
     probe = LinearProbe.from_prompt(np.ones(16, np.float32) / 4, scale=1.0, bias=0.0, base_model="x/clip")
     export = export_classifier(probe, folder / "absurd")
@@ -140,7 +142,8 @@ def stand_in_hub(kind: str) -> Iterator[tuple[str, list[str]]]:
 def unreliable_hub() -> dict[str, str]:
     from huggingface_hub import constants
 
-    from trainer.hub import HubError, load_classifier
+    from trainer.hub import load_classifier
+    from trainer.hub_calls import HubError
 
     results = {}
     offline, endpoint = constants.HF_HUB_OFFLINE, constants.ENDPOINT

@@ -15,11 +15,12 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 import app
-import trainer.hub
+import trainer.hub_calls
 from tests.helpers.fake_hub import FakeHub, http_error
 from trainer.classifier import LinearProbe
 from trainer.config import PROJECT_ROOT
-from trainer.hub import read_labels, token_for_push
+from trainer.export import read_labels
+from trainer.hub_calls import token_for_push
 from trainer.session import Session
 
 
@@ -222,7 +223,7 @@ def test_push_signed_out_on_a_space_is_refused_and_never_uses_the_spaces_token(c
 
 def test_push_run_locally_uses_this_machines_token_and_links_the_repo(client, monkeypatch, hub_online):
     monkeypatch.delenv("SPACE_ID", raising=False)
-    monkeypatch.setattr(trainer.hub, "get_token", lambda: "hf_localMachineToken")
+    monkeypatch.setattr(trainer.hub_calls, "get_token", lambda: "hf_localMachineToken")
     calls = []
 
     def fake_push(source, repo, token, **options):
@@ -242,7 +243,7 @@ def test_push_run_locally_uses_this_machines_token_and_links_the_repo(client, mo
 
 def test_push_without_any_token_locally_says_how_to_get_one(client, monkeypatch, hub_online):
     monkeypatch.delenv("SPACE_ID", raising=False)
-    monkeypatch.setattr(trainer.hub, "get_token", lambda: None)
+    monkeypatch.setattr(trainer.hub_calls, "get_token", lambda: None)
     start(client)
     with pytest.raises(AppError, match="HF_TOKEN"):
         client.predict("me/red-circles", False, False, api_name="/push")
@@ -289,7 +290,7 @@ def test_the_settings_a_visitor_starts_with_come_from_ct_batch_size_and_ct_strat
 
 def test_exports_and_failed_pushes_never_name_a_server_path(client, monkeypatch, hub_online, tmp_path):
     monkeypatch.delenv("SPACE_ID", raising=False)
-    monkeypatch.setattr(trainer.hub, "get_token", lambda: "hf_localMachineToken")
+    monkeypatch.setattr(trainer.hub_calls, "get_token", lambda: "hf_localMachineToken")
     hub = FakeHub(tmp_path).install(monkeypatch)
     hub.create_failures.append(http_error(403, "no write access"))
     first = start(client)

@@ -25,12 +25,13 @@ from PIL import Image
 
 import app
 import trainer.hub
+import trainer.hub_calls
 from tests.helpers import raw_api
 from tests.helpers.memory import rss_mb
 from trainer import cli
 from trainer.classifier import LinearProbe
 from trainer.data import Collection
-from trainer.hub import export_classifier
+from trainer.export import export_classifier
 from trainer.index.local import LocalIndex
 from trainer.indexing import build_embeddings
 from trainer.session import Session
@@ -352,7 +353,7 @@ def test_loading_a_classifier_of_another_base_model_names_both_and_keeps_the_ses
 
 def test_pushing_to_a_path_shaped_repo_name_is_refused_before_any_request(client, monkeypatch, hub_online):
     monkeypatch.delenv("SPACE_ID", raising=False)
-    monkeypatch.setattr(trainer.hub, "get_token", lambda: "hf_localMachineToken")
+    monkeypatch.setattr(trainer.hub_calls, "get_token", lambda: "hf_localMachineToken")
     monkeypatch.setattr(trainer.hub, "HfApi", None)  # any request would fail loudly
     start(client)
     with pytest.raises(AppError, match="repository id"):

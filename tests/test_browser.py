@@ -386,7 +386,7 @@ def test_html_in_a_loaded_classifiers_prompt_is_shown_as_text_and_fetches_nothin
     import numpy as np
 
     from trainer.classifier import LinearProbe
-    from trainer.hub import export_classifier
+    from trainer.export import export_classifier
 
     base, requests = tripwire
     evil = (

@@ -27,8 +27,9 @@ from tests.helpers.fake_pinecone import FakePinecone
 from tests.helpers.images import write_image_folder
 from trainer.classifier import LinearProbe
 from trainer.config import Settings
-from trainer.hub import HubError, export_classifier, load_classifier
-from trainer.hub_calls import HubRetry
+from trainer.export import export_classifier
+from trainer.hub import load_classifier
+from trainer.hub_calls import HubError, HubRetry
 from trainer.index.pinecone import PineconeIndex, RetryPolicy
 from trainer.workspace import WorkspaceLoader, load_workspace
 
@@ -149,7 +150,7 @@ def test_a_push_that_keeps_failing_is_explained_and_the_session_goes_on(
     app_url, tmp_path, monkeypatch, no_waiting, failures, hub_online
 ):
     monkeypatch.delenv("SPACE_ID", raising=False)
-    monkeypatch.setattr(trainer.hub, "get_token", lambda: SECRET)
+    monkeypatch.setattr(trainer.hub_calls, "get_token", lambda: SECRET)
     hub = FakeHub(tmp_path).install(monkeypatch)
     hub.create_failures = list(failures)
     visitor = Client(app_url, verbose=False)

@@ -26,20 +26,12 @@ from huggingface_hub.utils import validate_repo_id as hub_validate_repo_id
 from safetensors.torch import load_file, save_file
 
 import trainer.hub as hub
+import trainer.hub_calls
 from tests.helpers.fake_hub import SECRET, FakeHub, http_error, leaked
 from trainer.classifier import LinearProbe
-from trainer.hub import (
-    SIGN_IN_MESSAGE,
-    ClassifierMismatch,
-    HubError,
-    export_classifier,
-    load_classifier,
-    push_classifier,
-    read_labels,
-    validate_repo_id,
-    zip_export,
-)
-from trainer.hub_calls import HubRetry
+from trainer.export import EXPORT_FILES, export_classifier, read_labels, zip_export
+from trainer.hub import ClassifierMismatch, load_classifier, push_classifier
+from trainer.hub_calls import SIGN_IN_MESSAGE, HubError, HubRetry, find_local_token, validate_repo_id
 from trainer.index.local import LocalIndex
 from trainer.session import Session
 from trainer.synthetic import planted_concept
@@ -371,7 +363,7 @@ def test_push_uploads_weights_config_card_and_labels(session, export, fake_hub, 
     assert upload["repo_id"] == "alice/red-circles" and upload["repo_type"] == "model"
     assert "red circles on stripes" in upload["commit_message"]
     uploaded = fake_hub.uploaded
-    assert sorted(p.name for p in uploaded.iterdir()) == sorted(hub.EXPORT_FILES)
+    assert sorted(p.name for p in uploaded.iterdir()) == sorted(EXPORT_FILES)
     config = json.loads((uploaded / "config.json").read_text())
     assert {k: config[k] for k in ("base_model", "dim", "prompt", "negative_prompt", "recipe", "threshold")} == {
         "base_model": CLIP,
@@ -410,8 +402,8 @@ def test_push_uploads_only_the_exports_own_files(export, fake_hub):
     (export.parent / "stray").mkdir()
     shutil.move(export / "labels.csv", export.parent / "stray" / "labels.csv")  # an optional file missing is fine
     push_classifier(export, "alice/x", SECRET)
-    assert sorted(p.name for p in fake_hub.uploaded.iterdir()) == sorted(set(hub.EXPORT_FILES) - {"labels.csv"})
-    assert fake_hub.upload_calls[0]["allow_patterns"] == list(hub.EXPORT_FILES)
+    assert sorted(p.name for p in fake_hub.uploaded.iterdir()) == sorted(set(EXPORT_FILES) - {"labels.csv"})
+    assert fake_hub.upload_calls[0]["allow_patterns"] == list(EXPORT_FILES)
 
 
 def test_push_without_a_token_says_how_to_sign_in_and_touches_nothing(export, fake_hub):
@@ -424,10 +416,10 @@ def test_push_without_a_token_says_how_to_sign_in_and_touches_nothing(export, fa
 
 def test_the_cli_token_comes_from_hf_token_or_the_login_and_its_absence_is_explained(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", SECRET)
-    assert hub.find_local_token() == SECRET
-    monkeypatch.setattr(hub, "get_token", lambda: None)
+    assert find_local_token() == SECRET
+    monkeypatch.setattr(trainer.hub_calls, "get_token", lambda: None)
     with pytest.raises(HubError) as caught:
-        hub.find_local_token()
+        find_local_token()
     assert SIGN_IN_MESSAGE in str(caught.value)
 
 

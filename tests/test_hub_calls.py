@@ -16,7 +16,8 @@ import pytest
 from huggingface_hub import constants as hub_constants
 
 from trainer.classifier import LinearProbe
-from trainer.hub import HubError, load_classifier
+from trainer.hub import load_classifier
+from trainer.hub_calls import HubError
 
 
 class FakeHubServer:

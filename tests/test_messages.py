@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.hub import HubError
+from trainer.hub_calls import HubError
 from trainer.messages import escape_html, markdown_text, user_message
 
 

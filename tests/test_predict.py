@@ -20,7 +20,9 @@ from tests.helpers.fake_hub import SECRET, FakeHub, leaked
 from trainer import cli
 from trainer.card import REPO_PLACEHOLDER
 from trainer.classifier import LinearProbe
-from trainer.hub import SIGN_IN_MESSAGE, ClassifierMismatch, export_classifier
+from trainer.export import export_classifier
+from trainer.hub import ClassifierMismatch
+from trainer.hub_calls import SIGN_IN_MESSAGE
 
 CLIP = "openai/clip-vit-base-patch32"
 DIM = 16
@@ -156,7 +158,7 @@ def test_push_command_uses_the_local_token_and_prints_the_url(classifier, tmp_pa
 
 def test_push_command_checks_the_repo_name_first(classifier, tmp_path, monkeypatch):
     fake = FakeHub(tmp_path).install(monkeypatch)
-    monkeypatch.setattr("trainer.hub.get_token", lambda: None)
+    monkeypatch.setattr("trainer.hub_calls.get_token", lambda: None)
     with pytest.raises(SystemExit, match=r"push failed: .*'red things' contains ' '"):
         run_cli("push", "--classifier", str(classifier), "--repo", "red things")
     assert fake.create_calls == []
@@ -165,7 +167,7 @@ def test_push_command_checks_the_repo_name_first(classifier, tmp_path, monkeypat
 def test_push_command_without_a_token_explains_how_to_sign_in(classifier, tmp_path, monkeypatch):
     fake = FakeHub(tmp_path).install(monkeypatch)
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr("trainer.hub.get_token", lambda: None)
+    monkeypatch.setattr("trainer.hub_calls.get_token", lambda: None)
     with pytest.raises(SystemExit) as caught:
         run_cli("push", "--classifier", str(classifier), "--repo", "alice/red-things")
     assert SIGN_IN_MESSAGE in str(caught.value.code)

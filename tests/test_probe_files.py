@@ -15,7 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from tests.helpers.memory import rss_mb
 from trainer.classifier import LinearProbe
-from trainer.hub import HubError, load_classifier
+from trainer.hub import load_classifier
+from trainer.hub_calls import HubError
 from trainer.probe_files import MAX_CONFIG_BYTES, InvalidClassifier
 
 LOADERS = {

@@ -27,14 +27,14 @@ from huggingface_hub.utils import validate_repo_id
 
 from .classifier import LinearProbe
 from .files import is_local_path
+from .hub_calls import LIBRARY_NAME
 from .messages import markdown_text
 from .quality import Estimate, Quality
 from .session import RoundStats
 from .strategies import STRATEGIES, get_strategy
 
-__all__ = ["CARD_TAGS", "LIBRARY_NAME", "REPO_PLACEHOLDER", "CardFacts", "model_card"]
+__all__ = ["CARD_TAGS", "REPO_PLACEHOLDER", "CardFacts", "model_card"]
 
-LIBRARY_NAME = "concept-trainer"
 CARD_TAGS = ("clip", "concept-trainer", "image-classification", "linear-probe", "pytorch_model_hub_mixin")
 # Written into an exported card's code snippets, and replaced by the real repo id when the folder is pushed.
 REPO_PLACEHOLDER = "your-name/your-classifier"

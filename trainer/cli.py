@@ -297,7 +297,7 @@ def _check_push(repo: str | None) -> str | None:
     """The token for ``--push-to-hub`` (None without it); a bad repo id or a missing token ends the command now."""
     if not repo:
         return None
-    from trainer.hub import HubError, find_local_token, validate_repo_id
+    from trainer.hub_calls import HubError, find_local_token, validate_repo_id
 
     try:
         validate_repo_id(repo)
@@ -320,7 +320,7 @@ def _publish_snapshot(
     import tempfile
 
     from trainer.data import open_held_out
-    from trainer.hub import HubError
+    from trainer.hub_calls import HubError
     from trainer.snapshot import export_snapshot, push_snapshot
 
     parts = [(collection, result)]

@@ -1,5 +1,5 @@
 """Every call this project makes to the Hugging Face Hub goes through here: one retry policy, one way to explain a
-failure, and no token in any message.
+failure, and no token in any message; with them, what every call needs first: a valid repository id and a token.
 
 The policy (``HubRetry``): a call is tried at most ``attempts`` times; only answers that may change by waiting are
 retried (429 and 5xx, and network errors), never a refusal (any other 4xx); and no new attempt starts once
@@ -15,11 +15,17 @@ snapshot) get the same policy around them; what the library sends inside one suc
 
 Every failure becomes a ``HubError`` whose message says what happened and what to do, with the real cause (the
 status and the Hub's own message) and never a token.
+
+Names and tokens. ``validate_repo_id`` refuses anything the Hub would refuse, and every path trick, before a
+request. A push takes its token explicitly: the app passes the visitor's OAuth token and must never fall back to
+the Space's own ``HF_TOKEN`` (that would push a visitor's work into the Space owner's account), so only the command
+line looks one up, with ``find_local_token``; ``token_for_push`` is that choice for the app.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -29,33 +35,42 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx2
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, get_token
 from huggingface_hub import constants as hub_constants
 from huggingface_hub.errors import (
+    DeviceCodeError,
     EntryNotFoundError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     OfflineModeIsEnabled,
+    OIDCError,
     RepositoryNotFoundError,
 )
 from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
-
-from .card import LIBRARY_NAME  # names this app in the Hub's user agent
+from huggingface_hub.utils import validate_repo_id as _hub_validate_repo_id
 
 __all__ = [
     "HUB_RETRY",
+    "LIBRARY_NAME",
     "SIGN_IN_MESSAGE",
     "HubError",
     "HubRetry",
     "call_hub",
     "create_repo",
     "fetch_file",
+    "find_local_token",
+    "on_space",
     "scrub",
+    "token_for_push",
+    "validate_repo_id",
 ]
 
 log = logging.getLogger(__name__)
 
+LIBRARY_NAME = "concept-trainer"  # names this app in the Hub's user agent, and shared classifiers' library
 SIGN_IN_MESSAGE = "Sign in with Hugging Face, or set HF_TOKEN / run `hf auth login`"
+_MAX_NAME_LENGTH = 96  # the Hub's limit for each of owner and name
 # Hub answers worth another try: rate limited, or the server side failing. Anything else will not change by waiting.
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _NETWORK_ERRORS = (
@@ -209,6 +224,80 @@ def create_repo(
     what = f"creating the repository '{repo_id}'"
     repo_url = call_hub(create, what=what, repo_id=repo_id, repo_type=repo_type, **calls)
     return repo_url, getattr(repo_url, "repo_id", None) or repo_id
+
+
+# ------------------------------------------------------------------------------------------------- names, tokens
+def validate_repo_id(repo_id: str) -> str:
+    """Return ``repo_id`` (surrounding spaces removed) if it is a valid Hub model id, else raise ``HubError``.
+
+    Valid: ``name`` or ``owner/name``; each part 1-96 ASCII letters, digits, ``-``, ``_`` or ``.``; no ``--`` or
+    ``..``; not starting or ending with ``-`` or ``.``; the name not ending in ``.git``. These rules also rule out
+    every path trick (``../x``, ``/etc/x``, ``a\\b``), so a repo id can never be mistaken for a local path.
+    """
+    if not isinstance(repo_id, str) or not repo_id.strip():
+        raise HubError("Enter a repository name, e.g. 'dogs-in-snow' or 'your-name/dogs-in-snow'.")
+    repo_id = repo_id.strip()
+    parts = repo_id.split("/")
+    if len(parts) > 2:
+        raise HubError(f"{repo_id!r} has {len(parts) - 1} '/': a repository id is 'name' or 'owner/name'.")
+    for part in parts:
+        problem = _name_problem(part)
+        if problem:
+            raise HubError(f"Invalid repository id {repo_id!r}: {problem}.")
+    if parts[-1].lower().endswith(".git"):
+        raise HubError(f"Invalid repository id {repo_id!r}: a name cannot end with '.git'.")
+    try:  # the Hub library's own check too, so that nothing it would refuse ever gets this far
+        _hub_validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise HubError(f"Invalid repository id {repo_id!r}: {err}") from None
+    return repo_id
+
+
+def _name_problem(part: str) -> str | None:
+    if not part:
+        return "the owner and the name must both be non-empty"
+    bad = sorted({c for c in part if not (c.isascii() and (c.isalnum() or c in "-_."))})
+    if bad:
+        return f"{part!r} contains {', '.join(repr(c) for c in bad)}; use only letters, digits, '-', '_' and '.'"
+    if "--" in part or ".." in part:
+        return f"{part!r} contains '--' or '..'"
+    if part[0] in "-." or part[-1] in "-.":
+        return f"{part!r} starts or ends with '-' or '.'"
+    if len(part) > _MAX_NAME_LENGTH:
+        return f"{part[:20]!r}... is {len(part)} characters long; the Hub allows at most {_MAX_NAME_LENGTH}"
+    return None
+
+
+def find_local_token() -> str:
+    """This machine's token: ``HF_TOKEN``, else the one saved by ``hf auth login``. For the CLI and scripts only.
+
+    The app must not call this: on a Space it would find the Space owner's secret, not the visitor's sign-in.
+    """
+    try:
+        token = get_token()
+    except (OIDCError, DeviceCodeError, OSError) as err:  # a failed OIDC exchange or token refresh, an unreadable file
+        raise HubError(f"Could not read a Hugging Face token ({scrub(str(err), None)}). {SIGN_IN_MESSAGE}.") from None
+    if not token:
+        raise HubError(f"No Hugging Face token found. {SIGN_IN_MESSAGE}.")
+    return token
+
+
+def on_space() -> bool:
+    """Whether this process runs on a Hugging Face Space (the Spaces runtime sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def token_for_push(oauth_token: str | None, *, space: bool) -> str:
+    """The token a push from the app uses: the visitor's sign-in on a Space, this machine's token when run locally.
+
+    On a Space a visitor who has not signed in is refused: the Space's own HF_TOKEN secret belongs to its owner
+    and must never carry a visitor's push.
+    """
+    if oauth_token:
+        return oauth_token
+    if space:
+        raise HubError("Sign in with Hugging Face (the button above) to push to your own account.")
+    return find_local_token()
 
 
 # ------------------------------------------------------------------------------------------------------- errors

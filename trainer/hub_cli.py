@@ -30,7 +30,8 @@ def add_push_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from trainer.hub import HubError, find_local_token, push_classifier, validate_repo_id
+    from trainer.hub import push_classifier
+    from trainer.hub_calls import HubError, find_local_token, validate_repo_id
 
     try:
         repo_id = validate_repo_id(args.repo)  # a bad name is worth hearing about before a missing token
@@ -60,7 +61,7 @@ def add_predict_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from trainer.hub import HubError
+    from trainer.hub_calls import HubError
     from trainer.predict import predict_folder
 
     try:

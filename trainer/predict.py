@@ -22,7 +22,8 @@ from PIL import Image
 from .classifier import LinearProbe
 from .data import Collection
 from .files import atomic_file
-from .hub import ClassifierMismatch, HubError, check_compatible, load_classifier
+from .hub import ClassifierMismatch, check_compatible, load_classifier
+from .hub_calls import HubError
 
 __all__ = ["CSV_COLUMNS", "Embedder", "PredictReport", "predict_folder"]
 

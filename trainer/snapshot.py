@@ -49,13 +49,20 @@ import pyarrow.parquet as pq
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, HfApi, metadata_load, snapshot_download
 
-from .card import LIBRARY_NAME
 from .config import Settings
 from .data import Collection, UndecodableImage
 from .embed import Embedder
 from .files import atomic_folder, is_local_path, shown_name
-from .hub import validate_repo_id
-from .hub_calls import SIGN_IN_MESSAGE, HubError, HubRetry, call_hub, create_repo, scrub
+from .hub_calls import (
+    LIBRARY_NAME,
+    SIGN_IN_MESSAGE,
+    HubError,
+    HubRetry,
+    call_hub,
+    create_repo,
+    scrub,
+    validate_repo_id,
+)
 from .indexing import Embeddings, load_cached, save_embeddings
 from .progress import ProgressFn, no_progress
 
@@ -331,7 +338,7 @@ def push_snapshot(
 
     The folder is read back strictly first (a snapshot that would not load is never uploaded). ``exist_ok=False``
     refuses to add to an existing repo; with it, the upload replaces every earlier data file, so the repo never
-    mixes splits of two snapshots. Retries and error messages are those of ``trainer.hub``; the token never
+    mixes splits of two snapshots. Retries and error messages are those of ``trainer.hub_calls``; the token never
     appears in a message.
     """
     repo_id = validate_repo_id(repo_id)
