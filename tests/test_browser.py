@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -209,7 +210,9 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     page.locator(".ct-card").first.focus()
     visitor.label_by_keys()
     visitor.wait_for_round(2, 10)
-    page.wait_for_function("document.querySelectorAll('.ct-card').length === 14", timeout=10_000)  # drawn after stats
+    # The new cards are drawn just after the stats line. Counted by Playwright's own polling with the same 30 s as
+    # every other wait here: a page-side check polled on animation frames timed out in CI with 14 cards on screen.
+    expect(page.locator(".ct-card")).to_have_count(14, timeout=30_000)
     stats = visitor.stats()
     assert "batch size 10 → 14" in stats and "strategy mixed → top" in stats and "negative prompt “a circle”" in stats
     visitor.shot("browser-settings.png", full_page=True)
