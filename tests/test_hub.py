@@ -398,6 +398,39 @@ def test_push_of_a_session_with_a_bare_name_lands_in_the_token_owners_namespace(
     assert 'repo = "alice/red-circles"' in card and "**0.500**" in card
 
 
+def test_a_push_writes_its_export_once_with_the_real_repo_id_and_uploads_that_folder(
+    session, export, fake_hub, monkeypatch
+):
+    written = []
+
+    def write_export(facts, folder):
+        written.append(real_write(facts, folder))
+        return written[-1]
+
+    real_write = hub.write_export
+    monkeypatch.setattr(hub, "write_export", write_export)
+    copies = []  # files copied by the push (the fake Hub's own copy of an upload is not counted)
+
+    def copyfile(source, target, **options):
+        if not Path(target).is_relative_to(fake_hub.uploaded):
+            copies.append(target)
+        return real_copy(source, target, **options)
+
+    real_copy = shutil.copyfile
+    monkeypatch.setattr(shutil, "copyfile", copyfile)
+    push_classifier(session, "red-circles", SECRET)
+    (folder,) = written
+    assert [call["folder_path"] for call in fake_hub.upload_calls] == [folder] and copies == []
+    assert 'repo = "alice/red-circles"' in (fake_hub.uploaded / "README.md").read_text()
+    # A folder exported for its repo is uploaded as it is; one with the placeholder goes as a copy naming the repo.
+    named = export_classifier(session, export.parent / "named", repo_id="alice/named")
+    push_classifier(named, "alice/named", SECRET)
+    assert fake_hub.upload_calls[-1]["folder_path"] == named and copies == [] and len(written) == 1
+    push_classifier(export, "alice/other", SECRET)
+    assert fake_hub.upload_calls[-1]["folder_path"] != export and len(copies) == len(list(export.iterdir())) - 1
+    assert 'repo = "alice/other"' in (fake_hub.uploaded / "README.md").read_text()
+
+
 def test_push_uploads_only_the_exports_own_files(export, fake_hub):
     (export.parent / "stray").mkdir()
     shutil.move(export / "labels.csv", export.parent / "stray" / "labels.csv")  # an optional file missing is fine

@@ -30,7 +30,7 @@ from .files import is_local_path
 from .hub_calls import LIBRARY_NAME
 from .messages import markdown_text
 from .quality import Estimate, Quality
-from .session import RoundStats
+from .record import RoundStats
 from .strategies import STRATEGIES, get_strategy
 
 __all__ = ["CARD_TAGS", "REPO_PLACEHOLDER", "CardFacts", "model_card"]
@@ -42,7 +42,8 @@ REPO_PLACEHOLDER = "your-name/your-classifier"
 
 @dataclass(frozen=True)
 class CardFacts:
-    """What the model card reports, gathered once from a Session or from explicit arguments."""
+    """What the model card reports: a session's record (trainer/record.py), or a bare probe's given facts, and how
+    it is shared."""
 
     probe: LinearProbe
     labels: dict[str, float]

@@ -29,7 +29,7 @@ from .files import atomic_file, atomic_folder
 from .hub_calls import HubError, validate_repo_id
 from .probe_files import CONFIG_KEYS, CONFIG_NAME, WEIGHTS_NAME
 from .quality import Quality
-from .session import RoundStats, Session
+from .record import RoundStats, SessionRecord, Shareable
 
 __all__ = [
     "CARD_NAME",
@@ -39,8 +39,10 @@ __all__ = [
     "LABELS_JSONL",
     "LabelRecord",
     "export_classifier",
+    "export_facts",
     "read_labels",
     "require_export",
+    "write_export",
     "zip_export",
 ]
 
@@ -61,8 +63,19 @@ class LabelRecord(NamedTuple):
 
 
 def export_classifier(
-    source: Session | LinearProbe,
-    folder: str | os.PathLike[str],
+    source: Shareable | SessionRecord | LinearProbe, folder: str | os.PathLike[str], **options: Any
+) -> Path:
+    """Write weights, config, model card and labels into ``folder`` and return its path.
+
+    ``source`` and ``options`` are ``export_facts``'s: a Session, its record or a bare LinearProbe, and what the
+    card should say besides. The folder is built beside the target and moved into place, so it is never left
+    half-written. An existing earlier export there is replaced; any other non-empty folder is refused.
+    """
+    return write_export(export_facts(source, **options), folder)
+
+
+def export_facts(
+    source: Shareable | SessionRecord | LinearProbe,
     *,
     labels: Mapping[str, float] | None = None,
     label_rounds: Mapping[str, int] | None = None,
@@ -75,88 +88,63 @@ def export_classifier(
     repo_id: str | None = None,
     license: str = DEFAULT_LICENSE,  # the model card's own field name, shadowing the builtin on purpose
     tags: Sequence[str] = (),
-) -> Path:
-    """Write weights, config, model card and labels into ``folder`` and return its path.
+) -> CardFacts:
+    """What an export of ``source`` says, every value checked; nothing is written (``write_export`` does that).
 
-    ``source`` is a Session (its classifier, labels, label rounds, history, strategy, audit labels and quality
-    estimate are used; passing any of those too is an error) or a bare LinearProbe (pass what you have; what is
-    missing is reported as unknown).
+    ``source`` is a Session or its ``record()`` (its classifier, labels, label rounds, history, strategy, audit
+    labels and quality estimate are used; passing any of those too is an error) or a bare LinearProbe (pass what you
+    have; what is missing is reported as unknown).
     ``held_out_ap`` is the average precision measured on images never labelled, if the caller has one; the card
     says plainly when none was measured. ``collection`` names the image collection the label ids refer to.
     ``repo_id`` fills the card's code snippets; without it they show a placeholder that a push replaces.
-
-    The folder is built beside the target and moved into place, so it is never left half-written. An existing
-    earlier export there is replaced; any other non-empty folder is refused.
     """
-    facts = _gather_facts(
-        source,
-        labels=labels,
-        label_rounds=label_rounds,
-        history=history,
-        strategy=strategy,
+    from_session = dict(labels=labels, label_rounds=label_rounds, history=history, strategy=strategy, quality=quality)
+    if isinstance(source, Shareable | SessionRecord):
+        doubled = [name for name, value in from_session.items() if value is not None]
+        if doubled:
+            raise TypeError(f"{', '.join(doubled)} come from the Session; pass them only with a bare LinearProbe")
+        record = source.record() if isinstance(source, Shareable) else source
+    elif isinstance(source, LinearProbe):
+        record = SessionRecord.of_probe(source, **from_session)
+    else:
+        raise TypeError(f"export a Session, its record or a LinearProbe; got {type(source).__name__}")
+    probe = record.classifier
+    if not probe.base_model:
+        raise ValueError(
+            "this classifier does not record its base CLIP model (base_model is None), so nobody could use it: "
+            "create the Session or LinearProbe with base_model=<the CLIP model id>"
+        )
+    clean_labels = {str(k): float(v) for k, v in record.labels.items()}
+    bad = {k: v for k, v in clean_labels.items() if not (math.isfinite(v) and -1 <= v <= 1)}
+    if bad:
+        raise ValueError(f"label scores must be finite and within [-1, 1]; got {dict(list(bad.items())[:5])}")
+    if held_out_ap is not None and not (math.isfinite(held_out_ap) and 0 <= held_out_ap <= 1):
+        raise ValueError(f"held_out_ap must be an average precision in [0, 1]; got {held_out_ap!r}")
+    return CardFacts(
+        probe=probe,
+        labels=clean_labels,
+        label_rounds={str(k): int(v) for k, v in record.label_rounds.items()},
+        history=list(record.history),
+        strategy=record.strategy,
         held_out_ap=held_out_ap,
         held_out_note=held_out_note,
         collection=collection,
-        quality=quality,
-        repo_id=repo_id,
-        license=license,
-        tags=tags,
+        quality=record.quality,
+        audit_labels=dict(record.audit_labels),
+        repo_id=validate_repo_id(repo_id) if repo_id else REPO_PLACEHOLDER,
+        license=license or DEFAULT_LICENSE,
+        tags=tuple(tags),
     )
+
+
+def write_export(facts: CardFacts, folder: str | os.PathLike[str]) -> Path:
+    """Write ``facts`` (from ``export_facts``) as an export folder; see ``export_classifier``."""
     folder = Path(folder)
     _check_replaceable(folder)
     with atomic_folder(folder) as staging:
         _write_export(facts, staging)
     log.info("Exported the classifier for %r to %s", facts.probe.prompt, folder)
     return folder
-
-
-def _gather_facts(source: Session | LinearProbe, **given: Any) -> CardFacts:
-    from_session = ("labels", "label_rounds", "history", "strategy", "quality")
-    audit_labels: dict[str, float] = {}
-    if isinstance(source, Session):
-        doubled = [name for name in from_session if given[name] is not None]
-        if doubled:
-            raise TypeError(f"{', '.join(doubled)} come from the Session; pass them only with a bare LinearProbe")
-        probe = source.classifier
-        given.update(
-            labels=source.labels,
-            label_rounds=source.label_rounds,
-            history=source.history,
-            strategy=source.strategy,
-            quality=source.quality(),
-        )
-        audit_labels = source.audit_labels
-    elif isinstance(source, LinearProbe):
-        probe = source
-    else:
-        raise TypeError(f"export a Session or a LinearProbe; got {type(source).__name__}")
-    if not probe.base_model:
-        raise ValueError(
-            "this classifier does not record its base CLIP model (base_model is None), so nobody could use it: "
-            "create the Session or LinearProbe with base_model=<the CLIP model id>"
-        )
-    labels = {str(k): float(v) for k, v in (given["labels"] or {}).items()}
-    bad = {k: v for k, v in labels.items() if not (math.isfinite(v) and -1 <= v <= 1)}
-    if bad:
-        raise ValueError(f"label scores must be finite and within [-1, 1]; got {dict(list(bad.items())[:5])}")
-    ap = given["held_out_ap"]
-    if ap is not None and not (math.isfinite(ap) and 0 <= ap <= 1):
-        raise ValueError(f"held_out_ap must be an average precision in [0, 1]; got {ap!r}")
-    return CardFacts(
-        probe=probe,
-        labels=labels,
-        label_rounds={str(k): int(v) for k, v in (given["label_rounds"] or {}).items()},
-        history=list(given["history"] or []),
-        strategy=given["strategy"],
-        held_out_ap=ap,
-        held_out_note=given["held_out_note"],
-        collection=given["collection"],
-        quality=given["quality"],
-        audit_labels=audit_labels,
-        repo_id=validate_repo_id(given["repo_id"]) if given["repo_id"] else REPO_PLACEHOLDER,
-        license=given["license"] or DEFAULT_LICENSE,
-        tags=tuple(given["tags"]),
-    )
 
 
 def _check_replaceable(folder: Path) -> None:

@@ -11,7 +11,7 @@ where it was.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import shutil
@@ -25,7 +25,7 @@ from huggingface_hub import HfApi
 from .card import REPO_PLACEHOLDER
 from .classifier import LinearProbe
 from .embed import is_local_identity, model_identity
-from .export import CARD_NAME, EXPORT_FILES, export_classifier, require_export
+from .export import CARD_NAME, EXPORT_FILES, export_facts, require_export, write_export
 from .files import is_local_path, looks_like_path
 from .hub_calls import (
     LIBRARY_NAME,
@@ -47,7 +47,7 @@ from .probe_files import (
     probe_from_config,
     read_config,
 )
-from .session import Session
+from .record import SessionRecord, Shareable
 
 __all__ = ["ClassifierMismatch", "check_compatible", "load_classifier", "push_classifier"]
 
@@ -157,7 +157,7 @@ def _same_model(recorded: str | None, current: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------------- push
 def push_classifier(
-    source: str | os.PathLike[str] | Session | LinearProbe,
+    source: str | os.PathLike[str] | Shareable | SessionRecord | LinearProbe,
     repo_id: str,
     token: str | None,
     *,
@@ -169,8 +169,9 @@ def push_classifier(
 ) -> str:
     """Push a classifier to the Hub and return the repository's URL.
 
-    ``source`` is an export folder (uploaded as it is, after a strict load check) or a Session / LinearProbe (exported
-    to a temporary folder first; ``export_options`` go to ``export_classifier``). ``token`` is required: the app
+    ``source`` is an export folder (uploaded as it is, after a strict load check) or a Session, its record or a
+    LinearProbe (exported to a temporary folder first; ``export_options`` go to ``export_classifier``). ``token`` is
+    required: the app
     passes the visitor's OAuth token, the CLI ``find_local_token()``. ``exist_ok=False`` refuses to add to a
     repository that already exists (HTTP 409), so a visitor never overwrites an earlier model by accident.
     Connection errors, timeouts, 429 and 5xx answers are retried as ``retry`` says (default ``HUB_RETRY``: at most
@@ -183,28 +184,32 @@ def push_classifier(
     given_folder = isinstance(source, str | os.PathLike)
     if given_folder and export_options:
         raise TypeError(f"export options {sorted(export_options)} only apply when pushing a Session or a probe")
-    if not given_folder and not isinstance(source, Session | LinearProbe):
-        raise TypeError(f"push an export folder, a Session or a LinearProbe; got {type(source).__name__}")
+    if not given_folder and not isinstance(source, Shareable | SessionRecord | LinearProbe):
+        raise TypeError(f"push an export folder, a Session, its record or a LinearProbe; got {type(source).__name__}")
 
     with tempfile.TemporaryDirectory(prefix="concept-trainer-push-") as tmp:
+        # Everything is checked before anything exists on the Hub: a folder must load back, a session must export.
         if given_folder:
             folder = Path(source)  # type: ignore[arg-type]
             require_export(folder)
-            load_classifier(folder)  # never upload a folder that would not load back
-        else:  # the template method's "save to a temporary folder", done before anything exists on the Hub
-            folder = export_classifier(source, Path(tmp) / "export", **export_options)  # type: ignore[arg-type]
-        kept = f" Nothing was lost: the export is still at {folder}." if given_folder else ""
+            prompt = load_classifier(folder).prompt  # never upload a folder that would not load back
+            kept = f" Nothing was lost: the export is still at {folder}."
+        else:
+            facts = export_facts(source, **export_options)  # type: ignore[arg-type]
+            prompt, kept = facts.probe.prompt, ""
         calls = dict(repo_id=repo_id, token=token, retry=retry, note=kept)
         api = HfApi(token=token, library_name=LIBRARY_NAME)  # names this app in the Hub's user agent
         repo_url, final_id = create_repo(api, private=private, exist_ok=exist_ok, repo_type="model", **calls)
-        staged = _stage_folder(folder, Path(tmp) / "upload", final_id)
-        prompt = json.loads((staged / CONFIG_NAME).read_text(encoding="utf-8")).get("prompt") or "a concept"
+        if given_folder:
+            folder = _naming_repo(folder, Path(tmp) / "upload", final_id)
+        else:  # written once, with the repo's real id in its card, and uploaded as it is
+            folder = write_export(dataclasses.replace(facts, repo_id=final_id), Path(tmp) / "export")
         commit = call_hub(
             lambda: api.upload_folder(
                 repo_id=final_id,
                 repo_type="model",
-                folder_path=staged,
-                commit_message=commit_message or f"Concept Trainer classifier: {_shorten(prompt, 60)}",
+                folder_path=folder,
+                commit_message=commit_message or f"Concept Trainer classifier: {_shorten(prompt or 'a concept', 60)}",
                 allow_patterns=list(EXPORT_FILES),  # only the export's own files, whatever else lies in the folder
             ),
             what=f"uploading to '{final_id}'",
@@ -215,14 +220,17 @@ def push_classifier(
     return url
 
 
-def _stage_folder(folder: Path, staged: Path, repo_id: str) -> Path:
-    """Copy an export's files for upload, filling the card's placeholder repo id with the real one."""
+def _naming_repo(folder: Path, staged: Path, repo_id: str) -> Path:
+    """``folder`` if its card names no placeholder repo; else a copy of its files whose card names ``repo_id``
+    (the folder itself is never modified)."""
+    card = (folder / CARD_NAME).read_text(encoding="utf-8")
+    if REPO_PLACEHOLDER not in card:
+        return folder
     staged.mkdir(parents=True)
     for name in EXPORT_FILES:
-        if (folder / name).is_file():
+        if name != CARD_NAME and (folder / name).is_file():
             shutil.copyfile(folder / name, staged / name)
-    card = staged / CARD_NAME
-    card.write_text(card.read_text(encoding="utf-8").replace(REPO_PLACEHOLDER, repo_id), encoding="utf-8")
+    (staged / CARD_NAME).write_text(card.replace(REPO_PLACEHOLDER, repo_id), encoding="utf-8")
     return staged
 
 

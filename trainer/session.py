@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,10 +18,11 @@ from . import checks
 from .classifier import FitReport, LinearProbe, check_prior_strength
 from .index import Hit, VectorIndex
 from .quality import Quality, choose_audit, cross_validated_quality, estimate_quality
+from .record import RoundStats, SessionRecord
 from .saved_state import SAVED_VERSION, read_saved
 from .strategies import STRATEGIES, get_strategy
 
-__all__ = ["MAX_BATCH_SIZE", "RECIPE_NAMES", "RoundStats", "Session"]
+__all__ = ["MAX_BATCH_SIZE", "RECIPE_NAMES", "Session"]
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +34,6 @@ _CALIBRATION_SAMPLE = 256
 _MAX_QUERY = 10_000
 # More than a person labels in a round; a bound so that no caller can ask for the whole collection at once.
 MAX_BATCH_SIZE = 1000
-
-
-@dataclass(frozen=True)
-class RoundStats:
-    round: int  # the round whose batch was just labelled, 1-based
-    strategy: str
-    shown: int  # items shown so far, all rounds
-    labelled: int  # items with a non-zero score so far
-    positives: int  # items scored > 0 so far: the "positives found"
-    negatives: int
-    fit: FitReport
 
 
 class Session:
@@ -171,6 +160,18 @@ class Session:
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """P(concept) under the current classifier for any (n, D) embeddings."""
         return self.classifier.predict_proba(vectors)
+
+    def record(self) -> SessionRecord:
+        """What sharing this session's classifier carries (trainer/record.py): a snapshot, with its quality now."""
+        return SessionRecord(
+            classifier=copy.deepcopy(self.classifier),
+            labels=self.labels,
+            label_rounds=self.label_rounds,
+            history=tuple(self._history),
+            strategy=self.strategy,
+            quality=self.quality(),
+            audit_labels=self.audit_labels,
+        )
 
     # ------------------------------------------------------------------------------------------------- saving
     def to_saved(self) -> dict[str, Any]:
