@@ -138,6 +138,16 @@ def test_a_whole_loop_by_keyboard_alone_takes_eleven_keys_a_batch(visitor):
     visitor.shot("browser-keys.png")
 
 
+def test_a_card_that_keys_move_to_is_scrolled_clear_of_the_sticky_action_bar(visitor):
+    page = visitor.page
+    visitor.search("a large red heart")
+    page.wait_for_function("document.activeElement?.classList.contains('ct-card')")
+    for _ in range(9):  # to the last image, in the second row: below the first screen, under the bar
+        page.keyboard.press("j")
+    focused = page.evaluate("document.activeElement.getBoundingClientRect().bottom")
+    assert focused <= page.locator(".ct-bar").bounding_box()["y"]
+
+
 def test_labels_by_click_show_at_a_glance_and_fine_confidence_is_kept(visitor):
     page = visitor.page
     visitor.search("a small red circle on stripes")
@@ -276,7 +286,15 @@ def test_phone_width_two_columns_and_a_sticky_action_bar(browser, app_url):
     page.locator(".ct-card").nth(4).scroll_into_view_if_needed()
     bar = page.locator(".ct-bar").bounding_box()
     assert bar["y"] + bar["height"] <= 844 + 1  # the action bar stays on screen while scrolling the grid
+    train = page.locator(".ct-train").bounding_box()
+    assert bar["height"] < 2 * train["height"]  # one row: Train & requery, Undo and "more actions"
+    assert page.locator(".ct-rest").is_hidden()
     phone.shot("browser-phone.png")
+    page.locator(".ct-tray-button").click()  # the other actions, on a second row until one is used
+    phone.shot("browser-phone-more-actions.png")
+    page.locator(".ct-rest").click()
+    assert page.locator(".ct-card[data-label='not-it']").count() == 10
+    assert page.locator(".ct-rest").is_hidden()
     assert phone.errors == []
     phone.close()
 

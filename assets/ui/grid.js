@@ -75,8 +75,17 @@ const keysButton = el('button', {
   class: 'ct-keys-button', type: 'button', text: '?', title: 'Keyboard shortcuts (?)', 'aria-label': 'Keyboard shortcuts',
   onclick: () => toggleKeys(),
 });
+// On a phone the bar is one row (Train, Undo, "more"): "more" opens a second row with the other actions.
+const trayButton = el('button', {
+  class: 'ct-tray-button', type: 'button', text: '⋯', title: 'More actions', 'aria-label': 'More actions',
+  'aria-expanded': 'false', onclick: () => toggleTray(),
+});
+for (const button of [restButton, checkButton, restartButton]) button.classList.add('ct-secondary');
 const bar = el('div', { class: 'ct-bar', role: 'toolbar', 'aria-label': 'Round actions' },
-  restButton, trainButton, undoButton, checkButton, restartButton, keysButton);
+  restButton, trainButton, undoButton, checkButton, restartButton, keysButton, trayButton);
+bar.addEventListener('click', (event) => {
+  if (event.target.closest('.ct-secondary')) toggleTray(false); // an action taken from the tray closes it
+});
 const confirmText = el('span', {});
 const confirmBox = el('div', { class: 'ct-confirm', role: 'alertdialog', 'aria-label': 'Confirm start over', hidden: true },
   confirmText,
@@ -352,6 +361,12 @@ function closeConfirm(refocus) {
 function restart() {
   confirmBox.hidden = true;
   act('restart', {});
+}
+
+function toggleTray(force) {
+  const open = force === undefined ? !bar.hasAttribute('data-open') : force;
+  bar.toggleAttribute('data-open', open);
+  trayButton.setAttribute('aria-expanded', String(open));
 }
 
 function toggleKeys(force) {
