@@ -77,6 +77,15 @@ def family_concepts(embedder, train, vectors: np.ndarray, prompts: list[tuple[st
     return concepts
 
 
+def dip_cells(runs: list[Run], rounds: int) -> list[str]:
+    """Per round 1..``rounds``: the worst AP - zero-shot over the runs, and how many are below it by > 0.01."""
+    cells = []
+    for r in range(1, rounds + 1):
+        gaps = np.array([run.aps[r] - run.zero_shot for run in runs if len(run.aps) > r])
+        cells.append(f"{gaps.min():+.3f} ({(gaps < -0.01).sum()})" if len(gaps) else "-")
+    return cells
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=BUNDLE_MODEL)
@@ -84,7 +93,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=max(REPORT_ROUNDS))
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--flip", type=float, default=0.0)
-    parser.add_argument("--prior-strength", type=float, default=10.0, help="Session's prior_strength (not original)")
+    parser.add_argument(
+        "--prior-strength", type=float, default=None, help="Session's prior_strength (not original); default: its own"
+    )
     parser.add_argument("--families", nargs="+", default=list(families()), help="concept families to run")
     args = parser.parse_args()
 
@@ -96,7 +107,8 @@ def main() -> None:
     print(f"# Labelling on the offline bundle ({today()})\n")
     print(f"Machine: {machine_line()}. Model: `{args.model}`. Collection: bundle train split, {len(train)} images.")
     print(
-        f"Batch size {args.batch_size}, up to {args.rounds} rounds, prior strength {args.prior_strength:g}, labeller: "
+        f"Batch size {args.batch_size}, up to {args.rounds} rounds, prior strength "
+        f"{'the session default' if args.prior_strength is None else f'{args.prior_strength:g}'}, labeller: "
         + ("careful (ground truth)" if args.flip == 0 else f"wrong on {args.flip:.0%} of answers")
         + ". Cells: mean AP over the family's concepts (median in brackets); 'better' counts concepts whose AP after"
         f" round {args.rounds} beats zero-shot by more than 0.01, 'worse' those below it by more than 0.01.\n"
@@ -107,6 +119,7 @@ def main() -> None:
         + " | better / worse |"
     )
     print("|---|---:|---:|---|---:|" + "---:|" * len(REPORT_ROUNDS) + "---|")
+    dips: list[str] = []
     for family, prompts in families().items():
         if family not in args.families:
             continue
@@ -128,6 +141,14 @@ def main() -> None:
                 + " | ".join(cell([r.aps[min(k, len(r.aps) - 1)] for r in runs]) for k in REPORT_ROUNDS)
                 + f" | {(last > 0.01).sum()} / {(last < -0.01).sum()} |"
             )
+            dips.append(f"| {family} | {strategy} | " + " | ".join(dip_cells(runs, args.rounds)) + " |")
+    print(
+        "\nEach round's dip below zero-shot: the worst AP - zero-shot AP over the family's concepts after that round"
+        " (how many concepts are below zero-shot by more than 0.01 in brackets); target >= -0.01 in every round.\n"
+    )
+    print("| family | strategy | " + " | ".join(f"r{r}" for r in range(1, args.rounds + 1)) + " |")
+    print("|---|---|" + "---:|" * args.rounds)
+    print("\n".join(dips))
     print(f"\n{time.perf_counter() - started:.0f} s in total.")
 
 

@@ -4,6 +4,13 @@ Each item has a few binary attributes, each a direction in embedding space, plus
 combination (attribute 0 AND attribute 1). The "prompt" points at both, but also at a distractor attribute and a
 random direction, the way a real text embedding is only roughly aligned with what a person means. So zero-shot
 ranking is good but imperfect, and labels can fix it: the same situation as CLIP on "dogs in the snow".
+
+Two harder kinds, where the prompt describes the concept only in part (``label_efficiency`` measures on all):
+
+- ``partial_concept``: the concept is still attribute 0 AND attribute 1, but the prompt names only attribute 0
+  ("a red shape" when the person means red hearts); labels must teach the second attribute.
+- ``clustered_concept``: the concept is several separate clusters, and the prompt points at one of them ("dogs"
+  when the person means dogs, cats and rabbits); labels must find the others.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PlantedConcept", "average_precision", "planted_concept"]
+__all__ = ["PlantedConcept", "average_precision", "clustered_concept", "partial_concept", "planted_concept"]
 
 
 @dataclass(frozen=True)
@@ -38,17 +45,63 @@ def planted_concept(
     noise: float = 1.0,
     distractor: float = 0.9,
     misalignment: float = 0.6,
+    prompt_names_both: bool = True,
 ) -> PlantedConcept:
+    """The concept is attribute 0 AND attribute 1; the prompt points at both (at attribute 0 only, without
+    ``prompt_names_both``), at the distractor attribute 2 and, by ``misalignment``, at a random direction."""
     rng = np.random.default_rng(seed)
     directions = np.linalg.qr(rng.normal(size=(dim, attributes + 1)))[0].T  # (A+1, D) orthonormal
     present = rng.random((n, attributes)) < prevalence  # (N, A)
     vectors = present @ directions[:attributes] * 1.0 + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     truth = present[:, 0] & present[:, 1]
-    prompt = directions[0] + directions[1] + distractor * directions[2] + misalignment * directions[attributes]
+    prompt = (
+        directions[0]
+        + prompt_names_both * directions[1]
+        + distractor * directions[2]
+        + misalignment * directions[attributes]
+    )
     prompt /= np.linalg.norm(prompt)
     ids = [f"item-{i:06d}" for i in range(n)]
     return PlantedConcept(ids, vectors.astype(np.float32), truth, prompt.astype(np.float32))
+
+
+def partial_concept(n: int = 5000, dim: int = 64, seed: int = 0, **options: float) -> PlantedConcept:
+    """``planted_concept`` whose prompt names attribute 0 but not attribute 1, which the concept also needs."""
+    return planted_concept(n, dim, seed, prompt_names_both=False, **options)
+
+
+def clustered_concept(
+    n: int = 5000,
+    dim: int = 64,
+    seed: int = 0,
+    *,
+    clusters: int = 3,
+    other_clusters: int = 9,
+    prevalence: float = 0.2,
+    closeness: float = 0.6,
+    noise: float = 1.0,
+    misalignment: float = 0.6,
+) -> PlantedConcept:
+    """The concept is ``clusters`` clusters holding ``prevalence`` of the items between them; the rest lie in
+    ``other_clusters`` clusters, each sharing ``closeness`` of its centre with a concept cluster's (the near
+    misses a person must teach apart). The prompt points at the first concept cluster only, plus, by
+    ``misalignment``, a random direction."""
+    rng = np.random.default_rng(seed)
+    total = clusters + other_clusters
+    basis = np.linalg.qr(rng.normal(size=(dim, total + 1)))[0].T  # (total + 1, D) orthonormal
+    centres = basis[:total].copy()
+    for k in range(clusters, total):  # a near miss of concept cluster k % clusters
+        centres[k] = closeness * basis[k % clusters] + np.sqrt(1 - closeness**2) * basis[k]
+    member = np.where(
+        rng.random(n) < prevalence, rng.integers(0, clusters, n), rng.integers(clusters, total, n)
+    )  # (N,) each item's cluster
+    vectors = centres[member] + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    prompt = basis[0] + misalignment * basis[total]
+    prompt /= np.linalg.norm(prompt)
+    ids = [f"item-{i:06d}" for i in range(n)]
+    return PlantedConcept(ids, vectors.astype(np.float32), member < clusters, prompt.astype(np.float32))
 
 
 def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
