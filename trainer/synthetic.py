@@ -52,8 +52,6 @@ def planted_concept(
     rng = np.random.default_rng(seed)
     directions = np.linalg.qr(rng.normal(size=(dim, attributes + 1)))[0].T  # (A+1, D) orthonormal
     present = rng.random((n, attributes)) < prevalence  # (N, A)
-    vectors = present @ directions[:attributes] * 1.0 + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     truth = present[:, 0] & present[:, 1]
     prompt = (
         directions[0]
@@ -61,9 +59,7 @@ def planted_concept(
         + distractor * directions[2]
         + misalignment * directions[attributes]
     )
-    prompt /= np.linalg.norm(prompt)
-    ids = [f"item-{i:06d}" for i in range(n)]
-    return PlantedConcept(ids, vectors.astype(np.float32), truth, prompt.astype(np.float32))
+    return _noisy_collection(rng, present @ directions[:attributes] * 1.0, noise, truth, prompt)
 
 
 def partial_concept(n: int = 5000, dim: int = 64, seed: int = 0, **options: float) -> PlantedConcept:
@@ -96,12 +92,19 @@ def clustered_concept(
     member = np.where(
         rng.random(n) < prevalence, rng.integers(0, clusters, n), rng.integers(clusters, total, n)
     )  # (N,) each item's cluster
-    vectors = centres[member] + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
+    return _noisy_collection(rng, centres[member], noise, member < clusters, basis[0] + misalignment * basis[total])
+
+
+def _noisy_collection(
+    rng: np.random.Generator, signal: np.ndarray, noise: float, truth: np.ndarray, prompt: np.ndarray
+) -> PlantedConcept:
+    """Items ``signal`` (N, D) plus Gaussian noise of total size ``noise``, both items and prompt unit-length."""
+    n, dim = signal.shape
+    vectors = signal + rng.normal(scale=noise / np.sqrt(dim), size=(n, dim))
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    prompt = basis[0] + misalignment * basis[total]
-    prompt /= np.linalg.norm(prompt)
     ids = [f"item-{i:06d}" for i in range(n)]
-    return PlantedConcept(ids, vectors.astype(np.float32), member < clusters, prompt.astype(np.float32))
+    unit = prompt / np.linalg.norm(prompt)
+    return PlantedConcept(ids, vectors.astype(np.float32), truth, unit.astype(np.float32))
 
 
 def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
