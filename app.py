@@ -14,8 +14,6 @@ returns the same value with ``"quality"``: the estimates and their 90% intervals
 
 from __future__ import annotations
 
-import base64
-import csv
 import html
 import logging
 import math
@@ -32,8 +30,8 @@ from gradio.exceptions import ComponentProcessingError
 
 from trainer.config import Settings
 from trainer.data import UndecodableImage, load_image
-from trainer.export import LABELS_CSV, LABELS_JSONL, export_classifier, zip_export
-from trainer.files import ScratchSpace, is_local_path, looks_like_path
+from trainer.export import LABELS_CSV, LABELS_JSONL, export_classifier, write_scores, zip_export
+from trainer.files import ScratchSpace, is_local_path, looks_like_path, slug
 from trainer.hub import load_classifier, push_classifier
 from trainer.hub_calls import HubError, on_space, token_for_push
 from trainer.index import IndexUnavailable
@@ -41,7 +39,7 @@ from trainer.messages import escape_html as escape
 from trainer.messages import markdown_text, user_message
 from trainer.quality import Estimate, Quality, verdict
 from trainer.session import RECIPE_NAMES, Session
-from trainer.views import labels_per_round, map_view, rank, summary
+from trainer.views import batch_value, describe_changes, panel_value, rank
 from trainer.workbench import NOTHING_TO_UNDO, Workbench
 from trainer.workspace import Workspace, WorkspaceLoader, load_workspace
 
@@ -52,7 +50,6 @@ MAX_BATCH = 50  # images a round, at most: a person scores a few dozen at a time
 GALLERY_SIZE = 48  # how many top matches Classify shows
 TEMP_MAX_AGE_S = 3600  # exports, uploads and Gradio's copies of served files are removed after this at the latest
 SPLITS = ("indexed collection", "held-out split")  # what Classify can score
-MAP_GRID = 255  # map coordinates travel as bytes: 0..255 on each axis
 # Images per quality check: one screen of the grid. A single check gives wide intervals; five give ones that hold
 # (benchmarks/RESULTS-quality.md).
 CHECK_SIZE = 20
@@ -229,51 +226,6 @@ def run_round(session: Session, labels: dict[str, float], more_like: list[str]) 
         gr.Info("That was the last batch: you have seen the whole collection.")
 
 
-def describe_changes(changes: dict[str, tuple[object, object]]) -> list[str]:
-    names = {"strategy": "strategy", "batch_size": "batch size", "prior_strength": "training strength"}
-    words = [f"{names[k]} {old} → {new}" for k, (old, new) in changes.items() if k in names]
-    if "negative_prompt" in changes:
-        negative = changes["negative_prompt"][1]
-        words.append(f"negative prompt “{negative}”" if negative else "no negative prompt")  # drawn as text
-    return words
-
-
-def grid_value(
-    ws: Workspace, bench: Workbench | None, *, changes: list[str] | None = None, notice: str | None = None
-) -> dict[str, Any]:
-    """The grid's value, and the scripting API's reply: ``{"round", "batch", "stats", ...}``. Cards and stats are
-    open dicts: other features add keys (e.g. ``suspect`` on a card)."""
-    session = bench.session if bench else None
-    if session is None:
-        return {"key": "none", "round": 0, "batch": [], "stats": None, "notice": notice}
-    check = session.pending_audit()  # a quality check on screen until each of its images has a label
-    labels = session.labels
-    batch = [
-        {
-            "id": hit.id,
-            "thumbnail": ws.thumbnails.data_uri(hit.id),
-            "score": round(hit.score, 4),
-            "label": labels.get(hit.id, 0.0),
-            "alt": ws.collection.caption(hit.id) or hit.id,
-            **({"audit": True} if check else {}),
-        }
-        for hit in check or session.batch()
-    ]
-    stats = {**summary(session), "undo": bench.undo_kind, "changes": changes or []}  # type: ignore[union-attr]
-    key = f"{bench.serial}:{session.round}"  # type: ignore[union-attr]  # a new key: a new batch on screen
-    if check:
-        key += f":check{len(session.audit_weights)}"
-    return {
-        "key": key,
-        "round": session.round,
-        "batch": batch,
-        "stats": stats,
-        "prompt": session.classifier.prompt,
-        "notice": notice,
-        "mode": "check" if check else "train",
-    }
-
-
 def quality_json(quality: Quality | None) -> dict[str, Any] | None:
     """A quality estimate as plain JSON: each figure ``{"value", "low", "high"}`` (a 90% interval) or None."""
     if quality is None:
@@ -332,97 +284,34 @@ def quality_markdown(quality: Quality | None, round_: int) -> str:
     return "\n".join([title, f"**{verdict(quality)}**", "", *rows, "", basis])
 
 
-def map_payload(ws: Workspace, session: Session | None) -> dict[str, Any]:
-    """The map as the panel draws it: every coordinate one byte per axis (about 5 KB for 2,000 points)."""
-    view = map_view(ws, session)
-    low, high = ws.map_xy.min(axis=0), ws.map_xy.max(axis=0)
-    span = np.where(high > low, high - low, 1.0)
-
-    def grid(xy: np.ndarray) -> np.ndarray:
-        return np.clip(np.rint((xy - low) / span * MAP_GRID), 0, MAP_GRID).astype(np.uint8)
-
-    marked = []
-    if view.marked:
-        cells = grid(np.asarray([[x, y] for _, x, y, _ in view.marked], dtype=np.float32))
-        marked = [[id_, int(cx), int(cy), kind] for (id_, _, _, kind), (cx, cy) in zip(view.marked, cells, strict=True)]
-    return {
-        "size": MAP_GRID,
-        "xy": base64.b64encode(grid(view.xy).tobytes()).decode("ascii"),
-        "predicted": "".join("1" if p else "0" for p in view.predicted) if session else "",
-        "marked": marked,
-    }
-
-
-def panel_value(ws: Workspace, session: Session | None) -> dict[str, Any]:
-    rounds = [[c.round, c.positives, c.negatives] for c in labels_per_round(session)] if session else []
-    return {"rounds": rounds, "map": map_payload(ws, session)}
-
-
-def saved_session(session: Session | None) -> dict[str, Any] | None:
-    """What the browser keeps of a session (labels and how it was started), so a restarted app loses nothing."""
-    return session.to_saved() if session is not None else None
-
-
-def resume_offer(ws: Workspace, saved: Any) -> dict[str, Any] | None:
-    """What the grid offers to resume from the browser's saved copy (this model and collection only), or None."""
-    if not isinstance(saved, dict) or not isinstance(saved.get("labels"), dict) or not saved["labels"]:
-        return None
-    if (saved.get("base_model"), saved.get("collection")) != (ws.base_model, ws.collection_name):
-        return None
-    return {"labels": len(saved["labels"]), "prompt": str(saved.get("prompt", ""))[:200]}
-
-
-def session_from_saved(ws: Workspace, saved: Any) -> Session:
-    """Rebuild a saved session: the same prior and settings, every label taken over. The value comes from the
-    browser, so it is untrusted: ``Session.from_saved`` checks every field before any work."""
-    if resume_offer(ws, saved) is None:
+def resumed(ws: Workspace, saved: Any) -> Session:
+    """The session the browser's saved copy describes (untrusted: checked field by field), or a message."""
+    if ws.resume_offer(saved) is None:
         raise gr.Error("There is no saved session for this model and collection to resume.")
     try:
-        return Session.from_saved(
-            ws.index,
-            saved,
-            base_model=ws.base_model,
-            collection=ws.collection_name,
-            max_batch_size=MAX_BATCH,
-            seed=ws.settings.seed,
-        )
+        return ws.session_from_saved(saved, max_batch_size=MAX_BATCH)
     except ValueError as err:
         raise gr.Error(f"The saved session cannot be resumed ({escape(str(err))}). Search instead.") from None
 
 
-def saved_copy(ws: Workspace, bench: Workbench) -> Any:
+def saved_copy(bench: Workbench) -> Any:
     """The browser's copy after an action: replaced only by a session holding labels, never by an empty one."""
     session = bench.session
     if session is None or not any(session.labels.values()):
         return gr.skip()
-    return saved_session(session)
+    return session.to_saved()
 
 
 def export_folder(session: Session, ws: Workspace, scratch: ScratchSpace) -> Path:
     """Write the classifier, its card and its labels to a fresh folder of the app's scratch space."""
-    folder = scratch.new("export-") / slug(session.classifier.prompt or "classifier")
+    folder = scratch.new("export-") / (slug(session.classifier.prompt or "") or "classifier")
     return export_classifier(session, folder, collection=ws.collection_name)
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "classifier"
 
 
 def require_session(bench: Workbench | None) -> Session:
     if bench is None or bench.session is None:
         raise gr.Error("Search for a concept first: type it above and press Search.")
     return bench.session
-
-
-def results_csv(ids: list[str] | tuple[str, ...], scores: np.ndarray, name: str, folder: Path) -> Path:
-    """Every image's id and score, best first, in a CSV file in ``folder`` named after the concept."""
-    path = folder / f"{name}-scores.csv"
-    order = np.argsort(-scores, kind="stable")
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "score"])
-        writer.writerows((ids[i], f"{scores[i]:.6f}") for i in order)
-    return path
 
 
 def estimate_line(quality: Quality | None, cutoff: float) -> str:
@@ -603,43 +492,31 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             """The outputs of a grid action; ``quality`` is the quality panel's new text (None: leave it as it is)."""
             return [
                 bench,
-                grid_value(ws, bench, **grid_options),
+                batch_value(ws, bench, **grid_options),
                 panel_value(ws, bench.session),
-                saved_copy(ws, bench),
+                saved_copy(bench),
                 gr.skip() if quality is None else quality,
             ]
 
         def bench_for(ws: Workspace, bench: Workbench | None, saved_value: Any) -> tuple[Workbench, str | None]:
             """This tab's workbench. After a server restart the tab's session is gone: its browser copy comes back."""
             bench = bench or Workbench()
-            if bench.session is None and resume_offer(ws, saved_value) is not None:
-                session = session_from_saved(ws, saved_value)
+            if bench.session is None and ws.resume_offer(saved_value) is not None:
+                session = resumed(ws, saved_value)
                 bench.start(session, session.classifier.prompt)
                 return bench, "The server restarted: your labels are back from this browser's copy."
             return bench, None
 
         def apply_settings(ws: Workspace, bench: Workbench, negative_text: Any, settings: tuple[str, int, float]):
             strategy_name, size, strength = settings
-            session = require_session(bench)
-            negative_text = str(negative_text or "").strip()
-            vector = None
+            require_session(bench)
             try:
-                if negative_text != (session.classifier.negative_prompt or ""):
-                    if bench.query is None:
-                        raise ValueError(
-                            "this session continues a loaded classifier, so its negative prompt cannot change: "
-                            "Start over from a prompt to use one"
-                        )
-                    if isinstance(bench.query, str):
-                        vector = ws.prompt_vector(bench.query, negative_text)
-                    else:
-                        vector = ws.away_from(bench.query, negative_text)
-                changes = session.configure(
+                changes = bench.configure(
+                    ws.prior_for,
+                    negative_prompt=str(negative_text or ""),
                     strategy=strategy_name,
                     batch_size=size,
                     prior_strength=strength,
-                    prompt_vector=vector,
-                    negative_prompt=negative_text if vector is not None else None,
                 )
             except ValueError as err:
                 raise refuse(err) from err
@@ -740,7 +617,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
 
         def on_resume(bench, saved_value):
             ws = workspace_or_error(loader)
-            session = session_from_saved(ws, saved_value)
+            session = resumed(ws, saved_value)
             bench = bench or Workbench()
             with bench.lock:
                 bench.start(session, session.classifier.prompt)
@@ -781,7 +658,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             hub_outputs = [ws.collection.example_prompts(3), hub, gr.update(interactive=ws.hub_online)]
             if bench is not None and bench.session is not None:
                 return [gr.skip(), gr.skip(), *hub_outputs]
-            value = {**grid_value(ws, None), "offer": resume_offer(ws, saved_value)}
+            value = {**batch_value(ws, None), "offer": ws.resume_offer(saved_value)}
             return [value, panel_value(ws, None), *hub_outputs]
 
         # ---- the scripting API
@@ -793,7 +670,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             bench = bench or Workbench()
             with bench.lock:
                 bench.start(new_session(ws, prompt, negative, settings), str(prompt).strip())
-                return bench, grid_value(ws, bench)
+                return bench, batch_value(ws, bench)
 
         def round(labels, more_like=None, bench=None):  # the API's name: shadows the builtin in here only
             """Label the batch ({id: score in [-1, 1]}; more_like: ids whose neighbours to show next), train on every
@@ -803,7 +680,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             session = require_session(bench)
             with bench.lock:
                 run_round(session, labels, more)
-                return bench, grid_value(ws, bench)
+                return bench, batch_value(ws, bench)
 
         def undo(bench=None):
             """Take back the last round (or the last /start): returns {"round", "batch", "stats"} as they were, the
@@ -813,7 +690,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 raise gr.Error(f"{NOTHING_TO_UNDO.capitalize()}.")
             with bench.lock:
                 bench.undo()
-                return bench, grid_value(ws, bench)
+                return bench, batch_value(ws, bench)
 
         def check(n=CHECK_SIZE, bench=None):
             """Show a quality check: n images drawn at random from those not yet seen, stratified by score, marked
@@ -833,7 +710,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     raise refuse(err) from err
                 if not drawn:
                     raise gr.Error("Every image has been seen: there is nothing left to check with.")
-                return bench, grid_value(ws, bench)
+                return bench, batch_value(ws, bench)
 
         def quality(labels, bench=None):
             """Label the quality check ({id: score}; an image left out: no opinion) and estimate the classifier's
@@ -844,7 +721,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             session = require_session(bench)
             with bench.lock:
                 label_check(session, labels)
-                return bench, {**grid_value(ws, bench), "quality": quality_json(session.quality())}
+                return bench, {**batch_value(ws, bench), "quality": quality_json(session.quality())}
 
         # ---- classify, export, push, load
         def keep_until_the_tab_closes(request: gr.Request, folder: Path) -> None:
@@ -874,7 +751,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             scores = session.scores(np.asarray(embeddings.vectors))
             folder = scratch.new("scores-")
             keep_until_the_tab_closes(request, folder)
-            csv_path = results_csv(embeddings.ids, scores, slug(session.classifier.prompt or "classifier"), folder)
+            name = slug(session.classifier.prompt or "") or "classifier"
+            csv_path = write_scores(embeddings.ids, scores, folder / f"{name}-scores.csv")
             return (
                 summary_text,
                 estimate,

@@ -329,8 +329,8 @@ def test_a_tampered_saved_session_is_refused_with_a_message_and_a_good_one_resum
     session = ws.new_session("a red circle", "stripes")
     session.label({h.id: -1.0 for h in session.batch()})
     session.train_and_requery()
-    saved = json.loads(json.dumps(app.saved_session(session)))
-    assert app.session_from_saved(ws, saved).labels == session.labels
+    saved = json.loads(json.dumps(session.to_saved()))
+    assert app.resumed(ws, saved).labels == session.labels
     tampered = [
         ({"batch_size": 10**9}, "batch size must be from 1 to 50; got 1,000,000,000"),
         ({"prior_strength": "ten"}, "must be a number; got 'ten'"),
@@ -339,7 +339,7 @@ def test_a_tampered_saved_session_is_refused_with_a_message_and_a_good_one_resum
     ]
     for change, message in tampered:
         with pytest.raises(gr.Error, match=message):
-            app.session_from_saved(ws, {**saved, **change})
+            app.resumed(ws, {**saved, **change})
 
 
 def test_loading_a_classifier_of_another_base_model_names_both_and_keeps_the_session(client, tmp_path):

@@ -8,7 +8,15 @@ import time
 
 import pytest
 
-from trainer.files import ScratchSpace, atomic_file, atomic_folder, is_local_path, looks_like_path, shown_name
+from trainer.files import (
+    ScratchSpace,
+    atomic_file,
+    atomic_folder,
+    is_local_path,
+    looks_like_path,
+    shown_name,
+    slug,
+)
 
 
 def test_folders_are_made_under_one_root_and_removed_when_their_owner_is_done(tmp_path):
@@ -95,3 +103,9 @@ def test_a_local_path_is_shown_by_its_last_part_and_a_hub_id_as_it_is(tmp_path, 
     assert shown_name("models/tiny-clip") == shown_name("./models/tiny-clip/") == "tiny-clip"
     assert shown_name(str(tmp_path / "models" / "tiny-clip")) == "tiny-clip"
     assert shown_name(".") == tmp_path.name  # the folder's own name, never "" or "."
+
+
+def test_a_slug_keeps_letters_digits_and_single_dashes():
+    assert slug("A Large  RED heart, on dots!") == "a-large-red-heart-on-dots"
+    assert slug("<img src=x>") == "img-src-x" and slug("¡¿…?!") == ""
+    assert len(slug("word " * 40)) <= 60

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import pytest
 
 from trainer.session import Session
-from trainer.views import labels_per_round, map_view, rank, summary
+from trainer.views import (
+    MAP_GRID,
+    batch_value,
+    describe_changes,
+    labels_per_round,
+    map_view,
+    panel_value,
+    rank,
+    summary,
+)
+from trainer.workbench import Workbench
 
 
 def labelled_session(concept_index, concept, rounds: int = 2) -> Session:
@@ -65,3 +77,70 @@ def test_the_map_marks_labelled_and_current_items_and_predicts_the_sample(bundle
     assert kinds[first[0]] == "it" and kinds[first[1]] == "not it"
     assert sum(kind == "batch" for kind in kinds.values()) == 5
     assert map_view(ws, None).marked == [] and not map_view(ws, None).predicted.any()
+
+
+def test_the_batch_value_is_the_grid_and_the_api_reply_as_plain_json(bundle_workspace):
+    ws = bundle_workspace.wait(timeout=600)
+    assert batch_value(ws, None, notice="hello") == {
+        "key": "none",
+        "round": 0,
+        "batch": [],
+        "stats": None,
+        "notice": "hello",
+    }
+    bench = Workbench()
+    bench.start(ws.new_session("a large red heart", batch_size=4), "a large red heart")
+    first = batch_value(ws, bench)
+    cards = first["batch"]
+    assert [c["id"] for c in cards] == [h.id for h in bench.session.batch()]
+    assert all(c["thumbnail"].startswith("data:image/jpeg;base64,") and c["alt"] and c["label"] == 0 for c in cards)
+    assert (first["round"], first["mode"], first["stats"]["undo"], first["prompt"]) == (
+        1,
+        "train",
+        None,
+        "a large red heart",
+    )
+    bench.session.label({cards[0]["id"]: 1.0, cards[1]["id"]: -0.5})
+    bench.session.train_and_requery()
+    second = batch_value(ws, bench, changes=["batch size 4 → 6"])
+    assert second["key"] != first["key"] and second["stats"]["undo"] == "round"
+    assert (second["stats"]["labels"], second["stats"]["changes"]) == (2, ["batch size 4 → 6"])
+    bench.undo()  # the batch of round 1 again, with the labels it was given
+    back = batch_value(ws, bench)
+    assert [c["label"] for c in back["batch"][:2]] == [1.0, -0.5] and back["key"] != second["key"]
+
+
+def test_a_quality_check_on_screen_is_the_batch_value_marked_as_such(bundle_workspace):
+    ws = bundle_workspace.wait(timeout=600)
+    bench = Workbench()
+    bench.start(ws.new_session("a large red heart", batch_size=4))
+    training = batch_value(ws, bench)
+    drawn = bench.session.audit(6)
+    value = batch_value(ws, bench)
+    assert value["mode"] == "check" and [c["id"] for c in value["batch"]] == [h.id for h in drawn]
+    assert all(c["audit"] for c in value["batch"]) and value["key"] != training["key"]
+
+
+def test_settings_changes_are_named_as_the_stats_line_shows_them():
+    changes = {"batch_size": (10, 14), "strategy": ("mixed", "top"), "negative_prompt": (None, "a circle")}
+    assert describe_changes(changes) == ["batch size 10 → 14", "strategy mixed → top", "negative prompt “a circle”"]
+    assert describe_changes({"negative_prompt": ("a circle", "")}) == ["no negative prompt"]
+    assert describe_changes({}) == []
+
+
+def test_the_panel_value_has_the_counts_per_round_and_the_map_as_bytes(bundle_workspace):
+    ws = bundle_workspace.wait(timeout=600)
+    empty = panel_value(ws, None)
+    points = base64.b64decode(empty["map"]["xy"])
+    assert empty["rounds"] == [] and empty["map"]["predicted"] == "" and empty["map"]["marked"] == []
+    assert len(points) == 2 * len(ws.map_rows) and max(points) == MAP_GRID and min(points) == 0
+    session = ws.new_session("a large red heart", batch_size=5)
+    first = [h.id for h in session.batch()]
+    session.label({first[0]: 1.0, first[1]: -1.0, first[2]: -1.0})
+    session.train_and_requery()
+    value = panel_value(ws, session)
+    assert value["rounds"] == [[1, 1, 2]]
+    assert len(value["map"]["predicted"]) == len(ws.map_rows) and set(value["map"]["predicted"]) <= {"0", "1"}
+    marked = {id_: (x, y, kind) for id_, x, y, kind in value["map"]["marked"]}
+    assert marked[first[0]][2] == "it" and marked[first[1]][2] == "not it"
+    assert all(0 <= x <= MAP_GRID and 0 <= y <= MAP_GRID for x, y, _ in marked.values())

@@ -62,3 +62,30 @@ def test_only_the_last_few_replaced_sessions_are_kept(new_session, concept):
     while bench.undo_kind is not None:
         undone += bench.undo() == "start"
     assert undone == 5
+
+
+def test_settings_apply_to_the_current_session_and_a_new_negative_prompt_turns_its_prior(new_session, concept):
+    bench = Workbench()
+    asked: list[tuple[object, str]] = []
+
+    def prior_for(query, negative):
+        asked.append((query, negative))
+        return -concept.prompt_vector  # any other direction: the prior turns to it
+
+    with pytest.raises(ValueError, match="no session"):
+        bench.configure(prior_for, negative_prompt="", strategy="mixed", batch_size=5, prior_strength=10.0)
+    bench.start(trained(new_session(), concept), "a concept")
+    labels = dict(bench.session.labels)
+    changes = bench.configure(
+        prior_for, negative_prompt=" not this ", strategy="top", batch_size=7, prior_strength=10.0
+    )
+    assert changes["strategy"] == ("mixed", "top") and changes["batch_size"] == (5, 7)
+    assert changes["negative_prompt"] == ("", "not this") and asked == [("a concept", "not this")]
+    assert bench.session.labels == labels  # nothing labelled is lost
+    assert (
+        bench.configure(prior_for, negative_prompt="not this", strategy="top", batch_size=7, prior_strength=10.0) == {}
+    )
+    bench.start(trained(new_session(), concept), None)  # a loaded classifier: what it started from is unknown
+    with pytest.raises(ValueError, match="negative prompt cannot change"):
+        bench.configure(prior_for, negative_prompt="other", strategy="top", batch_size=5, prior_strength=10.0)
+    assert bench.session.strategy == "mixed"  # a refused change changes nothing

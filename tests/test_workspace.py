@@ -123,6 +123,32 @@ def test_a_session_continues_a_trained_classifier(workspace_settings):
     np.testing.assert_allclose(again.classifier.weight, first.classifier.weight)
 
 
+def test_a_saved_copy_is_offered_and_resumed_only_for_this_model_and_collection(workspace_settings):
+    ws = load_workspace(workspace_settings)
+    first = ws.new_session("a red circle", batch_size=5)
+    first.label({h.id: (1.0 if k < 2 else -1.0) for k, h in enumerate(first.batch())})
+    first.train_and_requery()
+    saved = first.to_saved()
+    assert ws.resume_offer(saved) == {"labels": 5, "prompt": "a red circle"}
+    again = ws.session_from_saved(saved, max_batch_size=50)
+    assert again.labels == first.labels and again.classifier.prompt == "a red circle" and not again.can_undo
+    elsewhere = {**saved, "collection": "another collection"}
+    for refused in (None, "text", {**saved, "labels": {}}, elsewhere):
+        assert ws.resume_offer(refused) is None
+        with pytest.raises(ValueError, match="no saved session for this model and collection"):
+            ws.session_from_saved(refused, max_batch_size=50)
+    with pytest.raises(ValueError, match="batch"):
+        ws.session_from_saved(saved, max_batch_size=2)  # checked as untrusted input: a batch of 5 is too big here
+
+
+def test_the_prior_for_a_prompt_or_an_embedding_is_pushed_away_from_a_negative_prompt(workspace_settings):
+    ws = load_workspace(workspace_settings)
+    np.testing.assert_allclose(ws.prior_for("a red circle", "stripes"), ws.prompt_vector("a red circle", "stripes"))
+    vector = ws.vectors_of([ws.collection.ids[3]])[0]
+    np.testing.assert_allclose(ws.prior_for(vector, "stripes"), ws.away_from(vector, "stripes"))
+    np.testing.assert_allclose(ws.prior_for(vector, ""), vector / np.linalg.norm(vector), atol=1e-6)
+
+
 def test_vectors_of_reads_the_local_copy_and_names_an_unknown_id(workspace_settings):
     ws = load_workspace(workspace_settings)
     ids = list(ws.collection.ids[:3])

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from .classifier import LinearProbe
-from .files import is_local_path
+from .files import is_local_path, slug
 from .hub_calls import LIBRARY_NAME
 from .messages import markdown_text
 from .quality import Estimate, Quality
@@ -130,7 +129,7 @@ def model_card(facts: CardFacts, *, files: Mapping[str, str]) -> ModelCard:
 def _model_name(facts: CardFacts) -> str:
     if facts.repo_id != REPO_PLACEHOLDER:
         return facts.repo_id.split("/")[-1]
-    return _slug(facts.probe.prompt or "") or "concept-classifier"
+    return slug(facts.probe.prompt or "") or "concept-classifier"
 
 
 def _eval_results(facts: CardFacts, quality: Quality | None) -> list[EvalResult]:
@@ -138,7 +137,7 @@ def _eval_results(facts: CardFacts, quality: Quality | None) -> list[EvalResult]
     dataset = {
         "task_type": "image-classification",
         "task_name": f"Concept detection: {facts.probe.prompt}" if facts.probe.prompt else "Concept detection",
-        "dataset_type": _slug(facts.collection or "") or "image-collection",
+        "dataset_type": slug(facts.collection or "") or "image-collection",
         "dataset_name": facts.collection or "the labelled image collection",
     }
     results = []
@@ -201,10 +200,6 @@ def _quality_rows(quality: Quality) -> list[tuple[str, str]]:
             )
         )
     return rows
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
 
 
 def _hub_model_id(base_model: str | None) -> str | None:

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from .card import REPO_PLACEHOLDER, CardFacts, model_card
 from .classifier import LinearProbe
 from .files import atomic_file, atomic_folder
@@ -43,6 +45,7 @@ __all__ = [
     "read_labels",
     "require_export",
     "write_export",
+    "write_scores",
     "zip_export",
 ]
 
@@ -217,6 +220,18 @@ def zip_export(folder: str | os.PathLike[str], zip_path: str | os.PathLike[str] 
             if (folder / name).is_file():
                 archive.write(folder / name, f"{folder.name}/{name}")
     return target
+
+
+def write_scores(ids: Sequence[str], scores: np.ndarray, path: str | os.PathLike[str]) -> Path:
+    """Every item's id and score (a classifier's P(concept)), best first, as a CSV file ``id,score`` at ``path``."""
+    if len(ids) != len(scores):
+        raise ValueError(f"{len(ids)} ids but {len(scores)} scores")
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    with atomic_file(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "score"])
+        writer.writerows((ids[i], f"{scores[i]:.6f}") for i in order)
+    return Path(path)
 
 
 def require_export(folder: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -22,6 +23,7 @@ __all__ = [
     "is_local_path",
     "looks_like_path",
     "shown_name",
+    "slug",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,12 @@ def shown_name(name: str | os.PathLike[str]) -> str:
     if not is_local_path(name):
         return str(name)
     return Path(os.path.abspath(Path(name).expanduser())).name
+
+
+def slug(text: str) -> str:
+    """A file or tag name from free text (a prompt, a collection): lower-case letters, digits and dashes, at most
+    60 characters; "" when nothing is left."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60]
 
 
 # ----------------------------------------------------------------------------------------------- temporary folders

@@ -1,19 +1,40 @@
-"""What a person looks at besides the batch, computed from a session: the counts of each round, the whole
-collection ranked (Classify), and the 2-D map. Plain data out; drawing it is the UI's job.
+"""What a person looks at, computed from a session: the batch with its stats (the grid's value, and the scripting
+API's reply), the counts of each round, the whole collection ranked (Classify), and the 2-D map. Plain data out,
+JSON-ready where the browser draws it (``batch_value``, ``panel_value``); drawing it is the UI's job.
 """
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .index import Hit
 from .session import Session
+from .workbench import Workbench
 from .workspace import Workspace
 
-__all__ = ["MapView", "Ranking", "RoundCount", "labels_per_round", "map_view", "rank", "summary"]
+__all__ = [
+    "MAP_GRID",
+    "MapView",
+    "Ranking",
+    "RoundCount",
+    "batch_value",
+    "describe_changes",
+    "labels_per_round",
+    "map_payload",
+    "map_view",
+    "panel_value",
+    "rank",
+    "summary",
+]
+
+MAP_GRID = 255  # map coordinates travel as bytes: 0..255 on each axis
+# How the stats line names each setting that ``Session.configure`` reports as changed.
+_SETTING_NAMES = {"strategy": "strategy", "batch_size": "batch size", "prior_strength": "training strength"}
 
 
 @dataclass(frozen=True)
@@ -111,3 +132,76 @@ def map_view(workspace: Workspace, session: Session | None) -> MapView:
         coords = workspace.project(workspace.vectors_of(ids))
         marked = [(i, float(x), float(y), kinds[i]) for i, (x, y) in zip(ids, coords, strict=True)]
     return MapView(xy, predicted, marked)
+
+
+def batch_value(
+    workspace: Workspace, bench: Workbench | None, *, changes: list[str] | None = None, notice: str | None = None
+) -> dict[str, Any]:
+    """The grid's value, and the scripting API's reply: ``{"round", "batch", "stats", ...}``; each card
+    ``{"id", "thumbnail", "score", "label", "alt"}`` (``"audit": true`` while a quality check is on screen). Cards
+    and stats are open dicts: other features add keys (e.g. ``suspect`` on a card). ``key`` changes whenever a
+    different batch is on screen; ``changes`` (from :func:`describe_changes`) and ``notice`` are shown as text."""
+    session = bench.session if bench else None
+    if bench is None or session is None:
+        return {"key": "none", "round": 0, "batch": [], "stats": None, "notice": notice}
+    check = session.pending_audit()  # a quality check on screen until each of its images has a label
+    labels = session.labels
+    batch = [
+        {
+            "id": hit.id,
+            "thumbnail": workspace.thumbnails.data_uri(hit.id),
+            "score": round(hit.score, 4),
+            "label": labels.get(hit.id, 0.0),
+            "alt": workspace.collection.caption(hit.id) or hit.id,
+            **({"audit": True} if check else {}),
+        }
+        for hit in check or session.batch()
+    ]
+    stats = {**summary(session), "undo": bench.undo_kind, "changes": changes or []}
+    key = f"{bench.serial}:{session.round}" + (f":check{len(session.audit_weights)}" if check else "")
+    return {
+        "key": key,
+        "round": session.round,
+        "batch": batch,
+        "stats": stats,
+        "prompt": session.classifier.prompt,
+        "notice": notice,
+        "mode": "check" if check else "train",
+    }
+
+
+def describe_changes(changes: dict[str, tuple[object, object]]) -> list[str]:
+    """``Session.configure``'s report ``{name: (old, new)}`` as the stats line words it, e.g. "batch size 10 → 14"."""
+    words = [f"{_SETTING_NAMES[k]} {old} → {new}" for k, (old, new) in changes.items() if k in _SETTING_NAMES]
+    if "negative_prompt" in changes:
+        negative = changes["negative_prompt"][1]
+        words.append(f"negative prompt “{negative}”" if negative else "no negative prompt")  # drawn as text
+    return words
+
+
+def map_payload(workspace: Workspace, session: Session | None) -> dict[str, Any]:
+    """The map as the side panel draws it: every coordinate one byte per axis on a ``MAP_GRID`` grid (about 5 KB
+    for 2,000 points, base64), the classifier's verdict on each ("" before a search), and the marked items."""
+    view = map_view(workspace, session)
+    low, high = workspace.map_xy.min(axis=0), workspace.map_xy.max(axis=0)
+    span = np.where(high > low, high - low, 1.0)
+
+    def cells(xy: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint((xy - low) / span * MAP_GRID), 0, MAP_GRID).astype(np.uint8)
+
+    marked = []
+    if view.marked:
+        placed = cells(np.asarray([[x, y] for _, x, y, _ in view.marked], dtype=np.float32))
+        marked = [[i, int(cx), int(cy), kind] for (i, _, _, kind), (cx, cy) in zip(view.marked, placed, strict=True)]
+    return {
+        "size": MAP_GRID,
+        "xy": base64.b64encode(cells(view.xy).tobytes()).decode("ascii"),
+        "predicted": "".join("1" if p else "0" for p in view.predicted) if session else "",
+        "marked": marked,
+    }
+
+
+def panel_value(workspace: Workspace, session: Session | None) -> dict[str, Any]:
+    """The side panel's value: ``{"rounds": [[round, it, not_it], ...], "map": map_payload(...)}``."""
+    rounds = [[c.round, c.positives, c.negatives] for c in labels_per_round(session)] if session else []
+    return {"rounds": rounds, "map": map_payload(workspace, session)}

@@ -8,6 +8,7 @@ no UI: the app keeps one Workbench per browser tab, an API client one per connec
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,6 +41,39 @@ class Workbench:
             self._replaced = [*self._replaced, (self.session, self.query)][-_KEEP_REPLACED:]
         self.session, self.query = session, query
         self.serial += 1
+
+    def configure(
+        self,
+        prior_for: Callable[[str | np.ndarray, str], np.ndarray],
+        *,
+        negative_prompt: str,
+        strategy: str,
+        batch_size: int,
+        prior_strength: float,
+    ) -> dict[str, tuple[object, object]]:
+        """Apply settings to the current session from its next round (see ``Session.configure``): returns what
+        changed. A new negative prompt turns the prior: ``prior_for(query, negative)`` makes it from what the
+        session was started from (``Workspace.prior_for``). ValueError if there is no session, or a bad value
+        (nothing then changes); a session that continues a loaded classifier keeps its negative prompt."""
+        session = self.session
+        if session is None:
+            raise ValueError("no session to configure: start one first")
+        negative = negative_prompt.strip()
+        vector = None
+        if negative != (session.classifier.negative_prompt or ""):
+            if self.query is None:
+                raise ValueError(
+                    "this session continues a loaded classifier, so its negative prompt cannot change: "
+                    "Start over from a prompt to use one"
+                )
+            vector = prior_for(self.query, negative)
+        return session.configure(
+            strategy=strategy,
+            batch_size=batch_size,
+            prior_strength=prior_strength,
+            prompt_vector=vector,
+            negative_prompt=negative if vector is not None else None,
+        )
 
     @property
     def undo_kind(self) -> str | None:

@@ -190,6 +190,36 @@ class Workspace:
             collection=self.collection_name,
         )
 
+    def resume_offer(self, saved: object) -> dict[str, object] | None:
+        """What can be resumed from a browser's saved copy (``Session.to_saved()``): ``{"labels": n, "prompt"}``
+        when it holds labels for this model and collection, else None. Only looks; :meth:`session_from_saved`
+        checks every field."""
+        if not isinstance(saved, dict) or not isinstance(saved.get("labels"), dict) or not saved["labels"]:
+            return None
+        if (saved.get("base_model"), saved.get("collection")) != (self.base_model, self.collection_name):
+            return None
+        return {"labels": len(saved["labels"]), "prompt": str(saved.get("prompt", ""))[:200]}
+
+    def session_from_saved(self, saved: object, *, max_batch_size: int) -> Session:
+        """The session a browser's saved copy describes: the same prior and settings, every label taken over. The
+        copy comes from the browser, so it is untrusted: a ValueError says what is wrong with it, or that it is for
+        another model or collection (see :meth:`resume_offer`)."""
+        if self.resume_offer(saved) is None:
+            raise ValueError("there is no saved session for this model and collection")
+        return Session.from_saved(
+            self.index,
+            saved,
+            base_model=self.base_model,
+            collection=self.collection_name,
+            max_batch_size=max_batch_size,
+            seed=self.settings.seed,
+        )
+
+    def prior_for(self, query: str | np.ndarray, negative: str | None = None) -> np.ndarray:
+        """The prior a session starts from: a prompt's (:meth:`prompt_vector`) or an embedding's (:meth:`away_from`),
+        pushed away from ``negative``."""
+        return self.prompt_vector(query, negative) if isinstance(query, str) else self.away_from(query, negative)
+
     def image_vector(self, image: Image.Image) -> np.ndarray:
         """An image's embedding (D,), unit: a query for "more like this picture"."""
         return self.embedder.embed_images([image])[0]
