@@ -338,12 +338,14 @@ def label_check(session: Session, labels: dict[str, float]) -> None:
 
 
 def matches_html(ws: Workspace, hits: list, held_out: bool) -> str:
+    """Classify's top matches: each thumbnail with its score and id, its caption (or id) as alt text."""
     thumbnails = ws.held_out_thumbnails if held_out else ws.thumbnails
+    collection = ws.eval.collection if held_out and ws.eval else ws.collection
     figures = []
     for hit in hits:
-        name = html.escape(hit.id)
+        name, alt = html.escape(hit.id), html.escape(collection.caption(hit.id) or hit.id)
         figures.append(
-            f'<figure><img src="{thumbnails.data_uri(hit.id)}" alt="{name}" loading="lazy">'  # type: ignore[union-attr]
+            f'<figure><img src="{thumbnails.data_uri(hit.id)}" alt="{alt}" loading="lazy">'  # type: ignore[union-attr]
             f"<figcaption>{hit.score:.2f} · {name}</figcaption></figure>"
         )
     return f'<div class="ct-matches">{"".join(figures)}</div>'
@@ -470,6 +472,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                         "### Load a classifier\nA Hub repository or a local folder made by this app, for the same "
                         "CLIP model. Classify with it, or keep training it."
                     )
+                    load_note = gr.Markdown(elem_id="load-note")
                     load_source = gr.Textbox(label="Repository or folder", placeholder="someone/red-circles")
                     load_button = gr.Button("Load classifier", elem_id="load")
 
@@ -645,17 +648,15 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             an offer to resume the browser's saved session. Never touches a session already on screen."""
             ready, _, _ = loader.status()
             if not ready:
-                return [gr.skip()] * len(ui_outputs)
+                return [gr.skip()] * len(page_outputs)
             ws = loader.get()
-            hub = (
-                ""
-                if ws.hub_online
-                else (
-                    "⚠️ The Hugging Face Hub cannot be reached from this server, so pushing is off: use **Prepare "
-                    "download** instead."
-                )
-            )
-            hub_outputs = [ws.collection.example_prompts(3), hub, gr.update(interactive=ws.hub_online)]
+            offline = "⚠️ The Hugging Face Hub cannot be reached from this server, so "
+            hub_outputs = [
+                ws.collection.example_prompts(3),
+                "" if ws.hub_online else offline + "pushing is off: use **Prepare download** instead.",
+                gr.update(interactive=ws.hub_online),
+                "" if ws.hub_online else offline + "only a local folder made by this app loads.",
+            ]
             if bench is not None and bench.session is not None:
                 return [gr.skip(), gr.skip(), *hub_outputs]
             value = {**batch_value(ws, None), "offer": ws.resume_offer(saved_value)}
@@ -858,7 +859,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
 
         demo.unload(forget_exports)
         demo.load(lambda: header_markdown(loader), None, header, api_visibility="private")
-        demo.load(on_page_load, [bench_state, saved], [grid, panel, examples, hub_note, push_button], **UI_ONLY)
+        page_outputs = [grid, panel, examples, hub_note, push_button, load_note]
+        demo.load(on_page_load, [bench_state, saved], page_outputs, **UI_ONLY)
         timer = gr.Timer(1.0)
         timer.tick(
             lambda: (header_markdown(loader), gr.Timer(active=not loader.status()[0] and not loader.failed)),
@@ -866,7 +868,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             [header, timer],
             api_visibility="private",
             show_progress="hidden",
-        ).then(on_page_load, [bench_state, saved], [grid, panel, examples, hub_note, push_button], **UI_ONLY)
+        ).then(on_page_load, [bench_state, saved], page_outputs, **UI_ONLY)
     return demo
 
 

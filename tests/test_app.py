@@ -152,6 +152,8 @@ def test_classify_counts_matches_over_the_threshold_and_shows_the_top_ones(clien
     above, total = (int(n.replace(",", "")) for n in re.search(r"\*\*([\d,]+) of ([\d,]+)\*\*", summary).groups())
     assert 0 < above < total
     assert 0 < gallery.count("<figure>") <= min(above, app.GALLERY_SIZE)
+    alts = re.findall(r'alt="([^"]*)"', gallery)
+    assert alts and all(alt and not alt.startswith("shapes-") for alt in alts)  # each image's caption, not its id
     assert "optimistic" in estimate or "Check quality" in estimate  # no check yet: nothing honest to say
     summary, _, _, _ = client.predict("held-out split", 0.99, api_name="/classify")
     assert "held-out split" in summary
