@@ -23,6 +23,7 @@ time (on a busy 2-core machine 1-2.5 minutes per difficulty in ``strategies``, 3
 
     python -m benchmarks.label_efficiency targets                     # every kind, 5 seeds
     python -m benchmarks.label_efficiency targets --kinds partial clusters digits
+    python -m benchmarks.label_efficiency careless                    # the careless labeller's table alone
     python -m benchmarks.label_efficiency strategies --difficulties default noisy     # original, top, boundary,
     python -m benchmarks.label_efficiency strategies --difficulties hard misaligned   # mixed, random; oracle
     python -m benchmarks.label_efficiency prior --difficulties noisy    # prior_strength sweep, default strategy,
@@ -57,6 +58,7 @@ REPORT_ROUNDS = (1, 3, 5, 10)
 BATCH_SIZE = 10
 STRATEGIES = ("original", "top", "boundary", "mixed", "random")
 PRIOR_STRENGTHS = (1.0, 3.0, 10.0, 30.0, 100.0)
+SUSPECTS = 10  # the careless part: how many of the most suspect labels are looked at
 
 # Difficulty settings for planted_concept at dim 512. The default is easy at this dimension: the per-item noise is
 # spread over 512 directions, so little of it lands on the concept's own. The others add noise, make the concept
@@ -323,13 +325,13 @@ def targets_part(args: argparse.Namespace) -> None:
     names = {f"default ({default})": None, "original": "original", "random": "random"}
     careless = noisy_labeller(args.flip)
     careful: dict[str, dict[str, list[Run]]] = {}
-    noisy: dict[str, list[tuple[int, Run, float]]] = {}
+    noisy: dict[str, list[Careless]] = {}
     for kind in args.difficulties:
         started = time.perf_counter()
         careful[kind] = {name: [] for name in names}
         noisy[kind] = []
         for _, seed, concept, index in collections([kind], args.seeds, args.n, args.dim):
-            for name, strategy in names.items():
+            for name, strategy in names.items() if args.part == "targets" else ():
                 # Only the default's first 10 rounds are looked at round by round; the others stop at the goal.
                 stop = 10 if strategy is None else 1
                 careful[kind][name].append(
@@ -339,10 +341,58 @@ def targets_part(args: argparse.Namespace) -> None:
             run = run_session(
                 concept, index, strategy=None, seed=seed, rounds=10, labeller=careless, session_out=sessions
             )
-            flipped = flipped_labels(concept, sessions[0].labels)
-            noisy[kind].append((seed, run, len(flipped) / max(1, len(sessions[0].labels))))
+            noisy[kind].append(careless_outcome(concept, sessions[0], run))
         print(f"({kind}: {time.perf_counter() - started:.0f} s)", flush=True)
 
+    if args.part == "targets":
+        careful_tables(careful, names, cap, args)
+    print(
+        f"\n### Careless labeller ({args.flip:.0%} of answers flipped, slider confidence 0.3-1), {default}, "
+        f"10 rounds. Per seed: AP after round 10 - zero-shot (target >= -0.05 on every seed) / flipped labels among "
+        f"the {SUSPECTS} most suspect (`Session.suspect_labels`; target >= 60%)\n"
+    )
+    print(
+        "| kind | "
+        + " | ".join(f"seed {s}" for s in args.seeds)
+        + f" | worst AP - zero-shot | flipped among {SUSPECTS} suspects (mean, worst) | labels flipped "
+        "| suspect_labels ms (median) |"
+    )
+    print("|---|" + "---:|" * (len(args.seeds) + 4))
+    for kind, outcomes in noisy.items():
+        gaps = [o.run.aps[-1] - o.run.zero_shot for o in outcomes]
+        hits = [o.suspects_flipped for o in outcomes]
+        flipped, ms = np.mean([o.flipped_share for o in outcomes]), np.median([o.suspect_ms for o in outcomes])
+        print(
+            f"| {kind} | "
+            + " | ".join(f"{g:+.3f} / {h:.0%}" for g, h in zip(gaps, hits, strict=True))
+            + f" | {min(gaps):+.3f} | {np.mean(hits):.0%}, {min(hits):.0%} "
+            f"| {flipped:.0%} | {ms:.0f} |"
+        )
+    print(
+        "\nRound latency is measured apart: `python -m benchmarks.round_latency` (targets <= 10 ms at 10k vectors "
+        "with 200 labels, <= 100 ms at 1M)."
+    )
+
+
+@dataclass(frozen=True)
+class Careless:
+    run: Run
+    flipped_share: float  # of the labels given
+    suspects_flipped: float  # share of the SUSPECTS most suspect labels that were flipped
+    suspect_ms: float
+
+
+def careless_outcome(concept: PlantedConcept, session: Session, run: Run) -> Careless:
+    flipped = flipped_labels(concept, session.labels)
+    started = time.perf_counter()
+    suspects = session.suspect_labels(SUSPECTS)
+    elapsed = (time.perf_counter() - started) * 1000
+    share = sum(s.id in flipped for s in suspects) / SUSPECTS
+    return Careless(run, len(flipped) / max(1, len(session.labels)), share, elapsed)
+
+
+def careful_tables(careful: dict[str, dict[str, list[Run]]], names: dict[str, str | None], cap: int, args) -> None:
+    default = default_strategy()
     print(f"\n### Labels to AP {TARGET_AP} (median over seeds {args.seeds}; a run that never gets there counts as")
     print(f"{cap + BATCH_SIZE}, one batch beyond the {args.rounds}-round cap, and ratios leaning on one are bounds)\n")
     print("| kind | zero-shot AP | " + " | ".join(names) + f" | {default} / original | {default} / random |")
@@ -371,25 +421,10 @@ def targets_part(args: argparse.Namespace) -> None:
         cells = [f"{min(r.aps[k] - r.zero_shot for r in runs if len(r.aps) > k):+.3f}" for k in shown]
         print(f"| {kind} | " + " | ".join(cells) + f" | {min(r.worst_vs_zero_shot for r in runs):+.3f} |")
 
-    print(
-        f"\n### Careless labeller ({args.flip:.0%} of answers flipped, slider confidence 0.3-1), {default}, "
-        "10 rounds: AP after round 10 - zero-shot per seed (target >= -0.05 on every seed)\n"
-    )
-    print("| kind | " + " | ".join(f"seed {s}" for s in args.seeds) + " | worst | share of labels flipped |")
-    print("|---|" + "---:|" * (len(args.seeds) + 2))
-    for kind, runs in noisy.items():
-        gaps = [run.aps[-1] - run.zero_shot for _, run, _ in runs]
-        share = np.mean([s for _, _, s in runs])
-        print(f"| {kind} | " + " | ".join(f"{g:+.3f}" for g in gaps) + f" | {min(gaps):+.3f} | {share:.0%} |")
-    print(
-        "\nRound latency is measured apart: `python -m benchmarks.round_latency` (targets <= 10 ms at 10k vectors "
-        "with 200 labels, <= 100 ms at 1M)."
-    )
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", choices=["targets", "strategies", "prior"])
+    parser.add_argument("part", choices=["targets", "careless", "strategies", "prior"])
     parser.add_argument("--difficulties", "--kinds", nargs="+", default=None, choices=list(KINDS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--n", type=int, default=8000, help="items per collection")
@@ -404,15 +439,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 seeds, 2 difficulties, 10 rounds: a smoke run")
     args = parser.parse_args(argv)
     if args.difficulties is None:
-        args.difficulties = list(KINDS if args.part == "targets" else DIFFICULTIES)
+        args.difficulties = list(KINDS if args.part in ("targets", "careless") else DIFFICULTIES)
     if args.quick:
-        quick_kinds = ["default", "partial", "digits"] if args.part == "targets" else ["default", "noisy"]
+        quick_kinds = ["default", "partial", "digits"] if args.part in ("targets", "careless") else ["default", "noisy"]
         args.seeds, args.difficulties, args.rounds, args.n = [0, 1], quick_kinds, 10, 3000
         args.priors = [1.0, 10.0]
 
     print(f"Label efficiency, {today()}; {machine_line()}\n")
     started = time.perf_counter()
-    {"targets": targets_part, "strategies": strategies_part, "prior": prior_part}[args.part](args)
+    {"targets": targets_part, "careless": targets_part, "strategies": strategies_part, "prior": prior_part}[args.part](
+        args
+    )
     print(f"\n(total {time.perf_counter() - started:.0f} s)")
 
 

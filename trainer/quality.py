@@ -66,7 +66,6 @@ they are not a sample of the collection, and it says nothing about prevalence.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +74,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .classifier import LinearProbe
+from .suspects import held_out_logits
 
 __all__ = [
     "CONFIDENCE",
@@ -470,18 +470,9 @@ def cross_validated_quality(
     vectors, truth = np.asarray(vectors, dtype=np.float32)[keep], labels[keep] > 0
     if truth.sum() < 2 or (~truth).sum() < 2:
         return None
-    rng = np.random.default_rng(seed)
     folds = min(folds, int(truth.sum()), int((~truth).sum()))
-    fold_of = np.empty(len(truth), np.int64)
-    for cls in (True, False):  # stratified folds: each holds matches and non-matches
-        members = rng.permutation(np.flatnonzero(truth == cls))
-        fold_of[members] = np.arange(len(members)) % folds
-    held_out = np.empty(len(truth))
-    model = copy.deepcopy(probe)
-    for fold in range(folds):
-        model.reset_to_prior()  # the "original" recipe continues from the current weights: not from these
-        model.fit(vectors[fold_of != fold], labels[keep][fold_of != fold])
-        held_out[fold_of == fold] = model.logits(vectors[fold_of == fold])
+    held_out = held_out_logits(probe, vectors, labels[keep], folds=folds, seed=seed)
+    rng = np.random.default_rng(seed)
     order = np.argsort(-held_out, kind="stable")
     ranked_truth, above = truth[order], held_out[order] >= _logit(probe.threshold)
     resample = np.sort(rng.integers(0, len(truth), size=(draws, len(truth))), axis=1)  # sorted: still ranked

@@ -21,6 +21,7 @@ from .quality import Quality, choose_audit, cross_validated_quality, estimate_qu
 from .record import RoundStats, SessionRecord
 from .saved_state import SAVED_VERSION, read_saved
 from .strategies import STRATEGIES, get_strategy
+from .suspects import Suspect, suspect_labels
 
 __all__ = ["MAX_BATCH_SIZE", "RECIPE_NAMES", "Session"]
 
@@ -371,6 +372,15 @@ class Session:
             split=self.classifier.threshold,
             seed=seed,
         )
+
+    def suspect_labels(self, k: int = 10) -> list[Suspect]:
+        """The ``k`` training labels the cross-validated classifier most disagrees with, most suspect first: each a
+        ``Suspect(id, label, disagreement)``, disagreement being the held-out probability of the other class (see
+        trainer/suspects.py). For "check these": relabel one with :meth:`label` (after :meth:`add_to_batch`)."""
+        given = {i: v for i, v in self._labels.items() if v != 0}
+        vectors = self._vectors_of(list(given))
+        labels = np.asarray(list(given.values()), dtype=np.float32)
+        return suspect_labels(self.classifier, list(given), vectors, labels, k, seed=[self.seed, len(given)])
 
     def undo(self) -> list[Hit]:
         """Return to the state just before the last ``train_and_requery``; the batch shown then comes back."""
