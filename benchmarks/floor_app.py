@@ -92,6 +92,8 @@ def build(delivery: str = "data") -> tuple[gr.Blocks, dict[str, Any]]:
 
 def main() -> None:
     demo, launch_kwargs = build(os.environ.get("CT_FLOOR_THUMBNAILS", "data"))
+    # The app's queue setting (app.Blocks.queue): Gradio's monitoring summary is not rebuilt after every event.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100000")
     demo.queue(default_concurrency_limit=int(os.environ.get("CT_CONCURRENCY", "4")))
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), **launch_kwargs)
 
