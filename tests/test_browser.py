@@ -268,6 +268,23 @@ def test_a_reload_offers_resume_and_undo_after_resume_keeps_the_labels(visitor):
     visitor.shot("browser-resumed.png", full_page=True)
 
 
+def test_an_uploaded_image_starts_a_session_that_finds_it_first(visitor, bundle_workspace, tmp_path):
+    ws = bundle_workspace.wait(timeout=600)
+    query = ws.collection.ids[17]
+    picture = tmp_path / "my picture.png"
+    ws.collection.image(query).save(picture)
+    page = visitor.page
+    page.get_by_text("More: negative prompt").click()
+    page.locator("#query-image input[type=file]").set_input_files(str(picture))
+    visitor.wait_for_round(1, 0)
+    page.wait_for_function("document.querySelectorAll('.ct-card').length === 10")
+    assert visitor.cards()[0] == query  # the image itself is the nearest
+    page.locator(".ct-card").first.locator(".ct-yes").click()
+    page.locator(".ct-train").click()
+    visitor.wait_for_round(2, 1)
+    assert query not in visitor.cards()
+
+
 def test_clicking_a_point_of_the_map_shows_that_image_in_the_batch(visitor):
     page = visitor.page
     visitor.search("a large red heart")
