@@ -80,7 +80,7 @@ def start(values: dict) -> dict:
 def export(values: dict, folder: Path) -> None:
     """A snapshot of both splits from the raw start's cache (a cache hit here: nothing is embedded again)."""
     from trainer.config import Settings
-    from trainer.snapshot import export_snapshot
+    from trainer.snapshot_publish import export_snapshot
     from trainer.workspace import load_workspace
 
     settings = Settings.from_env(environ={}, **{**values, "cache_dir": Path(values["cache_dir"])})

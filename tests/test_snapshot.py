@@ -1,8 +1,8 @@
 """Embedding snapshots: export, push, download and install at start-up; refusals fall back to local indexing.
 
 The Hub is never contacted: ``HfApi.create_repo`` / ``upload_folder`` and ``trainer.snapshot.snapshot_download``
-are replaced where trainer.snapshot uses them. The collection is a small image folder with train and validation
-subfolders, embedded by the tiny random CLIP of conftest.
+are replaced where trainer.snapshot(_publish) uses them. The collection is a small image folder with train and
+validation subfolders, embedded by the tiny random CLIP of conftest.
 """
 
 from __future__ import annotations
@@ -26,15 +26,8 @@ from trainer import cli
 from trainer.config import Settings
 from trainer.embed import Embedder
 from trainer.indexing import Embeddings
-from trainer.snapshot import (
-    CARD_KEY,
-    SnapshotError,
-    SnapshotMismatch,
-    export_snapshot,
-    install_snapshot,
-    push_snapshot,
-    read_snapshot,
-)
+from trainer.snapshot import CARD_KEY, SnapshotError, SnapshotMismatch, install_snapshot, read_snapshot
+from trainer.snapshot_publish import export_snapshot, push_snapshot
 from trainer.workspace import load_workspace
 
 TRAIN, HELD_OUT = 30, 10
@@ -294,7 +287,7 @@ def test_an_unreachable_snapshot_falls_back_to_local_indexing(tiny_clip_dir, pho
 
     monkeypatch.setattr("trainer.snapshot.snapshot_download", snapshot_download)
     settings = settings_for(tiny_clip_dir, photos, tmp_path / "cache", snapshot="alice/snap")
-    with caplog.at_level(logging.WARNING, logger="trainer.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="trainer.workspace"):
         ws = load_workspace(settings)
     assert len(ws.index) == TRAIN and "origin" not in ws.embeddings.manifest
     (note,) = ws.notes
@@ -329,7 +322,7 @@ def test_a_snapshot_of_something_else_is_refused_naming_both(
 ):
     edit_card(snapshot_copy, change)
     settings = settings_for(tiny_clip_dir, photos, tmp_path / "cache", snapshot=str(snapshot_copy))
-    with caplog.at_level(logging.WARNING, logger="trainer.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="trainer.workspace"):
         ws = load_workspace(settings)
     assert_fell_back(ws, "refused", *phrases)
     assert "tiny-clip" in " ".join(ws.notes)  # the loaded model is named too
@@ -415,7 +408,7 @@ def test_a_corrupted_snapshot_is_refused_and_the_workspace_indexes_locally(
 ):
     damage(snapshot_copy)
     settings = settings_for(tiny_clip_dir, photos, tmp_path / "cache", snapshot=str(snapshot_copy))
-    with caplog.at_level(logging.WARNING, logger="trainer.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="trainer.workspace"):
         ws = load_workspace(settings)
     assert_fell_back(ws, phrase)
     assert phrase in caplog.text
@@ -435,7 +428,7 @@ def test_the_header_shows_the_notes(snapshot_copy, tiny_clip_dir, photos, tmp_pa
 
 def test_without_a_snapshot_the_owner_is_told_how_to_publish_one(tiny_clip_dir, photos, tmp_path, caplog):
     settings = settings_for(tiny_clip_dir, photos, tmp_path / "cache")
-    with caplog.at_level(logging.WARNING, logger="trainer.snapshot"):
+    with caplog.at_level(logging.WARNING, logger="trainer.workspace"):
         ws = load_workspace(settings)
     (note,) = ws.notes
     assert "No embedding snapshot configured: embedding 40 images locally" in note

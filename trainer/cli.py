@@ -321,7 +321,7 @@ def _publish_snapshot(
 
     from trainer.data import open_held_out
     from trainer.hub_calls import HubError
-    from trainer.snapshot import export_snapshot, push_snapshot
+    from trainer.snapshot_publish import export_snapshot, push_snapshot
 
     parts = [(collection, result)]
     held_out = None

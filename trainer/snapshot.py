@@ -9,10 +9,8 @@ A snapshot is a folder (and, once pushed, a Hub *dataset* repository) holding
                            dimension, normalisation, dtype, collection, config, revision, per-split counts, how it was
                            made) that the loader checks, and the same facts in words
 
-``export_snapshot`` writes one from ``build_embeddings`` results; ``push_snapshot`` uploads it (same template as
-``trainer.hub.push_classifier``: validate, create the repo, upload, every failure a scrubbed ``HubError``).
-
-At start-up ``seed_cache`` fetches the configured snapshot (``Settings.snapshot``: a repo id or a local folder),
+This module says what a snapshot is and reads one: ``trainer.snapshot_publish`` writes and pushes them. At start-up
+``trainer.workspace.seed_cache`` fetches the configured snapshot (``Settings.snapshot``: a repo id or a local folder),
 checks it strictly and writes each matching split into the local embeddings cache with
 ``trainer.indexing.save_embeddings``. The workspace then builds as usual and finds a plain cache hit, so the rest of
 start-up (local or Pinecone index, 2-D map) has one code path whatever the vectors' origin, and a second start on
@@ -32,13 +30,8 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,24 +40,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
-from huggingface_hub import DatasetCard, DatasetCardData, HfApi, metadata_load, snapshot_download
+from huggingface_hub import metadata_load, snapshot_download
 
-from .config import Settings
 from .data import Collection, UndecodableImage
 from .embed import Embedder
-from .files import atomic_folder, is_local_path, shown_name
+from .files import is_local_path, shown_name
 from .hub_calls import (
     LIBRARY_NAME,
-    SIGN_IN_MESSAGE,
-    HubError,
     HubRetry,
     call_hub,
-    create_repo,
-    scrub,
     validate_repo_id,
 )
-from .indexing import Embeddings, load_cached, save_embeddings
-from .progress import ProgressFn, no_progress
+from .indexing import Embeddings, save_embeddings
 
 __all__ = [
     "CARD_KEY",
@@ -72,19 +59,20 @@ __all__ = [
     "Snapshot",
     "SnapshotError",
     "SnapshotMismatch",
-    "export_snapshot",
+    "collection_facts",
     "fetch_snapshot",
     "install_snapshot",
-    "publish_command",
-    "push_snapshot",
+    "model_facts",
     "read_snapshot",
-    "seed_cache",
+    "read_split",
+    "split_file",
+    "split_name",
 ]
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 1  # bump when the files or their meaning change; a loader refuses formats it does not know
-CARD_KEY = "concept_trainer"  # the card metadata block this module writes and reads
+CARD_KEY = "concept_trainer"  # the card metadata block a snapshot is recognised by
 CARD_NAME = "README.md"
 DATA_DIR = "data"
 NORM_TOLERANCE = 1e-3  # float32 rows normalised in float32 are within ~1e-6 of unit length; 1e-3 means "not L2"
@@ -132,7 +120,7 @@ def _same_name(recorded: str, current: str) -> bool:
     return shown_name(recorded).casefold() == shown_name(current).casefold()
 
 
-def _model_facts(embedder: Embedder) -> dict[str, Any]:
+def model_facts(embedder: Embedder) -> dict[str, Any]:
     local = is_local_path(embedder.model_id)
     return {
         "id": shown_name(embedder.model_id),
@@ -145,7 +133,7 @@ def _model_facts(embedder: Embedder) -> dict[str, Any]:
     }
 
 
-def _collection_facts(collection: Collection) -> dict[str, Any]:
+def collection_facts(collection: Collection) -> dict[str, Any]:
     return {
         "dataset": _dataset_name(collection),
         "local": is_local_path(collection.source),
@@ -164,213 +152,12 @@ def _dataset_name(collection: Collection) -> str:
     return shown_name(collection.source)
 
 
-def _split_name(collection: Collection) -> str:
+def split_name(collection: Collection) -> str:
     return collection.split or "train"  # a plain image folder has no split: the whole folder is "train"
 
 
-def _split_file(split: str) -> str:
+def split_file(split: str) -> str:
     return f"{DATA_DIR}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', split)}.parquet"
-
-
-# ------------------------------------------------------------------------------------------------------ export
-def export_snapshot(
-    embedder: Embedder,
-    parts: Sequence[tuple[Collection, Embeddings]],
-    folder: str | Path,
-    *,
-    command: str | None = None,
-    repo_id: str | None = None,
-) -> Path:
-    """Write a snapshot of ``parts`` (splits of one collection, embedded by ``embedder``) to ``folder``.
-
-    ``command`` is how the embeddings were made (recorded in the card, scrubbed of anything token-like);
-    ``repo_id`` fills the card's usage line. The folder is built beside the target and moved into place; an
-    earlier snapshot there is replaced, any other non-empty folder refused.
-    """
-    if not parts:
-        raise ValueError("a snapshot needs at least one split")
-    identities = {tuple(sorted(_collection_facts(c).items())) for c, _ in parts}
-    if len(identities) != 1:
-        raise ValueError(f"a snapshot holds splits of one collection; got {[repr(c) for c, _ in parts]}")
-    splits: dict[str, dict[str, Any]] = {}
-    for collection, embeddings in parts:
-        split = _split_name(collection)
-        if split in splits:
-            raise ValueError(f"split {split!r} given twice")
-        if not len(embeddings):
-            raise ValueError(f"split {split!r} has no embedded image: nothing to publish")
-        if embeddings.dim != embedder.dim:
-            raise ValueError(
-                f"split {split!r} holds {embeddings.dim}-d vectors; {embedder.model_id} gives {embedder.dim}"
-            )
-        splits[split] = {"file": _split_file(split), "count": len(embeddings), "skipped": len(embeddings.skipped)}
-
-    folder = Path(folder)
-    _check_replaceable(folder)
-    with atomic_folder(folder) as staging:
-        (staging / DATA_DIR).mkdir()
-        for collection, embeddings in parts:
-            _write_parquet(staging / splits[_split_name(collection)]["file"], embeddings)
-        facts = {
-            "format": SNAPSHOT_FORMAT,
-            "model": _model_facts(embedder),
-            "collection": _collection_facts(parts[0][0]),
-            "splits": splits,
-            "made_with": {
-                "command": scrub(command, None) if command else None,
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "versions": _versions(),
-            },
-        }
-        snapshot_card(facts, repo_id=repo_id).save(staging / CARD_NAME)
-    log.info(
-        "Wrote an embedding snapshot of %s to %s", ", ".join(f"{s} ({v['count']})" for s, v in splits.items()), folder
-    )
-    return folder
-
-
-def _write_parquet(path: Path, embeddings: Embeddings) -> None:
-    rows = np.ascontiguousarray(embeddings.vectors, dtype=np.float32)  # (N, D); reads a memory-mapped cache once
-    n, dim = rows.shape
-    offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
-    vectors = pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1), type=pa.float32()))
-    table = pa.table({"id": pa.array(embeddings.ids, type=pa.string()), "vector": vectors})
-    pq.write_table(table, path)
-
-
-def _check_replaceable(folder: Path) -> None:
-    if not folder.exists():
-        return
-    if not folder.is_dir():
-        raise FileExistsError(f"{folder} exists and is not a folder; choose another snapshot folder")
-    if any(folder.iterdir()) and not _is_snapshot_folder(folder):
-        raise FileExistsError(f"{folder} is not empty and is not an earlier snapshot; choose an empty or new folder")
-
-
-def _is_snapshot_folder(folder: Path) -> bool:
-    try:
-        return CARD_KEY in (metadata_load(folder / CARD_NAME) or {})
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
-        return False
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {}
-    for package in ("torch", "transformers", "datasets", "huggingface_hub", "pyarrow"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
-    return found
-
-
-def snapshot_card(facts: dict[str, Any], *, repo_id: str | None = None) -> DatasetCard:
-    """The dataset card: ``facts`` under ``concept_trainer`` (what the loader checks), standard Hub metadata
-    (viewer configs, tags, size) and the same facts in words."""
-    model, collection, splits, made = facts["model"], facts["collection"], facts["splits"], facts["made_with"]
-    total = sum(s["count"] for s in splits.values())
-    data = DatasetCardData(
-        pretty_name=f"CLIP embeddings of {collection['dataset']} ({model['id']})",
-        tags=["concept-trainer", "clip", "embeddings"],
-        size_categories=_size_category(total),
-        configs=[
-            {
-                "config_name": "default",
-                "data_files": [{"split": split, "path": s["file"]} for split, s in splits.items()],
-            }
-        ],
-        **{CARD_KEY: facts},
-    )
-    repo = repo_id or "<owner>/<this-snapshot>"
-    model_line = model["id"] + ("" if model["local"] else f" at revision `{model['revision']}`")
-    if model.get("commit"):
-        model_line += f" (commit `{model['commit']}`)"
-    dataset_line = collection["dataset"] + (f", config `{collection['config']}`" if collection.get("config") else "")
-    if collection.get("revision"):
-        dataset_line += f", revision `{collection['revision']}`"
-    rows = "\n".join(f"| {split} | {s['count']:,} | {s['skipped']:,} | `{s['file']}` |" for split, s in splits.items())
-    versions = ", ".join(f"{k} {v}" for k, v in made["versions"].items() if v)
-    command = f"`{made['command']}`" if made.get("command") else "not recorded"
-    body = f"""
-# CLIP embeddings for Concept Trainer
-
-Precomputed image embeddings, so that a [Concept Trainer](https://github.com/) app starts in seconds instead of
-embedding the collection again. Set `CT_SNAPSHOT={repo}` on the app (a Space variable); it checks that this
-snapshot matches its model and collection, and indexes locally otherwise.
-
-- **Model**: {model_line}; {model["dim"]}-dimensional image embeddings, each L2-normalised on its own (a dot
-  product is a cosine similarity), stored as float32.
-- **Collection**: {dataset_line}.
-- **Rows**: one per image that could be decoded, with its `id` in the collection (the image itself is not here:
-  the app fetches it by id) and its `vector`. Images that could not be decoded are counted as skipped.
-
-| split | images | skipped | file |
-|---|---|---|---|
-{rows}
-
-## How it was made
-
-Command: {command}. Date: {made["date"]}. Libraries: {versions}.
-"""
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
-
-
-def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
-        if n < limit:
-            return name
-    return "1M<n<10M" if n < 10_000_000 else "n>10M"
-
-
-# -------------------------------------------------------------------------------------------------------- push
-def push_snapshot(
-    folder: str | Path,
-    repo_id: str,
-    token: str | None,
-    *,
-    private: bool = False,
-    exist_ok: bool = False,
-    retry: HubRetry | None = None,
-) -> str:
-    """Upload a snapshot folder to the Hub dataset repo ``repo_id`` and return its URL.
-
-    The folder is read back strictly first (a snapshot that would not load is never uploaded). ``exist_ok=False``
-    refuses to add to an existing repo; with it, the upload replaces every earlier data file, so the repo never
-    mixes splits of two snapshots. Retries and error messages are those of ``trainer.hub_calls``; the token never
-    appears in a message.
-    """
-    repo_id = validate_repo_id(repo_id)
-    if not token or not isinstance(token, str):
-        raise HubError(f"Pushing a snapshot needs a Hugging Face token with write access. {SIGN_IN_MESSAGE}.")
-    snapshot = read_snapshot(folder)
-    for split in snapshot.splits:
-        _read_split(snapshot, split)  # the same checks a loading app makes
-    calls = dict(repo_id=repo_id, token=token, retry=retry, repo_type="dataset")
-    calls["note"] = f" Nothing was lost: the snapshot is still at {folder}."
-    api = HfApi(token=token, library_name=LIBRARY_NAME)
-    repo_url, final_id = create_repo(api, private=private, exist_ok=exist_ok, **calls)
-    with tempfile.TemporaryDirectory(prefix="concept-trainer-snapshot-") as tmp:
-        staged = Path(tmp) / "upload"
-        shutil.copytree(snapshot.folder, staged)
-        card = staged / CARD_NAME  # the usage line names the repo it was finally pushed to
-        card.write_text(card.read_text(encoding="utf-8").replace("<owner>/<this-snapshot>", final_id), encoding="utf-8")
-        commit = call_hub(
-            lambda: api.upload_folder(
-                repo_id=final_id,
-                repo_type="dataset",
-                folder_path=staged,
-                commit_message=f"Embedding snapshot: {snapshot.describe()}",
-                allow_patterns=[CARD_NAME, f"{DATA_DIR}/*.parquet"],
-                delete_patterns=[f"{DATA_DIR}/*"],  # an earlier snapshot's splits must not outlive its card
-            ),
-            what=f"uploading the snapshot to '{final_id}'",
-            **{**calls, "repo_id": final_id},
-        )
-    url = str(getattr(commit, "repo_url", None) or repo_url)
-    log.info("Pushed the embedding snapshot (%s) to %s", snapshot.describe(), url)
-    return url
 
 
 # -------------------------------------------------------------------------------------------------------- read
@@ -450,7 +237,7 @@ def _positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def _read_split(snapshot: Snapshot, split: str) -> tuple[list[str], np.ndarray]:
+def read_split(snapshot: Snapshot, split: str) -> tuple[list[str], np.ndarray]:
     """The ids and (N, D) vectors of one split, after every check of the data against the card."""
     info = snapshot.splits[split]
     path = snapshot.folder / info["file"]
@@ -509,9 +296,9 @@ def _read_split(snapshot: Snapshot, split: str) -> tuple[list[str], np.ndarray]:
 # ----------------------------------------------------------------------------------------------------- install
 def check_matches(snapshot: Snapshot, embedder: Embedder, collection: Collection) -> None:
     """Raise ``SnapshotMismatch``, naming both sides, unless the snapshot was made for this model and collection."""
-    split = _split_name(collection)
-    model, recorded = _model_facts(embedder), snapshot.model
-    data, wanted = _collection_facts(collection), snapshot.collection
+    split = split_name(collection)
+    model, recorded = model_facts(embedder), snapshot.model
+    data, wanted = collection_facts(collection), snapshot.collection
     differences = []
     if not _same_name(recorded["id"], model["id"]):
         differences.append(f"model {recorded['id']} (snapshot) vs {model['id']} (loaded)")
@@ -542,8 +329,8 @@ def install_snapshot(
 ) -> Embeddings:
     """Check ``snapshot`` against the model and collection, then write its split into the embeddings cache."""
     check_matches(snapshot, embedder, collection)
-    split = _split_name(collection)
-    ids, vectors = _read_split(snapshot, split)
+    split = split_name(collection)
+    ids, vectors = read_split(snapshot, split)
     where = f"split {split} of snapshot {snapshot.source}"
     positions = {id_: row for row, id_ in enumerate(collection.ids)}
     unknown = [i for i in ids if i not in positions]
@@ -586,85 +373,3 @@ def _spot_check(where: str, embedder: Embedder, collection: Collection, ids: lis
             f"{float(cosines.min()):.3f} < {SPOT_CHECK_MIN_COSINE} for {ids[rows[int(np.argmin(cosines))]]!r}): "
             "it was made with other weights"
         )
-
-
-# ------------------------------------------------------------------------------------------------ the workspace
-def seed_cache(
-    settings: Settings,
-    embedder: Embedder,
-    collections: Sequence[Collection],
-    progress: ProgressFn | None = None,
-) -> tuple[str, ...]:
-    """Before the workspace embeds ``collections``, fill the cache from ``settings.snapshot`` where it can.
-
-    Returns notes for the app's header (also logged): a refused or unreachable snapshot and the local indexing that
-    replaces it, or, with no snapshot configured and local indexing ahead, how to publish one. A collection already
-    in the cache needs nothing: no download, no note.
-    """
-    report = progress or no_progress
-    missing = [c for c in collections if load_cached(embedder, c, settings.cache_dir) is None]
-    if not missing:
-        return ()
-    if not settings.snapshot:
-        if settings.source == "bundle":  # the bundle embeds in seconds: nothing worth publishing
-            return ()
-        note = (
-            f"No embedding snapshot configured: embedding {sum(len(c) for c in missing):,} images locally. To start "
-            f"in seconds next time, publish one: `{publish_command(settings, missing[0])}`, then set "
-            "CT_SNAPSHOT=<you>/<name>."
-        )
-        log.warning(note)
-        return (note,)
-    if settings.source == "bundle" and not Path(settings.snapshot).expanduser().is_dir():
-        note = f"Embedding snapshot {settings.snapshot} not used: this start runs on the offline bundle."
-        log.warning(note)
-        return (note,)
-    report(0, 1, f"fetching embedding snapshot {settings.snapshot}")
-    try:
-        folder = fetch_snapshot(settings.snapshot, revision=settings.snapshot_revision)
-        snapshot = read_snapshot(folder, source=settings.snapshot)
-    except (HubError, SnapshotError) as err:
-        return (_fallback(f"Embedding snapshot {settings.snapshot} could not be loaded: {err}"),)
-    notes = []
-    for collection in missing:
-        try:
-            embeddings = install_snapshot(snapshot, embedder, collection, settings.cache_dir)
-        except SnapshotError as err:
-            notes.append(_fallback(f"Embedding snapshot refused: {err}"))
-            continue
-        except OSError as err:  # a read-only or full cache folder: the workspace then embeds in memory
-            notes.append(_fallback(f"Embedding snapshot could not be written to the cache ({err.strerror or err})"))
-            continue
-        log.info(
-            "Embedding snapshot %s: %d vectors of split %s installed",
-            snapshot.source,
-            len(embeddings),
-            collection.split,
-        )
-        notes.append(f"Embeddings of {_split_name(collection)} loaded from snapshot {snapshot.source}.")
-    return tuple(notes)
-
-
-def _fallback(reason: str) -> str:
-    note = f"{reason}. Indexing locally instead (this takes longer)."
-    log.warning(note)
-    return note
-
-
-def publish_command(settings: Settings, collection: Collection) -> str:
-    """The one command that publishes a snapshot of ``collection`` (opened from ``settings``) with ``settings``'
-    model and held-out split. Run it where embedding is fast; the flags make it independent of CT_* variables."""
-    parts = ["--model", settings.model_id]
-    if not is_local_path(settings.model_id) and settings.model_revision:
-        parts += ["--model-revision", settings.model_revision]
-    parts += ["--dataset", settings.dataset]
-    for flag, value in (
-        ("--config", collection.config),  # as opened: a local folder has none, whatever the settings say
-        ("--split", collection.split),
-        ("--eval-split", settings.eval_split),
-        ("--revision", collection.revision),
-        ("--image-column", settings.image_column),
-    ):
-        if value:
-            parts += [flag, value]
-    return " ".join(["python -m trainer index", *map(shlex.quote, parts), "--push-to-hub", "<you>/<name>"])

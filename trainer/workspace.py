@@ -14,9 +14,10 @@ import hashlib
 import json
 import logging
 import re
+import shlex
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,16 +30,26 @@ from .config import Settings
 from .data import Collection, hub_reachable, open_collection, open_held_out, resolve_source
 from .embed import Embedder, model_identity
 from .embed import load as load_embedder
-from .files import shown_name
+from .files import is_local_path, shown_name
+from .hub_calls import HubError
 from .index import VectorIndex
 from .index.factory import build_index
-from .indexing import Embeddings, build_embeddings, embed_in_memory
+from .indexing import Embeddings, build_embeddings, embed_in_memory, load_cached
 from .progress import ProgressFn, no_progress
 from .session import Session
-from .snapshot import seed_cache
+from .snapshot import SnapshotError, fetch_snapshot, install_snapshot, read_snapshot, split_name
 from .thumbnails import THUMBNAIL_PX, Thumbnails
 
-__all__ = ["EvalSplit", "Projection", "Workspace", "WorkspaceLoader", "load_workspace", "project_2d"]
+__all__ = [
+    "EvalSplit",
+    "Projection",
+    "Workspace",
+    "WorkspaceLoader",
+    "load_workspace",
+    "project_2d",
+    "publish_command",
+    "seed_cache",
+]
 
 log = logging.getLogger(__name__)
 
@@ -422,3 +433,85 @@ class WorkspaceLoader:
             if self._error is not None:
                 raise RuntimeError(f"start-up failed: {self._error}") from self._error
             raise RuntimeError(f"still preparing the collection ({self._fraction:.0%}: {self._message})")
+
+
+# ------------------------------------------------------------------------------------------------ snapshots
+def seed_cache(
+    settings: Settings,
+    embedder: Embedder,
+    collections: Sequence[Collection],
+    progress: ProgressFn | None = None,
+) -> tuple[str, ...]:
+    """Before the workspace embeds ``collections``, fill the cache from ``settings.snapshot`` where it can.
+
+    Returns notes for the app's header (also logged): a refused or unreachable snapshot and the local indexing that
+    replaces it, or, with no snapshot configured and local indexing ahead, how to publish one. A collection already
+    in the cache needs nothing: no download, no note.
+    """
+    report = progress or no_progress
+    missing = [c for c in collections if load_cached(embedder, c, settings.cache_dir) is None]
+    if not missing:
+        return ()
+    if not settings.snapshot:
+        if settings.source == "bundle":  # the bundle embeds in seconds: nothing worth publishing
+            return ()
+        note = (
+            f"No embedding snapshot configured: embedding {sum(len(c) for c in missing):,} images locally. To start "
+            f"in seconds next time, publish one: `{publish_command(settings, missing[0])}`, then set "
+            "CT_SNAPSHOT=<you>/<name>."
+        )
+        log.warning(note)
+        return (note,)
+    if settings.source == "bundle" and not Path(settings.snapshot).expanduser().is_dir():
+        note = f"Embedding snapshot {settings.snapshot} not used: this start runs on the offline bundle."
+        log.warning(note)
+        return (note,)
+    report(0, 1, f"fetching embedding snapshot {settings.snapshot}")
+    try:
+        folder = fetch_snapshot(settings.snapshot, revision=settings.snapshot_revision)
+        snapshot = read_snapshot(folder, source=settings.snapshot)
+    except (HubError, SnapshotError) as err:
+        return (_fallback(f"Embedding snapshot {settings.snapshot} could not be loaded: {err}"),)
+    notes = []
+    for collection in missing:
+        try:
+            embeddings = install_snapshot(snapshot, embedder, collection, settings.cache_dir)
+        except SnapshotError as err:
+            notes.append(_fallback(f"Embedding snapshot refused: {err}"))
+            continue
+        except OSError as err:  # a read-only or full cache folder: the workspace then embeds in memory
+            notes.append(_fallback(f"Embedding snapshot could not be written to the cache ({err.strerror or err})"))
+            continue
+        log.info(
+            "Embedding snapshot %s: %d vectors of split %s installed",
+            snapshot.source,
+            len(embeddings),
+            collection.split,
+        )
+        notes.append(f"Embeddings of {split_name(collection)} loaded from snapshot {snapshot.source}.")
+    return tuple(notes)
+
+
+def _fallback(reason: str) -> str:
+    note = f"{reason}. Indexing locally instead (this takes longer)."
+    log.warning(note)
+    return note
+
+
+def publish_command(settings: Settings, collection: Collection) -> str:
+    """The one command that publishes a snapshot of ``collection`` (opened from ``settings``) with ``settings``'
+    model and held-out split. Run it where embedding is fast; the flags make it independent of CT_* variables."""
+    parts = ["--model", settings.model_id]
+    if not is_local_path(settings.model_id) and settings.model_revision:
+        parts += ["--model-revision", settings.model_revision]
+    parts += ["--dataset", settings.dataset]
+    for flag, value in (
+        ("--config", collection.config),  # as opened: a local folder has none, whatever the settings say
+        ("--split", collection.split),
+        ("--eval-split", settings.eval_split),
+        ("--revision", collection.revision),
+        ("--image-column", settings.image_column),
+    ):
+        if value:
+            parts += [flag, value]
+    return " ".join(["python -m trainer index", *map(shlex.quote, parts), "--push-to-hub", "<you>/<name>"])
