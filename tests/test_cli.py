@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.images import BAD_FILES
-from trainer import cli, data
+from trainer import cli, sources
 from trainer.index.local import LocalIndex
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,7 +41,7 @@ def test_index_command_writes_a_loadable_index_and_a_summary(tiny_clip_dir, mixe
 
 def test_index_with_no_flags_uses_the_bundle_when_offline(bundle_paths, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CT_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(sources, "hub_reachable", lambda timeout=3.0: False)
     assert cli.main(["index", "--batch-size", "4"]) == 0
     summary = capsys.readouterr().out
     assert "Indexed 6 images" in summary and bundle_paths[1] in summary
@@ -71,8 +71,8 @@ def bundle_paths(tiny_clip_dir, tmp_path, monkeypatch):
     from tests.helpers.images import write_image_folder
 
     folder = write_image_folder(tmp_path / "shapes", 6)
-    monkeypatch.setattr(data, "BUNDLE_MODEL", str(tiny_clip_dir))
-    monkeypatch.setattr(data, "BUNDLE_DATASET", str(folder))
+    monkeypatch.setattr(sources, "BUNDLE_MODEL", str(tiny_clip_dir))
+    monkeypatch.setattr(sources, "BUNDLE_DATASET", str(folder))
     return str(tiny_clip_dir), str(folder)
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trainer.config import Settings
-from trainer.data import SOURCES
 from trainer.hub_cli import add_predict_command, add_push_command
+from trainer.sources import SOURCES
 
 if TYPE_CHECKING:
     from trainer.data import Collection
@@ -112,8 +112,8 @@ def add_index_command(subparsers: argparse._SubParsersAction) -> None:
 def cmd_index(args: argparse.Namespace) -> int:
     # Imported here so that `--help` and other commands do not pay for torch and transformers.
     from trainer import embed
-    from trainer.data import open_collection, resolve_source
     from trainer.indexing import build_embeddings, cache_key
+    from trainer.sources import open_collection, resolve_source
 
     settings = Settings.from_env(**({"source": args.source} if args.source else {}))
     if not (args.model and args.dataset):  # something comes from the settings: they may need the bundle
@@ -319,9 +319,9 @@ def _publish_snapshot(
     when asked."""
     import tempfile
 
-    from trainer.data import open_held_out
     from trainer.hub_calls import HubError
     from trainer.snapshot_publish import export_snapshot, push_snapshot
+    from trainer.sources import open_held_out
 
     parts = [(collection, result)]
     held_out = None

@@ -27,7 +27,7 @@ from PIL import Image
 from .checks import prompt_text
 from .classifier import LinearProbe
 from .config import Settings
-from .data import Collection, hub_reachable, open_collection, open_held_out, resolve_source
+from .data import Collection
 from .embed import Embedder, model_identity
 from .embed import load as load_embedder
 from .files import is_local_path, shown_name
@@ -38,6 +38,7 @@ from .indexing import Embeddings, build_embeddings, embed_in_memory, load_cached
 from .progress import ProgressFn, no_progress
 from .session import Session
 from .snapshot import SnapshotError, fetch_snapshot, install_snapshot, read_snapshot, split_name
+from .sources import hub_reachable, open_collection, open_held_out, resolve_source
 from .thumbnails import THUMBNAIL_PX, Thumbnails
 
 __all__ = [

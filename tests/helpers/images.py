@@ -1,4 +1,5 @@
-"""Image folders for tests: awkward-but-valid images that must be indexed, broken files that must be skipped."""
+"""Image folders for tests: awkward-but-valid images that must be indexed, broken files that must be skipped; and a
+dataset folder shaped like the offline bundle."""
 
 from __future__ import annotations
 
@@ -38,4 +39,34 @@ def write_image_folder(folder: Path, count: int, *, size: int = 24, seed: int = 
     rng = np.random.default_rng(seed)
     for i in range(count):
         Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    """An 8x8 PNG of one colour."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def write_parquet_dataset(folder: Path, *, with_ids: bool = True, bad_row: int | None = None) -> Path:
+    """A dataset folder shaped like the offline bundle: train/validation parquet files, an id and an image column."""
+    from datasets import Dataset
+    from datasets import Image as ImageFeature
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", 5), ("validation", 3)):
+        rows = {
+            "caption": [f"{split} {i}" for i in range(count)],
+            "image": [{"bytes": png((40 * i, 0, 0)), "path": None} for i in range(count)],
+        }
+        if bad_row is not None and split == "train":
+            rows["image"][bad_row] = {"bytes": b"garbage", "path": None}
+        if with_ids:
+            rows["id"] = [f"{split[0]}{i:03d}" for i in range(count)]
+        Dataset.from_dict(rows).cast_column("image", ImageFeature()).to_parquet(str(folder / f"{split}.parquet"))
     return folder
