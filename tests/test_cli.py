@@ -84,7 +84,7 @@ def test_index_into_pinecone_is_resumable_and_says_what_it_wrote(
 
     fake = FakePinecone()
     monkeypatch.setenv("PINECONE_API_KEY", "pc-test")
-    monkeypatch.setattr(pinecone_backend, "_make_client", lambda api_key: fake)
+    monkeypatch.setattr(pinecone_backend, "make_client", lambda api_key: fake)
     argv = ["index", "--model", str(tiny_clip_dir), "--dataset", str(mixed_folder), "--backend", "pinecone"]
     argv += ["--cache-dir", str(tmp_path / "cache")]
     assert cli.main(argv) == 0

@@ -30,7 +30,8 @@ from trainer.config import Settings
 from trainer.export import export_classifier
 from trainer.hub import load_classifier
 from trainer.hub_calls import HubError, HubRetry
-from trainer.index.pinecone import PineconeIndex, RetryPolicy
+from trainer.index.pinecone import PineconeIndex
+from trainer.index.pinecone_calls import RetryPolicy
 from trainer.workspace import WorkspaceLoader, load_workspace
 
 

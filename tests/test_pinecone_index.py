@@ -19,9 +19,9 @@ from trainer.index.pinecone import (
     ID_FIELD,
     MAX_TOP_K,
     PineconeIndex,
-    RetryPolicy,
     namespace_for,
 )
+from trainer.index.pinecone_calls import RetryPolicy
 
 SETTINGS = Settings(backend="pinecone", pinecone_index="ct-test", pinecone_cloud="gcp", pinecone_region="europe-west4")
 NAMESPACE = namespace_for("test/tiny-clip", "test/shapes", "train")

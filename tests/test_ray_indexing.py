@@ -167,7 +167,7 @@ def test_pinecone_upserts_come_from_a_ray_stage_in_batches_within_the_limits(
     _, shards, _, _ = ray_indexed  # every shard is written: with an empty cache, this run only upserts, on Ray
     remote = RemotePinecone()
     monkeypatch.setenv("PINECONE_API_KEY", "pc-test")
-    monkeypatch.setattr("trainer.index.pinecone._make_client", lambda key: remote)  # the driver's early check
+    monkeypatch.setattr("trainer.index.pinecone.make_client", lambda key: remote)  # the driver's early check
     monkeypatch.setattr("trainer.ray_indexing._pinecone_client", lambda: remote)  # shipped to the Ray writers
     argv = [*index_argv(BUNDLE_MODEL, bundle_slice, tmp_path / "cache", tmp_path / "unused"), "--engine", "ray"]
     argv += ["--shard-dir", str(shards)]

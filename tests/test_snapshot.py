@@ -444,7 +444,7 @@ def test_a_snapshot_seeds_a_pinecone_index_without_re_embedding(
 ):
     ws, folder = made
     client = FakePinecone()
-    monkeypatch.setattr("trainer.index.pinecone._make_client", lambda key: client)
+    monkeypatch.setattr("trainer.index.pinecone.make_client", lambda key: client)
     monkeypatch.setenv("PINECONE_API_KEY", "pcsk_test_key")
     settings = settings_for(tiny_clip_dir, photos, tmp_path / "cache", snapshot=str(folder), backend="pinecone")
     started = load_workspace(settings)
