@@ -65,7 +65,7 @@ def _collection(rows: int):
 
 def setup(work: Path, rows: int, dim: int, shard_rows: int) -> None:
     from trainer.indexing import cache_key
-    from trainer.ray_indexing import ShardStore
+    from trainer.shards import ShardStore
 
     model, collection = _Model(dim), _collection(rows)
     store = ShardStore(work / "cache" / cache_key(model, collection) / "ray-shards")
@@ -83,7 +83,8 @@ def step(name: str, work: Path, rows: int, dim: int) -> dict[str, float]:
         from trainer.config import Settings
         from trainer.index.factory import build_index
         from trainer.indexing import cache_key
-        from trainer.ray_indexing import RayRun, ShardStore
+        from trainer.ray_indexing import RayRun
+        from trainer.shards import ShardStore
 
         model, collection = _Model(dim), _collection(rows)
         key = cache_key(model, collection)

@@ -21,7 +21,7 @@ from tests.helpers.images import BAD_FILES, GOOD_FILES
 from trainer import cli
 from trainer.config import BUNDLE_DATASET, BUNDLE_MODEL
 from trainer.index.local import LocalIndex
-from trainer.ray_indexing import Shard, ShardStore, pending_ranges
+from trainer.shards import Shard, ShardStore, pending_ranges
 
 REPO = Path(__file__).resolve().parent.parent
 SLICE_ROWS = 192  # of the bundle's 2,500 training images: enough for many shards, quick on 2 cores
