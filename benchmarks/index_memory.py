@@ -64,7 +64,7 @@ def _collection(rows: int):
 
 
 def setup(work: Path, rows: int, dim: int, shard_rows: int) -> None:
-    from trainer.indexing import cache_key
+    from trainer.embedding_cache import cache_key
     from trainer.shards import ShardStore
 
     model, collection = _Model(dim), _collection(rows)
@@ -81,8 +81,8 @@ def step(name: str, work: Path, rows: int, dim: int) -> dict[str, float]:
     baseline = 0
     if name == "build":
         from trainer.config import Settings
+        from trainer.embedding_cache import cache_key
         from trainer.index.factory import build_index
-        from trainer.indexing import cache_key
         from trainer.ray_indexing import RayRun
         from trainer.shards import ShardStore
 

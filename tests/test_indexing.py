@@ -17,7 +17,8 @@ import pytest
 
 from tests.helpers.images import BAD_FILES, GOOD_FILES, write_image_folder
 from trainer.data import Collection
-from trainer.indexing import build_embeddings, cache_key
+from trainer.embedding_cache import cache_key
+from trainer.indexing import build_embeddings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -240,7 +241,7 @@ def test_damaged_cache_entry_is_rebuilt_with_a_warning(tiny_embedder, folder40, 
     first = build_embeddings(tiny_embedder, collection, tmp_path / "cache", batch_size=8)
     (first.path / "ids.json").write_text(json.dumps(first.ids[:-1]))  # one id lost
     counted.clear()
-    with caplog.at_level(logging.WARNING, logger="trainer.indexing"):
+    with caplog.at_level(logging.WARNING, logger="trainer.embedding_cache"):
         again = build_embeddings(tiny_embedder, collection, tmp_path / "cache", batch_size=8)
     assert "inconsistent" in caplog.text and sum(counted) == 40
     assert not again.cache_hit and again.ids == first.ids and np.array_equal(again.vectors, first.vectors)

@@ -25,7 +25,7 @@ from tests.helpers.tiny_clip import build_tiny_clip
 from trainer import cli
 from trainer.config import Settings
 from trainer.embed import Embedder
-from trainer.indexing import Embeddings
+from trainer.embedding_cache import Embeddings
 from trainer.snapshot import CARD_KEY, SnapshotError, SnapshotMismatch, install_snapshot, read_snapshot
 from trainer.snapshot_publish import export_snapshot, push_snapshot
 from trainer.workspace import load_workspace

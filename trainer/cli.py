@@ -25,7 +25,7 @@ from trainer.sources import SOURCES
 if TYPE_CHECKING:
     from trainer.data import Collection
     from trainer.embed import Embedder
-    from trainer.indexing import Embeddings
+    from trainer.embedding_cache import Embeddings
     from trainer.ray_indexing import RayOptions, RayRun
 
 __all__ = ["add_index_command", "build_parser", "cmd_index", "main"]
@@ -112,7 +112,8 @@ def add_index_command(subparsers: argparse._SubParsersAction) -> None:
 def cmd_index(args: argparse.Namespace) -> int:
     # Imported here so that `--help` and other commands do not pay for torch and transformers.
     from trainer import embed
-    from trainer.indexing import build_embeddings, cache_key
+    from trainer.embedding_cache import cache_key
+    from trainer.indexing import build_embeddings
     from trainer.sources import open_collection, resolve_source
 
     settings = Settings.from_env(**({"source": args.source} if args.source else {}))
@@ -219,9 +220,9 @@ def _index_on_ray(
     import contextlib
 
     from trainer import ray_indexing
+    from trainer.embedding_cache import load_cached
     from trainer.index import IndexUnavailable
     from trainer.index.factory import collection_namespace, open_index
-    from trainer.indexing import load_cached
 
     namespace = collection_namespace(settings.model_id, collection)
     if settings.backend == "pinecone":  # a missing key or a wrong index must not wait for the embedding

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from trainer.config import Settings
     from trainer.data import Collection
     from trainer.embed import Embedder
-    from trainer.indexing import Embeddings
+    from trainer.embedding_cache import Embeddings
 
 __all__ = [
     "RayIndexer",
@@ -115,7 +115,7 @@ class RayRun:
     def to_cache(self, embedder: Embedder, collection: Collection, cache_dir: str | Path) -> Embeddings:
         """Stream the shards into the embeddings cache entry of (``embedder``, ``collection``), and return it
         memory-mapped: what the local index, a snapshot and a later ``--engine local`` run read."""
-        from trainer.indexing import save_parts
+        from trainer.embedding_cache import save_parts
 
         parts = [ShardPart(self.store, shard) for shard in self.shards]
         extra = {"engine": "ray", "shards": self.store.location, "precision": self.precision}
@@ -176,7 +176,7 @@ class RayIndexer:
         return "1 CPU actor (every core of its node), float32"
 
     def shard_store(self, embedder: Embedder, collection: Collection, cache_dir: str | Path) -> ShardStore:
-        from trainer.indexing import cache_key
+        from trainer.embedding_cache import cache_key
 
         root = self.options.shard_root or str(Path(cache_dir).expanduser())
         return ShardStore(f"{root.rstrip('/')}/{cache_key(embedder, collection)}/ray-shards")
@@ -189,7 +189,7 @@ class RayIndexer:
         import ray
         from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
-        from trainer.indexing import cache_key
+        from trainer.embedding_cache import cache_key
 
         report = progress or no_progress
         started = time.perf_counter()

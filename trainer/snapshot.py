@@ -10,13 +10,13 @@ A snapshot is a folder (and, once pushed, a Hub *dataset* repository) holding
                            made) that the loader checks, and the same facts in words
 
 This module says what a snapshot is and reads one: ``trainer.snapshot_publish`` writes and pushes them. At start-up
-``trainer.workspace.seed_cache`` fetches the configured snapshot (``Settings.snapshot``: a repo id or a local folder),
-checks it strictly and writes each matching split into the local embeddings cache with
-``trainer.indexing.save_embeddings``. The workspace then builds as usual and finds a plain cache hit, so the rest of
-start-up (local or Pinecone index, 2-D map) has one code path whatever the vectors' origin, and a second start on
-the same disk does not even download. Why the cache rather than loading the parquet directly: the cache entry is
-memory-mapped, already validated, and keyed by the exact model weights and collection content, which a snapshot's
-name alone cannot promise.
+``trainer.workspace.seed_cache`` fetches the configured snapshot (``Settings.snapshot``: a repo id or a local
+folder), checks it strictly and writes each matching split into the local embeddings cache with
+``trainer.embedding_cache.save_embeddings``. The workspace then builds as usual and finds a plain cache hit, so the
+rest of start-up (local or Pinecone index, 2-D map) has one code path whatever the vectors' origin, and a second
+start on the same disk does not even download. Why the cache rather than loading the parquet directly: the cache
+entry is memory-mapped, already validated, and keyed by the exact model weights and collection content, which a
+snapshot's name alone cannot promise.
 
 Refusals. A snapshot is used only if it matches the loaded model (id, commit when both are known, dimension) and
 collection (dataset, config, split, revision), if its data are sound (a readable parquet file, one vector of the
@@ -44,6 +44,7 @@ from huggingface_hub import metadata_load, snapshot_download
 
 from .data import Collection, UndecodableImage
 from .embed import Embedder
+from .embedding_cache import Embeddings, save_embeddings
 from .files import is_local_path, shown_name
 from .hub_calls import (
     LIBRARY_NAME,
@@ -51,7 +52,6 @@ from .hub_calls import (
     call_hub,
     validate_repo_id,
 )
-from .indexing import Embeddings, save_embeddings
 
 __all__ = [
     "CARD_KEY",

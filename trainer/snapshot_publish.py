@@ -24,9 +24,9 @@ from huggingface_hub import DatasetCard, DatasetCardData, HfApi, metadata_load
 
 from .data import Collection
 from .embed import Embedder
+from .embedding_cache import Embeddings
 from .files import atomic_folder
 from .hub_calls import LIBRARY_NAME, SIGN_IN_MESSAGE, HubError, HubRetry, call_hub, create_repo, scrub, validate_repo_id
-from .indexing import Embeddings
 from .snapshot import (
     CARD_KEY,
     CARD_NAME,

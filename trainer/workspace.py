@@ -30,11 +30,12 @@ from .config import Settings
 from .data import Collection
 from .embed import Embedder, model_identity
 from .embed import load as load_embedder
+from .embedding_cache import Embeddings, load_cached
 from .files import is_local_path, shown_name
 from .hub_calls import HubError
 from .index import VectorIndex
 from .index.factory import build_index
-from .indexing import Embeddings, build_embeddings, embed_in_memory, load_cached
+from .indexing import build_embeddings, embed_in_memory
 from .progress import ProgressFn, no_progress
 from .session import Session
 from .snapshot import SnapshotError, fetch_snapshot, install_snapshot, read_snapshot, split_name
