@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 import re
 
-from tests.helpers.imports import ROOT, module_name, reachable, read_modules, third_party
+from tests.helpers.imports import ROOT, Module, module_name, private_uses, reachable, read_modules, third_party
 
 MODULES = read_modules("trainer", "app.py")
 
@@ -129,3 +129,16 @@ def test_every_test_asserts_something_or_expects_an_error():
         if isinstance(node, ast.FunctionDef) and node.name.startswith("test") and not checks_something(node)
     ]
     assert unchecked == []
+
+
+def test_no_module_reaches_into_another_modules_private_names(tmp_path):
+    """A helper another module needs is public in its home (ARCHITECTURE.md's habits): no ``from x import _y``, no
+    ``x._y``, and no test patching ``x._y``, in the engine, the app, the benchmarks, the bundle builder or the tests."""
+    everything = {**MODULES, **read_modules("benchmarks", "assets"), **TESTS}
+    assert [use for module in everything.values() for use in private_uses(module)] == []
+    reaching = tmp_path / "reaching.py"  # and the reader does see each kind
+    reaching.write_text(
+        "from trainer.embed import _x\nimport trainer.hub as hub\nfrom . import data\n"
+        "hub._y()\nmonkeypatch.setattr(data, '_z', 1)\nmonkeypatch.setattr('trainer.hub._w', 1)\nhub.ok()\n"
+    )
+    assert len(private_uses(Module("tests.reaching", reaching, frozenset()))) == 4

@@ -69,7 +69,7 @@ def test_newton_and_lbfgs_fits_reach_the_same_optimum(concept, monkeypatch):
     labels = (np.where(concept.truth[rows], 1.0, -1.0) * rng.uniform(0.3, 1, len(rows))).astype(np.float32)
 
     def fitted(newton_limit: int) -> tuple[np.ndarray, float, float]:
-        monkeypatch.setattr(classifier_module, "_NEWTON_MAX_LABELS", newton_limit)
+        monkeypatch.setattr(classifier_module, "NEWTON_MAX_LABELS", newton_limit)
         probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0)
         report = probe.fit(concept.vectors[rows], labels)
         return probe.weight, probe.bias, report.loss

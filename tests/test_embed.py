@@ -198,10 +198,10 @@ def test_feature_output_object_and_plain_tensor_are_both_accepted():
 
     features = torch.tensor([[3.0, 4.0]])
     wrapped = BaseModelOutputWithPooling(pooler_output=features)
-    assert embed._features(wrapped) is features
-    assert embed._features(features) is features
+    assert embed.features_tensor(wrapped) is features
+    assert embed.features_tensor(features) is features
     with pytest.raises(TypeError, match="pooler_output"):
-        embed._features(object())
+        embed.features_tensor(object())
 
 
 def test_missing_local_model_folder_names_the_path(tmp_path):

@@ -129,7 +129,7 @@ def test_a_writable_array_is_copied_once_so_later_changes_do_not_reach_the_index
 
 
 def test_norm_and_finiteness_checks_cover_every_chunk_of_a_large_array(monkeypatch):
-    monkeypatch.setattr("trainer.index._CHECK_ROWS", 7)
+    monkeypatch.setattr("trainer.index.CHECK_ROWS", 7)
     vectors = unit_rows(30)
     vectors[23, 0] = np.nan
     with pytest.raises(ValueError, match=r"1 vector\(s\) contain NaN or inf \(first at row 23\)"):

@@ -1,7 +1,7 @@
 """Scoring a folder of images with a shared classifier, the push / predict command lines, and the card's snippets.
 
 Most tests use a fake embedder (``predict_folder`` takes one by injection; the command line loads it through
-``trainer.predict._load_embedder``, which they replace). The end-to-end tests use conftest's tiny random CLIP, in
+``trainer.predict.load_embedder``, which they replace). The end-to-end tests use conftest's tiny random CLIP, in
 the standard Hugging Face format, through the same code paths as a real model.
 """
 
@@ -130,7 +130,7 @@ def run_cli(*argv: str) -> int:
 
 def test_predict_command_writes_the_csv_and_lists_unreadable_images(classifier, images, tmp_path, monkeypatch, capsys):
     loaded = []
-    monkeypatch.setattr(predict, "_load_embedder", lambda probe, model: loaded.append(model) or FakeEmbedder())
+    monkeypatch.setattr(predict, "load_embedder", lambda probe, model: loaded.append(model) or FakeEmbedder())
     out = tmp_path / "scores.csv"
     assert run_cli("predict", "--classifier", str(classifier), "--images", str(images), "--out", str(out)) == 0
     printed = capsys.readouterr().out

@@ -168,7 +168,7 @@ def test_pinecone_upserts_come_from_a_ray_stage_in_batches_within_the_limits(
     remote = RemotePinecone()
     monkeypatch.setenv("PINECONE_API_KEY", "pc-test")
     monkeypatch.setattr("trainer.index.pinecone.make_client", lambda key: remote)  # the driver's early check
-    monkeypatch.setattr("trainer.ray_indexing._pinecone_client", lambda: remote)  # shipped to the Ray writers
+    monkeypatch.setattr("trainer.ray_indexing.pinecone_client", lambda: remote)  # shipped to the Ray writers
     argv = [*index_argv(BUNDLE_MODEL, bundle_slice, tmp_path / "cache", tmp_path / "unused"), "--engine", "ray"]
     argv += ["--shard-dir", str(shards)]
     summary = run_cli([*argv, "--backend", "pinecone"])

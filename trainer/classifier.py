@@ -32,6 +32,7 @@ from . import checks
 __all__ = [
     "MAX_DIM",
     "MAX_PRIOR_STRENGTH",
+    "NEWTON_MAX_LABELS",
     "RECIPES",
     "FitReport",
     "LinearProbe",
@@ -51,7 +52,7 @@ MAX_NAME_CHARS = 256
 # Up to this many labels a fit takes exact Newton steps in label space: 1.8 ms at 50 labels against 9.7 ms for
 # L-BFGS (measured side by side, load 4.4). Each step's n x n system grows with the labels, and by 128 labels
 # L-BFGS is ahead (16.0 vs 9.6 ms), so it takes over beyond this.
-_NEWTON_MAX_LABELS = 96
+NEWTON_MAX_LABELS = 96
 
 
 @dataclass(frozen=True)
@@ -241,7 +242,7 @@ class LinearProbe(
         # The bias gets a much weaker pull: it must be free to move when every label so far is of one class.
         norm2 = float(self.prior_weight.square().sum()) or 1.0
         pull_w, pull_b = self.prior_strength / norm2, self.prior_strength * 0.01 / norm2
-        if len(x) <= _NEWTON_MAX_LABELS:
+        if len(x) <= NEWTON_MAX_LABELS:
             w, b, loss = _newton_map(
                 x.double().numpy(),
                 t.double().numpy(),

@@ -29,6 +29,7 @@ __all__ = [
     "EMPTY_PROMPT_MESSAGE",
     "Embedder",
     "ImagePreprocessor",
+    "features_tensor",
     "is_local_identity",
     "load",
     "load_preprocessor",
@@ -163,7 +164,7 @@ class Embedder:
                 input_ids=tokens["input_ids"].to(self.device),
                 attention_mask=tokens["attention_mask"].to(self.device),
             )
-            return _normalised_rows(_features(output))
+            return _normalised_rows(features_tensor(output))
 
     def _note_truncation(self, prompts: list[str]) -> None:
         lengths = [len(ids) for ids in self.tokenizer(prompts, verbose=False)["input_ids"]]
@@ -195,10 +196,10 @@ class Embedder:
         dtype = next(self.model.parameters()).dtype
         with torch.inference_mode():
             output = self.model.get_image_features(pixel_values=pixel_values.to(self.device, dtype))
-            return _normalised_rows(_features(output))
+            return _normalised_rows(features_tensor(output))
 
 
-def _features(output: object) -> torch.Tensor:
+def features_tensor(output: object) -> torch.Tensor:
     """transformers 5 returns a model output whose ``pooler_output`` is the projected embedding; 4.x a tensor."""
     if isinstance(output, torch.Tensor):
         return output

@@ -25,7 +25,7 @@ from .files import atomic_file
 from .hub import ClassifierMismatch, check_compatible, load_classifier
 from .hub_calls import HubError
 
-__all__ = ["CSV_COLUMNS", "Embedder", "PredictReport", "predict_folder"]
+__all__ = ["CSV_COLUMNS", "Embedder", "PredictReport", "load_embedder", "predict_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def predict_folder(
         raise FileNotFoundError(f"no image folder at {images}")
     collection = Collection.open(str(images), split=None)  # ids: paths relative to the folder
     if embedder is None:
-        embedder = _load_embedder(probe, model)
+        embedder = load_embedder(probe, model)
     try:
         check_compatible(probe, base_model=embedder.model_id, dim=embedder.dim)
     except ClassifierMismatch:
@@ -100,7 +100,8 @@ def predict_folder(
     return PredictReport(out, scored, above, unreadable)
 
 
-def _load_embedder(probe: LinearProbe, model: str | None) -> Embedder:
+def load_embedder(probe: LinearProbe, model: str | None) -> Embedder:
+    """The CLIP model to score with: ``model`` if given, else the one the classifier records (HubError if none)."""
     if model is None and not probe.base_model:
         raise HubError("The classifier does not record its base CLIP model; pass the model to embed with.")
     from . import embed  # imported here: loading transformers is only worth it once there is work to do

@@ -265,7 +265,7 @@ class RayIndexer:
 
         report = progress or no_progress
         pinecone = replace(settings, backend="pinecone")
-        client = _pinecone_client()
+        client = pinecone_client()
         open_index(pinecone, run.dim, namespace, client=client)  # creates the index if needed; fails early
         key = os.environ.get("PINECONE_API_KEY")
         runtime_env = {"env_vars": {"PINECONE_API_KEY": key}} if key and client is None else None
@@ -294,7 +294,7 @@ def _rows_as_they_come(dataset: Any) -> Iterator[dict[str, Any]]:
             yield {key: values[i] for key, values in batch.items()}
 
 
-def _pinecone_client() -> Any:
+def pinecone_client() -> Any:
     """The Pinecone client the writers use: None, so that each builds the SDK's from ``PINECONE_API_KEY``. Tests
     replace this with a picklable handle on an in-memory double."""
     return None

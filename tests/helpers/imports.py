@@ -60,6 +60,59 @@ def reachable(start: str, modules: dict[str, Module]) -> set[str]:
     return seen
 
 
+def private_uses(module: Module) -> list[str]:
+    """Where ``module`` reaches into another project module's private (``_underscore``) names: ``from x import _y``,
+    or ``x._y`` on a project module it imported; ``file:line what`` for each."""
+    tree = ast.parse(module.path.read_text(encoding="utf-8"))
+    package = module.name if module.path.name == "__init__.py" else module.name.rpartition(".")[0]
+    found: list[str] = []
+    modules: set[str] = set()  # the local names bound to what it imports from the project
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and _source(node, package).split(".")[0] in PROJECT_ROOTS:
+            source = _source(node, package)
+            found += [f"{node.lineno} from {source} import {a.name}" for a in node.names if _private(a.name)]
+            modules.update(a.asname or a.name for a in node.names)  # a class's private names count too
+        elif isinstance(node, ast.Import):
+            tops = [(a.asname or a.name.split(".")[0], a.name.split(".")[0]) for a in node.names]
+            modules.update(local for local, top in tops if top in PROJECT_ROOTS)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and _private(node.attr):
+            base = node.value
+            while isinstance(base, ast.Attribute):
+                base = base.value
+            if isinstance(base, ast.Name) and base.id in modules:
+                found.append(f"{node.lineno} {ast.unparse(node)}")
+        elif isinstance(node, ast.Call) and _patches_private(node, modules):  # monkeypatch.setattr(x, "_y", ...)
+            found.append(f"{node.lineno} {ast.unparse(node)[:80]}")
+    where = module.path.relative_to(ROOT) if module.path.is_relative_to(ROOT) else module.path
+    return [f"{where}:{entry}" for entry in sorted(set(found), key=lambda e: int(e.split()[0]))]
+
+
+def _patches_private(call: ast.Call, modules: set[str]) -> bool:
+    """``setattr(module, "_name", ...)`` or ``setattr("trainer.module._name", ...)``, as tests patch things."""
+    if getattr(call.func, "attr", None) != "setattr":
+        return False
+    first, second = [*call.args, None, None][:2]
+    if isinstance(first, ast.Constant) and isinstance(first.value, str):
+        top, _, last = first.value.rpartition(".")
+        return top.split(".")[0] in PROJECT_ROOTS and _private(last)
+    named = isinstance(first, ast.Name) and first.id in modules
+    return named and isinstance(second, ast.Constant) and isinstance(second.value, str) and _private(second.value)
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _source(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` reads from."""
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")
+    base = ".".join(parts[: len(parts) - node.level + 1])
+    return f"{base}.{node.module}" if node.module else base
+
+
 def _imported(tree: ast.Module, name: str, is_package: bool) -> set[str]:
     package = name if is_package else name.rpartition(".")[0]
     found: set[str] = set()
@@ -67,12 +120,7 @@ def _imported(tree: ast.Module, name: str, is_package: bool) -> set[str]:
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")
-                base = ".".join(parts[: len(parts) - node.level + 1])
-                source = f"{base}.{node.module}" if node.module else base
-            else:
-                source = node.module or ""
+            source = _source(node, package)
             found.add(source)
             # `from trainer import embed` imports the module trainer.embed; `from x import name` may name a function,
             # which is harmless here: callers keep only the names that are modules.

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "CHECK_ROWS",
     "NORM_TOLERANCE",
     "Hit",
     "IndexUnavailable",
@@ -25,7 +26,7 @@ __all__ = [
 # Rows whose norm is further than this from 1 are refused: dot-product search ranks by cosine only on unit vectors.
 NORM_TOLERANCE = 1e-3
 # Checks walk big arrays in chunks of this many rows, so that their temporaries stay small (a few MB).
-_CHECK_ROWS = 65_536
+CHECK_ROWS = 65_536
 
 
 class IndexUnavailable(RuntimeError):
@@ -86,7 +87,7 @@ def check_vectors(vectors: np.ndarray, dim: int | None, n: int | None = None) ->
     if not np.issubdtype(arr.dtype, np.number):
         raise ValueError(f"vectors must be numeric; got dtype {arr.dtype}")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    bad = np.concatenate([~np.isfinite(arr[i : i + _CHECK_ROWS]).all(axis=1) for i in _row_chunks(arr)])
+    bad = np.concatenate([~np.isfinite(arr[i : i + CHECK_ROWS]).all(axis=1) for i in _row_chunks(arr)])
     if bad.any():
         raise ValueError(f"{int(bad.sum())} vector(s) contain NaN or inf (first at row {int(np.argmax(bad))})")
     return arr
@@ -123,4 +124,4 @@ def check_norms(vectors: np.ndarray, *, normalize: bool = False) -> np.ndarray:
 
 
 def _row_chunks(arr: np.ndarray) -> range:
-    return range(0, max(len(arr), 1), _CHECK_ROWS)
+    return range(0, max(len(arr), 1), CHECK_ROWS)
