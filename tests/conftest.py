@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.app_process import launched_app
 from tests.helpers.images import write_mixed_folder
 from tests.helpers.tiny_clip import build_tiny_clip
 
@@ -90,11 +91,5 @@ def hub_online(bundle_workspace, monkeypatch):
 @pytest.fixture(scope="session")
 def app_url(bundle_workspace):
     """The app launched on a free local port over the bundle; closed when the session ends."""
-    import app
-
-    bundle_workspace.wait(timeout=600)
-    demo = app.build_demo(bundle_workspace)
-    demo.queue(default_concurrency_limit=4)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
-    yield url
-    demo.close()
+    with launched_app(bundle_workspace, concurrency=4) as (url, _):
+        yield url

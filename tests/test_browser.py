@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from tests.helpers.app_process import launched_app
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
@@ -340,14 +341,8 @@ def test_dark_mode_reads_and_the_focus_ring_shows(browser, app_url):
 @pytest.fixture(scope="module")
 def restartable_app(bundle_workspace):
     """An app of its own, so that a test can drop every tab's server-side state, as a restart of the server does."""
-    import app
-
-    bundle_workspace.wait(timeout=600)
-    demo = app.build_demo(bundle_workspace)
-    demo.queue(default_concurrency_limit=2)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
-    yield url, demo
-    demo.close()
+    with launched_app(bundle_workspace, concurrency=2) as launched:
+        yield launched
 
 
 def test_offline_the_hub_actions_say_why_push_is_off_and_what_loads(visitor):

@@ -15,10 +15,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from huggingface_hub import DatasetCard, HfApi, metadata_load, metadata_save
+from huggingface_hub import DatasetCard, metadata_load, metadata_save
 from huggingface_hub.errors import OfflineModeIsEnabled
-from huggingface_hub.hf_api import CommitInfo, RepoUrl
 
+from tests.helpers.fake_hub import FakeHub
 from tests.helpers.fake_pinecone import MAX_UPSERT_RECORDS, FakePinecone
 from tests.helpers.images import write_image_folder
 from tests.helpers.tiny_clip import build_tiny_clip
@@ -169,50 +169,16 @@ def test_exporting_over_a_folder_that_is_not_a_snapshot_is_refused(made, tmp_pat
 
 
 # ---------------------------------------------------------------------------------------------------- the Hub
-class FakeHub:
-    """HfApi.create_repo / upload_folder as trainer.snapshot calls them; keeps a copy of what was uploaded."""
-
-    def __init__(self, uploaded: Path) -> None:
-        self.uploaded = uploaded
-        self.calls: list[tuple[str, dict]] = []
-        self.tokens: list[str | None] = []
-
-    def install(self, monkeypatch) -> FakeHub:
-        fake = self
-
-        def create_repo(api, repo_id, **kwargs):
-            fake.tokens.append(api.token)
-            fake.calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
-            full = repo_id if "/" in repo_id else f"alice/{repo_id}"
-            return RepoUrl(f"https://huggingface.co/datasets/{full}")
-
-        def upload_folder(api, *, repo_id, folder_path, **kwargs):
-            fake.tokens.append(api.token)
-            fake.calls.append(("upload_folder", {"repo_id": repo_id, **kwargs}))
-            shutil.copytree(folder_path, fake.uploaded)
-            return CommitInfo(
-                commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/{COMMIT}",
-                commit_message=kwargs["commit_message"],
-                commit_description="",
-                oid=COMMIT,
-            )
-
-        monkeypatch.setattr(HfApi, "create_repo", create_repo)
-        monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-        return self
-
-
 def uploaded_text(folder: Path) -> str:
     return "".join(p.read_bytes().decode("latin-1") for p in sorted(folder.rglob("*")) if p.is_file())
 
 
 def test_push_uploads_the_card_and_the_parquet_files_to_a_dataset_repo(made, tmp_path, monkeypatch):
-    hub = FakeHub(tmp_path / "uploaded").install(monkeypatch)
+    hub = FakeHub(tmp_path).install(monkeypatch)
     url = push_snapshot(made[1], "snapper", SECRET)  # a bare name lands in the token owner's namespace
 
     assert url == "https://huggingface.co/datasets/alice/snapper"
-    (create, created), (upload, uploaded) = hub.calls
-    assert (create, upload) == ("create_repo", "upload_folder")
+    (created,), (uploaded,) = hub.create_calls, hub.upload_calls
     assert created == {"repo_id": "snapper", "repo_type": "dataset", "private": False, "exist_ok": False}
     assert uploaded["repo_id"] == "alice/snapper" and uploaded["repo_type"] == "dataset"
     assert uploaded["delete_patterns"] == ["data/*"]  # an older snapshot's splits never outlive its card
@@ -225,15 +191,15 @@ def test_push_uploads_the_card_and_the_parquet_files_to_a_dataset_repo(made, tmp
 
 
 def test_push_refuses_a_damaged_snapshot_before_creating_anything(snapshot_copy, tmp_path, monkeypatch):
-    hub = FakeHub(tmp_path / "uploaded").install(monkeypatch)
+    hub = FakeHub(tmp_path).install(monkeypatch)
     rewrite_split(snapshot_copy, lambda ids, v: (ids, v * 2))
     with pytest.raises(SnapshotError, match="not L2-normalised"):
         push_snapshot(snapshot_copy, "alice/snap", SECRET)
-    assert hub.calls == []
+    assert hub.create_calls == [] and hub.upload_calls == []
 
 
 def test_index_push_to_hub_embeds_both_splits_and_pushes_them(tiny_clip_dir, photos, tmp_path, monkeypatch, capsys):
-    hub = FakeHub(tmp_path / "uploaded").install(monkeypatch)
+    hub = FakeHub(tmp_path).install(monkeypatch)
     monkeypatch.setenv("HF_TOKEN", SECRET)
     argv = ["index", "--model", str(tiny_clip_dir), "--dataset", str(photos), "--split", "train"]
     argv += ["--eval-split", "validation", "--cache-dir", str(tmp_path / "cache"), "--batch-size", "8"]

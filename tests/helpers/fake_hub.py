@@ -1,4 +1,4 @@
-"""A stand-in for the Hugging Face Hub: HfApi.create_repo / upload_folder patched where trainer.hub calls them, the
+"""A stand-in for the Hugging Face Hub: HfApi.create_repo / upload_folder patched where the engine calls them, the
 errors huggingface_hub itself raises, and a check that a token never leaks into texts or files."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class FakeHub:
             if fake.create_failures:
                 raise fake.create_failures.pop(0)
             full = repo_id if "/" in repo_id else f"{fake.owner}/{repo_id}"
-            return RepoUrl(f"https://huggingface.co/{full}")
+            return RepoUrl(f"https://huggingface.co/{_kind(kwargs)}{full}")
 
         def upload_folder(api, *, repo_id, folder_path, **kwargs):
             fake.tokens.append(api.token)
@@ -59,7 +59,7 @@ class FakeHub:
             shutil.rmtree(fake.uploaded, ignore_errors=True)
             shutil.copytree(folder_path, fake.uploaded)
             return CommitInfo(
-                commit_url=f"https://huggingface.co/{repo_id}/commit/abc123",
+                commit_url=f"https://huggingface.co/{_kind(kwargs)}{repo_id}/commit/abc123",
                 commit_message=kwargs.get("commit_message") or "",
                 commit_description="",
                 oid="abc123",
@@ -68,6 +68,11 @@ class FakeHub:
         monkeypatch.setattr(HfApi, "create_repo", create_repo)
         monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
         return self
+
+
+def _kind(call: dict) -> str:
+    """The URL prefix of the repo's kind: models have none."""
+    return "datasets/" if call.get("repo_type") == "dataset" else ""
 
 
 def leaked(token: str, *texts: str, folders: tuple[Path, ...] = ()) -> list[str]:
