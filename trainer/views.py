@@ -196,7 +196,7 @@ def map_payload(workspace: Workspace, session: Session | None) -> dict[str, Any]
     return {
         "size": MAP_GRID,
         "xy": base64.b64encode(cells(view.xy).tobytes()).decode("ascii"),
-        "predicted": "".join("1" if p else "0" for p in view.predicted) if session else "",
+        "predicted": (view.predicted.astype(np.uint8) + ord("0")).tobytes().decode("ascii") if session else "",
         "marked": marked,
     }
 
