@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -343,6 +344,47 @@ def restartable_app(bundle_workspace):
     """An app of its own, so that a test can drop every tab's server-side state, as a restart of the server does."""
     with launched_app(bundle_workspace, concurrency=2) as launched:
         yield launched
+
+
+class SlowExamples:
+    """A collection whose example prompts take a few seconds: the page's first event (which brings them, an empty
+    grid and the map) is still on its way when a quick search has ended."""
+
+    def __init__(self, collection) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str):
+        return getattr(self._collection, name)
+
+    def example_prompts(self, k: int = 3) -> list[str]:
+        time.sleep(6)
+        return self._collection.example_prompts(k)
+
+
+def test_a_search_that_overtakes_the_pages_first_event_stays_on_screen(browser, bundle_workspace):
+    import dataclasses
+
+    import app
+    from trainer.workspace import WorkspaceLoader
+
+    ws = bundle_workspace.wait(timeout=600)
+    slow = dataclasses.replace(ws, collection=SlowExamples(ws.collection))
+    demo = app.build_demo(WorkspaceLoader(lambda progress: slow).start())
+    demo.queue(default_concurrency_limit=4)
+    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
+    try:
+        visitor = Visitor(browser, url)
+        page = visitor.page
+        visitor.search("a large red heart")
+        shown = visitor.cards()
+        page.wait_for_selector(".ct-examples button", timeout=60_000)  # the page's first event has arrived
+        page.wait_for_timeout(300)
+        assert visitor.cards() == shown and visitor.stats().startswith("Round 1")
+        assert "predicted it" in page.locator(".ct-map").inner_text()  # the session's map, not the empty one
+        assert visitor.errors == []
+        visitor.close()
+    finally:
+        demo.close()
 
 
 def test_offline_the_hub_actions_say_why_push_is_off_and_what_loads(visitor):

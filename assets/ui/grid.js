@@ -100,6 +100,9 @@ root.append(offer, stats, notice, empty, cards, confirmBox, keysPanel, bar);
 
 // ------------------------------------------------------------------------------------------------- drawing
 function draw(value) {
+  // A page's first value (no session yet: key "none") can arrive after a session started while it was on its way
+  // (a quick search on a busy server); it never replaces a session on screen.
+  if (value && value.key === 'none' && shown && shown.stats) return;
   const fresh = !shown || !value || value.key !== shown.key;
   shown = value || { batch: [] };
   if (fresh) {

@@ -150,8 +150,14 @@ function pick(chart, event) {
   if (best) trigger('pick', best.id !== undefined ? { id: best.id } : { row: best.row });
 }
 
+let withSession = false; // whether the panel shows a session (its map has the classifier's predictions)
+
 function draw(value) {
   const v = value || {};
+  // As in the grid: the page's first value (no session) never replaces a session's panel that overtook it.
+  const session = Boolean(v.map && v.map.predicted);
+  if (withSession && v.map && !session) return;
+  withSession = session;
   drawRounds(v.rounds);
   drawMap(v.map);
 }
