@@ -7,14 +7,8 @@ training labels, this module estimates four things about the classifier on the w
 interval: average precision (AP), precision and recall at the decision threshold, and prevalence (the share of the
 collection that shows the concept, i.e. the number of matching images).
 
-Choosing an audit (``choose_audit``)
-------------------------------------
-The images not yet shown are ranked by the current score and cut into bands whose sizes double from the top: the
-best 1/128 of them, the next 1/128, 1/64, ..., the bottom half. The same number of images is drawn at random from
-every band. Rare concepts live near the top, so the top is sampled densely (one image in a few dozen) and the bulk
-thinly (one in a few thousand), yet *every* image has a known, non-zero chance of being drawn: that chance is what
-makes the estimates describe the whole collection and not the batches the classifier chose. Each audited image
-carries its design weight, ``band size / images drawn from the band`` (how many images it stands for).
+How an audit is drawn (``trainer.audit.choose_audit``): a random sample of the images not yet shown, stratified
+by the current score in bands whose sizes double from the top, each audited image carrying its design weight.
 
 Estimating (``estimate_quality``)
 ---------------------------------
@@ -73,23 +67,21 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .audit import MAX_BANDS, band_edges
 from .classifier import LinearProbe
+from .logistic import logit, sigmoid
 from .suspects import held_out_logits
 
 __all__ = [
     "CONFIDENCE",
     "Estimate",
     "Quality",
-    "band_edges",
-    "choose_audit",
     "cross_validated_quality",
     "estimate_quality",
     "verdict",
 ]
 
 CONFIDENCE = 0.9  # every interval here is a 90% interval
-# Doubling bands: the top band holds 1/2**(MAX_BANDS - 1) of the images, the bottom one half of them.
-MAX_BANDS = 8
 MIN_AUDITED_PER_BAND = 2
 # How many audited labels the calibration curve's guess at a band's match rate is worth.
 PRIOR_LABELS = 2.0
@@ -148,68 +140,6 @@ class Quality:
         return CONFIDENCE
 
 
-# ------------------------------------------------------------------------------------------------- the design
-def band_edges(count: int, bands: int = MAX_BANDS, split: int | None = None) -> np.ndarray:
-    """Edges of doubling bands over ``count`` ranked items: ``[0, count/2**(bands-1), ..., count/2, count]``.
-
-    ``split`` (the number of items at or above the decision threshold) adds an edge there, so that no band holds
-    items on both sides of the threshold. Empty bands are dropped: every band holds at least one item.
-    """
-    if count <= 0:
-        return np.zeros(1, dtype=np.int64)
-    inner = [math.ceil(count / 2**k) for k in range(bands - 1, 0, -1)]
-    extra = [split] if split is not None and 0 < split < count else []
-    return np.unique(np.asarray([0, *inner, *extra, count], dtype=np.int64))
-
-
-def choose_audit(
-    logits: np.ndarray, eligible: np.ndarray, n: int, rng: np.random.Generator, *, threshold: float = 0.5
-) -> tuple[np.ndarray, np.ndarray]:
-    """A stratified random sample of ``n`` eligible rows: (rows, design weights), best-scored first.
-
-    ``logits`` (N,) are the current classifier's scores for the whole collection, ``eligible`` (N,) bool marks the
-    rows that may be drawn (never shown, never audited). See the module docstring for the bands. A weight is the
-    number of eligible rows its draw stands for, so the weights of one audit sum to the number of eligible rows.
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    eligible = np.asarray(eligible, dtype=bool)
-    if logits.shape != eligible.shape or logits.ndim != 1:
-        raise ValueError(f"logits {logits.shape} and eligible {eligible.shape} must be matching 1-D arrays")
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"an audit needs a positive whole number of images; got {n!r}")
-    pool = np.flatnonzero(eligible)
-    if len(pool) == 0:
-        return np.empty(0, np.int64), np.empty(0, np.float64)
-    pool = pool[np.argsort(-logits[pool], kind="stable")]
-    if n >= len(pool):
-        return pool, np.ones(len(pool))
-    above = int((logits[pool] >= _logit(threshold)).sum())
-    bands = min(MAX_BANDS, n)
-    edges = band_edges(len(pool), bands, above)
-    if len(edges) - 1 > n:  # never more bands than draws: every band must have a chance of being drawn
-        edges = band_edges(len(pool), bands - 1, above)
-    sizes = np.diff(edges)
-    counts = _allocate(n, sizes)
-    rows, weights = [], []
-    for start, size, k in zip(edges[:-1], sizes, counts, strict=True):
-        picked = np.sort(rng.choice(size, size=int(k), replace=False))
-        rows.append(pool[start + picked])
-        weights.append(np.full(int(k), size / k))
-    return np.concatenate(rows), np.concatenate(weights)
-
-
-def _allocate(n: int, sizes: np.ndarray) -> np.ndarray:
-    """``n`` draws spread as evenly as the band ``sizes`` allow; leftovers go to the top bands, where matches are."""
-    counts = np.zeros(len(sizes), np.int64)
-    while counts.sum() < n:
-        room = np.flatnonzero(counts < sizes)
-        share, left = divmod(n - int(counts.sum()), len(room))
-        counts[room] += share
-        counts[room[:left]] += 1
-        counts = np.minimum(counts, sizes)
-    return counts
-
-
 # ------------------------------------------------------------------------------------------------- the estimate
 def estimate_quality(
     logits: np.ndarray,
@@ -262,7 +192,7 @@ def estimate_quality(
     # Fill in, band by band, the rows without a training label (the "open" rows), in rank order.
     open_rows = order[state[order] != 1]
     z_open, state_open = logits[open_rows], state[open_rows]
-    band_of_open = _bands(state_open == 2, int((z_open >= _logit(threshold if split is None else split)).sum()))
+    band_of_open = _bands(state_open == 2, int((z_open >= logit(threshold if split is None else split)).sum()))
     a, b = _calibration_draws(logits[audit_rows], audit_truth, audit_weights, draws, rng)  # (D,), (D,)
     slope = float(np.median(b))  # the shape of matches within a band: one curve for every draw
     # The collection's match rate: the training labels' matches plus the audit's design-weighted share of the rest.
@@ -273,7 +203,7 @@ def estimate_quality(
     for band in range(int(band_of_open.max()) + 1):
         members = band_of_open == band
         sample = _spread_sample(z_open[members])
-        prior_mean = _sigmoid(a[:, None] + b[:, None] * sample[None, :]).mean(axis=1)  # (D,) the curve's guess
+        prior_mean = sigmoid(a[:, None] + b[:, None] * sample[None, :]).mean(axis=1)  # (D,) the curve's guess
         audited = members & (state_open == 2)
         w, y = weight[open_rows[audited]], truth[open_rows[audited]]
         labels = w.sum() ** 2 / (w**2).sum() if len(w) else 0.0  # Kish's effective sample size
@@ -282,7 +212,7 @@ def estimate_quality(
         unknown = np.flatnonzero(members & (state_open == 0))
         if len(unknown):
             shift = _shift_for_rate(slope * sample, rate)  # (D,)
-            p = _sigmoid((slope * z_open[unknown][None, :] + shift[:, None]).astype(np.float32))  # (D, u)
+            p = sigmoid((slope * z_open[unknown][None, :] + shift[:, None]).astype(np.float32))  # (D, u)
             filled[:, unknown] = rng.random(p.shape, dtype=np.float32) < p
 
     # Put the trained rows back in their places: (D, N) labels in rank order.
@@ -290,7 +220,7 @@ def estimate_quality(
     trained_mask = state[order] == 1
     completed[:, trained_mask] = truth[order[trained_mask]]
     completed[:, ~trained_mask] = filled
-    predicted = int((logits >= _logit(threshold)).sum())
+    predicted = int((logits >= logit(threshold)).sum())
     ap, precision, recall, positives = _summarise(completed, predicted)
     return Quality(
         ap=_estimate(ap),
@@ -321,7 +251,7 @@ def _shift_for_rate(bz: np.ndarray, rate: np.ndarray) -> np.ndarray:
     a percent, from rates of one in a billion to one minus one in a million.
     """
     grid = np.arange(-40.0, 40.0, 0.25) - float(np.mean(bz))
-    log_mean = np.log(np.maximum(_sigmoid(bz[None, :] + grid[:, None]).mean(axis=1), 1e-300))  # increasing
+    log_mean = np.log(np.maximum(sigmoid(bz[None, :] + grid[:, None]).mean(axis=1), 1e-300))  # increasing
     return np.interp(np.log(np.clip(rate, 1e-9, 1 - 1e-6)), log_mean, grid)
 
 
@@ -370,7 +300,7 @@ def _calibration_draws(
     theta = np.tile(mean, (draws, 1))  # (D, 2)
     value = objective(theta)
     for _ in range(50):
-        s = _sigmoid(theta @ x)  # (D, m)
+        s = sigmoid(theta @ x)  # (D, m)
         gradient = (w * (s - t)) @ x.T + precision * (theta - mean)  # (D, 2)
         curvature = w * s * (1 - s)  # (D, m)
         h00 = curvature.sum(axis=1) + precision[0]
@@ -474,7 +404,7 @@ def cross_validated_quality(
     held_out = held_out_logits(probe, vectors, labels[keep], folds=folds, seed=seed)
     rng = np.random.default_rng(seed)
     order = np.argsort(-held_out, kind="stable")
-    ranked_truth, above = truth[order], held_out[order] >= _logit(probe.threshold)
+    ranked_truth, above = truth[order], held_out[order] >= logit(probe.threshold)
     resample = np.sort(rng.integers(0, len(truth), size=(draws, len(truth))), axis=1)  # sorted: still ranked
     ap, precision, recall, _ = _summarise(ranked_truth[resample], above[resample].sum(axis=1))
     return Quality(
@@ -509,20 +439,8 @@ def verdict(quality: Quality) -> str:
     return "Keep labelling: the classifier still misses or confuses too many images."
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z)
-    half = z.dtype.type(0.5) if z.dtype == np.float32 else 0.5  # float32 stays float32: half the time
-    return half * (1 + np.tanh(half * z))
-
-
 _lgamma = np.frompyfunc(math.lgamma, 1, 1)
 
 
 def _betaln(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(_lgamma(a) + _lgamma(b) - _lgamma(a + b), dtype=np.float64)
-
-
-def _logit(p: float | np.ndarray) -> np.ndarray:
-    p = np.asarray(p, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return np.log(p) - np.log1p(-p)

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from . import checks
+from .audit import choose_audit
 from .classifier import FitReport, LinearProbe, check_prior_strength
 from .index import Hit, VectorIndex
-from .quality import Quality, choose_audit, cross_validated_quality, estimate_quality
+from .quality import Quality, cross_validated_quality, estimate_quality
 from .record import RoundStats, SessionRecord
 from .saved_state import SAVED_VERSION, read_saved
 from .strategies import STRATEGIES, get_strategy
