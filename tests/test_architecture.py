@@ -83,6 +83,18 @@ def test_sharing_never_imports_the_session():
     assert "trainer.record" in MODULES["trainer.export"].imports  # what it reads instead
 
 
+# One idea per file: "about 500 lines at most" in trainer/, with some room for a docstring to grow.
+MAX_LINES = 550
+
+
+def test_no_engine_module_is_longer_than_about_500_lines():
+    """A module past this holds more than one idea: split it by idea (each part a row in ARCHITECTURE.md)."""
+    lines = {name: len(module.path.read_text(encoding="utf-8").splitlines()) for name, module in MODULES.items()}
+    long = {name: n for name, n in lines.items() if name.startswith("trainer") and n > MAX_LINES}
+    assert long == {}, f"over {MAX_LINES} lines (one idea per file, about 500 lines at most): {long}"
+    assert 0 < lines["trainer.session"] <= MAX_LINES
+
+
 def test_the_checks_above_read_real_imports():
     """Guards every test above against passing because the reader or the table found nothing."""
     assert {"trainer.session", "trainer.classifier", "trainer.index.local", "app"} <= set(MODULES)

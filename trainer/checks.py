@@ -10,9 +10,22 @@ import math
 import numbers
 import reprlib
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["EMPTY_PROMPT_MESSAGE", "MAX_PROMPT_CHARS", "integer", "number", "prompt_text", "shown", "text"]
+import numpy as np
+
+__all__ = [
+    "EMPTY_PROMPT_MESSAGE",
+    "MAX_PROMPT_CHARS",
+    "integer",
+    "label_scores",
+    "number",
+    "prompt_text",
+    "shown",
+    "text",
+    "unit_vector",
+]
 
 # Whitespace a person may paste into a one-line field: read as a plain space, not refused.
 _SPACES = {"\t": " ", "\n": " ", "\r": " ", "\f": " ", "\v": " "}
@@ -95,3 +108,30 @@ def prompt_text(value: Any, name: str = "The prompt", *, allow_empty: bool = Fal
     if not cleaned and not allow_empty:
         raise ValueError(f"{EMPTY_PROMPT_MESSAGE} ({name.lower()} was empty)")
     return cleaned
+
+
+def unit_vector(vector: object, dim: int) -> np.ndarray:
+    """``vector`` as a read-only (dim,) float32 unit vector, or a ValueError saying what is wrong with it."""
+    array = np.asarray(vector, dtype=np.float32).reshape(-1)
+    if array.shape[0] != dim or not np.isfinite(array).all():
+        raise ValueError(f"prompt vector must be {dim} finite numbers to match the index; got shape {array.shape}")
+    norm = float(np.linalg.norm(array))
+    if not norm > 1e-6:  # a zero vector ranks nothing: every item would score the same
+        raise ValueError("prompt vector is zero (or nearly): it points nowhere, so it cannot rank anything")
+    unit = array / norm
+    unit.flags.writeable = False
+    return unit
+
+
+def label_scores(scores: Mapping[str, float]) -> dict[str, float]:
+    """Scores as floats in [-1, 1], or a ValueError naming the first bad one."""
+    clean: dict[str, float] = {}
+    for id_, value in scores.items():
+        try:
+            score = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"label for {id_!r} must be a number in [-1, 1]; got {value!r}") from None
+        if not np.isfinite(score) or abs(score) > 1:
+            raise ValueError(f"label for {id_!r} must be within [-1, 1]; got {value!r}")
+        clean[id_] = score
+    return clean

@@ -1,7 +1,8 @@
 """One person's labelling loop: the labels, what they have seen, the classifier and the round history.
 
 Pure Python over an index; no UI. Everything that belongs to one person lives here and nowhere else, so any number
-of sessions can share one index (and one Pinecone namespace) without ever seeing each other's work.
+of sessions can share one index (and one Pinecone namespace) without ever seeing each other's work. Its quality
+checks (audits, estimates, suspect labels) are in trainer/session_quality.py, mixed in.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ import numpy as np
 import torch
 
 from . import checks
-from .audit import choose_audit
 from .classifier import FitReport, LinearProbe, check_prior_strength
 from .index import Hit, VectorIndex
-from .quality import Quality, cross_validated_quality, estimate_quality
+from .logistic import sigmoid
 from .record import RoundStats, SessionRecord
 from .saved_state import SAVED_VERSION, read_saved
+from .session_quality import QualityChecks
 from .strategies import STRATEGIES, get_strategy
-from .suspects import Suspect, suspect_labels
 
 __all__ = ["MAX_BATCH_SIZE", "RECIPE_NAMES", "Session"]
 
@@ -32,13 +32,11 @@ log = logging.getLogger(__name__)
 RECIPE_NAMES = (*STRATEGIES, "original")
 # How many prompt scores calibrate the zero-shot probabilities (see Session._prior).
 _CALIBRATION_SAMPLE = 256
-# An index without ``scores_all`` is scored whole through one query; a query returns at most this many hits.
-_MAX_QUERY = 10_000
 # More than a person labels in a round; a bound so that no caller can ask for the whole collection at once.
 MAX_BATCH_SIZE = 1000
 
 
-class Session:
+class Session(QualityChecks):
     """Labels in, better batches out. See ARCHITECTURE.md for the contract; the names here are public API."""
 
     def __init__(
@@ -65,7 +63,7 @@ class Session:
         prior_strength = check_prior_strength(prior_strength)
         if len(index) == 0:
             raise ValueError("the index is empty: build it from a collection before starting a session")
-        prompt_vector = _unit_vector(prompt_vector, index.dim)
+        prompt_vector = checks.unit_vector(prompt_vector, index.dim)
         if classifier is not None and classifier.dim != index.dim:
             raise ValueError(f"classifier takes {classifier.dim}-d embeddings but the index holds {index.dim}-d ones")
         self.index = index
@@ -148,16 +146,6 @@ class Session:
     def seen(self) -> frozenset[str]:
         """Every item shown in this session: training batches and audits."""
         return frozenset(self._seen | self._audit.keys() | {h.id for h in self._batch})
-
-    @property
-    def audit_labels(self) -> dict[str, float]:
-        """Labels given to audited items: held out from training, used only by :meth:`quality`."""
-        return dict(self._audit_labels)
-
-    @property
-    def audit_weights(self) -> dict[str, float]:
-        """Each audited item's design weight: how many unseen items its draw stood for (see trainer/quality.py)."""
-        return dict(self._audit)
 
     def scores(self, vectors: np.ndarray) -> np.ndarray:
         """P(concept) under the current classifier for any (n, D) embeddings."""
@@ -254,7 +242,7 @@ class Session:
             raise ValueError(
                 f"{len(unknown)} id(s) were never shown in this session, so they cannot be labelled: {unknown[:5]}"
             )
-        clean = _clean_scores(scores)
+        clean = checks.label_scores(scores)
         audit = {i: v for i, v in clean.items() if i in self._audit}
         clean = {i: v for i, v in clean.items() if i not in self._audit}
         missing = [i for i in clean if i not in self._vectors and clean[i] != 0]
@@ -295,7 +283,7 @@ class Session:
         a round. All-or-nothing: unknown ids or bad scores refuse the whole call. ``undo`` takes it back, unless
         ``undoable`` is False: a session rebuilt from a saved copy starts where it was saved, and Undo stops there.
         """
-        clean = _clean_scores(scores)
+        clean = checks.label_scores(scores)
         held_out = [i for i in clean if i in self._audit]
         if held_out:
             raise ValueError(f"cannot resume: {len(held_out)} label(s) are for audited items, held out: {held_out[:5]}")
@@ -313,75 +301,6 @@ class Session:
         self._batch = self._choose(pool)
         self.exhausted = not self._batch
         return self.batch()
-
-    def audit(self, n: int) -> list[Hit]:
-        """A random sample of ``n`` items never shown, stratified by the current score, to check quality with.
-
-        Label them with :meth:`label` as usual: their labels are held out (never trained on) and feed
-        :meth:`quality`. They never appear in a training batch. Returned in random order (best-scored first would
-        hint at the answers), each with its current P(concept); fewer than ``n`` when fewer unseen items are left.
-        Audits are not undone by :meth:`undo`.
-        """
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"an audit needs a positive whole number of images; got {n!r}")
-        ids, logits = self._collection_logits()
-        seen = self.seen
-        eligible = np.fromiter((i not in seen for i in ids), dtype=bool, count=len(ids))
-        rng = self._audit_rng()
-        rows, weights = choose_audit(logits, eligible, n, rng, threshold=self.classifier.threshold)
-        shuffled = rng.permutation(len(rows))
-        rows, weights = rows[shuffled], weights[shuffled]
-        self._audit.update(zip((ids[r] for r in rows), weights.tolist(), strict=True))
-        return [Hit(ids[r], float(p)) for r, p in zip(rows, _sigmoid(logits[rows].astype(np.float64)), strict=True)]
-
-    def pending_audit(self) -> list[Hit]:
-        """Audited items without a label yet (an audit batch being labelled), in the order drawn, each with its
-        current P(concept). Labelling them (0 counts: "no opinion") ends the audit."""
-        return self._rescored([Hit(i, 0.0) for i in self._audit if i not in self._audit_labels])
-
-    def quality(self, threshold: float | None = None) -> Quality | None:
-        """How good the classifier is on the whole collection, at ``threshold`` (default: the classifier's).
-
-        From the audit labels when there are any: honest estimates with 90% intervals (see trainer/quality.py).
-        Before any audit, a cross-validated estimate over the training labels, marked ``optimistic``. None while
-        neither is possible (fewer than 2 training labels of each class and no audit label).
-        """
-        threshold = self.classifier.threshold if threshold is None else float(threshold)
-        if not 0 < threshold < 1:
-            raise ValueError(f"threshold must be a probability strictly between 0 and 1; got {threshold!r}")
-        audited = {i: v for i, v in self._audit_labels.items() if v != 0}
-        trained = {i: v for i, v in self._labels.items() if v != 0}
-        seed = [self.seed, len(self._audit_labels), len(self._labels)]
-        if not audited:
-            if not trained:
-                return None
-            probe = copy.deepcopy(self.classifier)
-            probe.threshold = threshold
-            vectors = np.stack([self._vector(i) for i in trained])
-            labels = np.asarray(list(trained.values()), dtype=np.float32)
-            return cross_validated_quality(probe, vectors, labels, collection_size=len(self.index), seed=seed)
-        ids, logits = self._collection_logits()
-        row = {id_: r for r, id_ in enumerate(ids)}
-        return estimate_quality(
-            logits,
-            threshold,
-            trained_rows=np.asarray([row[i] for i in trained], dtype=np.int64),
-            trained_truth=np.asarray([v > 0 for v in trained.values()], dtype=bool),
-            audit_rows=np.asarray([row[i] for i in audited], dtype=np.int64),
-            audit_truth=np.asarray([v > 0 for v in audited.values()], dtype=bool),
-            audit_weights=np.asarray([self._audit[i] for i in audited]),
-            split=self.classifier.threshold,
-            seed=seed,
-        )
-
-    def suspect_labels(self, k: int = 10) -> list[Suspect]:
-        """The ``k`` training labels the cross-validated classifier most disagrees with, most suspect first: each a
-        ``Suspect(id, label, disagreement)``, disagreement being the held-out probability of the other class (see
-        trainer/suspects.py). For "check these": relabel one with :meth:`label` (after :meth:`add_to_batch`)."""
-        given = {i: v for i, v in self._labels.items() if v != 0}
-        vectors = self._vectors_of(list(given))
-        labels = np.asarray(list(given.values()), dtype=np.float32)
-        return suspect_labels(self.classifier, list(given), vectors, labels, k, seed=[self.seed, len(given)])
 
     def undo(self) -> list[Hit]:
         """Return to the state just before the last ``train_and_requery``; the batch shown then comes back."""
@@ -509,24 +428,6 @@ class Session:
             raise
         return fit, pool
 
-    def _collection_logits(self) -> tuple[list[str], np.ndarray]:
-        """Every item's id and current logit ``w . x + b``, in one pass over the index."""
-        weight, bias = self.classifier.weight, self.classifier.bias
-        scores_all = getattr(self.index, "scores_all", None)
-        if callable(scores_all) and hasattr(self.index, "ids"):
-            return list(self.index.ids), scores_all(weight).astype(np.float64) + bias  # type: ignore[attr-defined]
-        if len(self.index) > _MAX_QUERY:
-            raise ValueError(
-                f"checking quality scores every image, and this index ({type(self.index).__name__}, "
-                f"{len(self.index):,} images) returns at most {_MAX_QUERY:,} per query: use a local index"
-            )
-        hits = self.index.query(weight, len(self.index))
-        return [h.id for h in hits], np.asarray([h.score for h in hits], dtype=np.float64) + bias
-
-    def _audit_rng(self) -> np.random.Generator:
-        # Its own stream: an audit must not shift the training batches' random choices (nor undo's replay of them).
-        return np.random.default_rng([self.seed, 0xA0D17, len(self._audit)])
-
     def _pool_k(self) -> int:
         # Random sampling wants the widest pool a single query allows; the others only look near the top.
         k = len(self.index) if self.strategy == "random" else self.pool_size
@@ -537,7 +438,7 @@ class Session:
         the bias to get P(concept)."""
         if not pool:
             return []
-        proba = _sigmoid(np.asarray([h.score for h in pool], dtype=np.float64) + self.classifier.bias)
+        proba = sigmoid(np.asarray([h.score for h in pool], dtype=np.float64) + self.classifier.bias)
         positions = self._select(proba, self.batch_size if k is None else k, self._rng)
         chosen = sorted(int(p) for p in positions)  # show in ranking order, best first
         return [Hit(pool[p].id, float(proba[p])) for p in chosen]
@@ -588,33 +489,6 @@ def _fetch_known(index: VectorIndex, ids: list[str]) -> np.ndarray:
         raise ValueError(f"cannot resume: labels name items that are not in this collection ({err})") from None
 
 
-def _unit_vector(vector: object, dim: int) -> np.ndarray:
-    """``vector`` as a read-only (dim,) float32 unit vector, or a ValueError saying what is wrong with it."""
-    array = np.asarray(vector, dtype=np.float32).reshape(-1)
-    if array.shape[0] != dim or not np.isfinite(array).all():
-        raise ValueError(f"prompt vector must be {dim} finite numbers to match the index; got shape {array.shape}")
-    norm = float(np.linalg.norm(array))
-    if not norm > 1e-6:  # a zero vector ranks nothing: every item would score the same
-        raise ValueError("prompt vector is zero (or nearly): it points nowhere, so it cannot rank anything")
-    unit = array / norm
-    unit.flags.writeable = False
-    return unit
-
-
-def _clean_scores(scores: Mapping[str, float]) -> dict[str, float]:
-    """Scores as floats in [-1, 1], or a ValueError naming the first bad one."""
-    clean: dict[str, float] = {}
-    for id_, value in scores.items():
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"label for {id_!r} must be a number in [-1, 1]; got {value!r}") from None
-        if not np.isfinite(number) or abs(number) > 1:
-            raise ValueError(f"label for {id_!r} must be within [-1, 1]; got {value!r}")
-        clean[id_] = number
-    return clean
-
-
 def _calibrate(scores: list[float]) -> tuple[float, float]:
     """Scale and bias for the zero-shot classifier from the prompt's top scores.
 
@@ -628,7 +502,3 @@ def _calibrate(scores: list[float]) -> tuple[float, float]:
     spread = float(np.quantile(sample, 0.9) - np.quantile(sample, 0.1)) if len(sample) > 1 else 0.0
     scale = 2 * np.log(9) / spread if spread > 1e-6 else 10.0
     return float(scale), float(-scale * median)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1 + np.tanh(0.5 * z))

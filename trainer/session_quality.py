@@ -1,0 +1,133 @@
+"""A session's quality checks: audits drawn from the items never shown, the estimate of how good the classifier is
+on the whole collection (trainer/quality.py), and the training labels it most disagrees with (trainer/suspects.py).
+
+``QualityChecks`` is mixed into ``Session``, whose state it reads: the index and the classifier, the training
+labels, and the audited items (id -> design weight) with their labels, which the session holds out from training
+and from every batch.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .audit import choose_audit
+from .classifier import LinearProbe
+from .index import Hit, VectorIndex
+from .logistic import sigmoid
+from .quality import Quality, cross_validated_quality, estimate_quality
+from .suspects import Suspect, suspect_labels
+
+__all__ = ["QualityChecks"]
+
+# An index without ``scores_all`` is scored whole through one query; a query returns at most this many hits.
+MAX_QUERY = 10_000
+
+
+class QualityChecks:
+    """Audits, quality estimates and suspect labels, for :class:`trainer.session.Session`."""
+
+    index: VectorIndex
+    classifier: LinearProbe
+    seed: int
+    _labels: dict[str, float]
+    _audit: dict[str, float]  # audited id -> design weight: how many unseen items its draw stood for
+    _audit_labels: dict[str, float]
+
+    @property
+    def audit_labels(self) -> dict[str, float]:
+        """Labels given to audited items: held out from training, used only by :meth:`quality`."""
+        return dict(self._audit_labels)
+
+    @property
+    def audit_weights(self) -> dict[str, float]:
+        """Each audited item's design weight: how many unseen items its draw stood for (see trainer/quality.py)."""
+        return dict(self._audit)
+
+    def audit(self, n: int) -> list[Hit]:
+        """A random sample of ``n`` items never shown, stratified by the current score, to check quality with.
+
+        Label them with :meth:`label` as usual: their labels are held out (never trained on) and feed
+        :meth:`quality`. They never appear in a training batch. Returned in random order (best-scored first would
+        hint at the answers), each with its current P(concept); fewer than ``n`` when fewer unseen items are left.
+        Audits are not undone by :meth:`undo`.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValueError(f"an audit needs a positive whole number of images; got {n!r}")
+        ids, logits = self._collection_logits()
+        seen = self.seen
+        eligible = np.fromiter((i not in seen for i in ids), dtype=bool, count=len(ids))
+        rng = self._audit_rng()
+        rows, weights = choose_audit(logits, eligible, n, rng, threshold=self.classifier.threshold)
+        shuffled = rng.permutation(len(rows))
+        rows, weights = rows[shuffled], weights[shuffled]
+        self._audit.update(zip((ids[r] for r in rows), weights.tolist(), strict=True))
+        return [Hit(ids[r], float(p)) for r, p in zip(rows, sigmoid(logits[rows].astype(np.float64)), strict=True)]
+
+    def pending_audit(self) -> list[Hit]:
+        """Audited items without a label yet (an audit batch being labelled), in the order drawn, each with its
+        current P(concept). Labelling them (0 counts: "no opinion") ends the audit."""
+        return self._rescored([Hit(i, 0.0) for i in self._audit if i not in self._audit_labels])
+
+    def quality(self, threshold: float | None = None) -> Quality | None:
+        """How good the classifier is on the whole collection, at ``threshold`` (default: the classifier's).
+
+        From the audit labels when there are any: honest estimates with 90% intervals (see trainer/quality.py).
+        Before any audit, a cross-validated estimate over the training labels, marked ``optimistic``. None while
+        neither is possible (fewer than 2 training labels of each class and no audit label).
+        """
+        threshold = self.classifier.threshold if threshold is None else float(threshold)
+        if not 0 < threshold < 1:
+            raise ValueError(f"threshold must be a probability strictly between 0 and 1; got {threshold!r}")
+        audited = {i: v for i, v in self._audit_labels.items() if v != 0}
+        trained = {i: v for i, v in self._labels.items() if v != 0}
+        seed = [self.seed, len(self._audit_labels), len(self._labels)]
+        if not audited:
+            if not trained:
+                return None
+            probe = copy.deepcopy(self.classifier)
+            probe.threshold = threshold
+            vectors = np.stack([self._vector(i) for i in trained])
+            labels = np.asarray(list(trained.values()), dtype=np.float32)
+            return cross_validated_quality(probe, vectors, labels, collection_size=len(self.index), seed=seed)
+        ids, logits = self._collection_logits()
+        row = {id_: r for r, id_ in enumerate(ids)}
+        return estimate_quality(
+            logits,
+            threshold,
+            trained_rows=np.asarray([row[i] for i in trained], dtype=np.int64),
+            trained_truth=np.asarray([v > 0 for v in trained.values()], dtype=bool),
+            audit_rows=np.asarray([row[i] for i in audited], dtype=np.int64),
+            audit_truth=np.asarray([v > 0 for v in audited.values()], dtype=bool),
+            audit_weights=np.asarray([self._audit[i] for i in audited]),
+            split=self.classifier.threshold,
+            seed=seed,
+        )
+
+    def suspect_labels(self, k: int = 10) -> list[Suspect]:
+        """The ``k`` training labels the cross-validated classifier most disagrees with, most suspect first: each a
+        ``Suspect(id, label, disagreement)``, disagreement being the held-out probability of the other class (see
+        trainer/suspects.py). For "check these": relabel one with :meth:`label` (after :meth:`add_to_batch`)."""
+        given = {i: v for i, v in self._labels.items() if v != 0}
+        vectors = self._vectors_of(list(given))
+        labels = np.asarray(list(given.values()), dtype=np.float32)
+        return suspect_labels(self.classifier, list(given), vectors, labels, k, seed=[self.seed, len(given)])
+
+    def _collection_logits(self) -> tuple[list[str], np.ndarray]:
+        """Every item's id and current logit ``w . x + b``, in one pass over the index."""
+        weight, bias = self.classifier.weight, self.classifier.bias
+        scores_all = getattr(self.index, "scores_all", None)
+        if callable(scores_all) and hasattr(self.index, "ids"):
+            return list(self.index.ids), scores_all(weight).astype(np.float64) + bias  # type: ignore[attr-defined]
+        if len(self.index) > MAX_QUERY:
+            raise ValueError(
+                f"checking quality scores every image, and this index ({type(self.index).__name__}, "
+                f"{len(self.index):,} images) returns at most {MAX_QUERY:,} per query: use a local index"
+            )
+        hits = self.index.query(weight, len(self.index))
+        return [h.id for h in hits], np.asarray([h.score for h in hits], dtype=np.float64) + bias
+
+    def _audit_rng(self) -> np.random.Generator:
+        # Its own stream: an audit must not shift the training batches' random choices (nor undo's replay of them).
+        return np.random.default_rng([self.seed, 0xA0D17, len(self._audit)])
