@@ -364,15 +364,11 @@ class SlowExamples:
 def test_a_search_that_overtakes_the_pages_first_event_stays_on_screen(browser, bundle_workspace):
     import dataclasses
 
-    import app
     from trainer.workspace import WorkspaceLoader
 
     ws = bundle_workspace.wait(timeout=600)
     slow = dataclasses.replace(ws, collection=SlowExamples(ws.collection))
-    demo = app.build_demo(WorkspaceLoader(lambda progress: slow).start())
-    demo.queue(default_concurrency_limit=4)
-    _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
-    try:
+    with launched_app(WorkspaceLoader(lambda progress: slow).start(), concurrency=4) as (url, _):
         visitor = Visitor(browser, url)
         page = visitor.page
         visitor.search("a large red heart")
@@ -383,8 +379,6 @@ def test_a_search_that_overtakes_the_pages_first_event_stays_on_screen(browser, 
         assert "predicted it" in page.locator(".ct-map").inner_text()  # the session's map, not the empty one
         assert visitor.errors == []
         visitor.close()
-    finally:
-        demo.close()
 
 
 def test_offline_the_hub_actions_say_why_push_is_off_and_what_loads(visitor):
