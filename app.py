@@ -164,8 +164,12 @@ def refuse(err: Exception, suffix: str = "") -> gr.Error:
     return gr.Error(escape(text.rstrip(".")) + ("." if text else "") + suffix)
 
 
-def settings_from(strategy: Any, batch_size: Any, prior_strength: Any) -> tuple[str, int, float]:
-    """The UI's or an API call's settings, checked: (strategy, batch size, training strength)."""
+RoundSettings = tuple[str, int, float | None]  # strategy, batch size, training strength (None: automatic)
+
+
+def settings_from(strategy: Any, batch_size: Any, prior_strength: Any) -> RoundSettings:
+    """The UI's or an API call's settings, checked: (strategy, batch size, training strength: None when 0, which
+    means automatic)."""
     if strategy not in RECIPE_NAMES:
         raise gr.Error(f"Unknown strategy {escape(repr(strategy))}: choose one of {', '.join(RECIPE_NAMES)}.")
     try:
@@ -175,9 +179,11 @@ def settings_from(strategy: Any, batch_size: Any, prior_strength: Any) -> tuple[
         raise gr.Error("Batch size and training strength must be numbers.") from None
     if not (math.isfinite(size) and size == int(size) and 1 <= size <= MAX_BATCH):
         raise gr.Error(f"Batch size must be a whole number from 1 to {MAX_BATCH}; got {escape(repr(batch_size))}.")
-    if not (math.isfinite(strength) and 0 < strength <= 1000):
-        raise gr.Error(f"Training strength must be a number above 0 (up to 1000); got {escape(repr(prior_strength))}.")
-    return str(strategy), int(size), strength
+    if not (math.isfinite(strength) and 0 <= strength <= 1000):
+        raise gr.Error(
+            f"Training strength must be a number from 0 (automatic) to 1000; got {escape(repr(prior_strength))}."
+        )
+    return str(strategy), int(size), strength or None
 
 
 def round_request(labels: Any, more_like: Any) -> tuple[dict[str, float], list[str]]:
@@ -199,7 +205,7 @@ def event_data(evt: gr.EventData | None) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def new_session(ws: Workspace, prompt: Any, negative: Any, settings: tuple[str, int, float]) -> Session:
+def new_session(ws: Workspace, prompt: Any, negative: Any, settings: RoundSettings) -> Session:
     if not isinstance(prompt, str) or not prompt.strip():
         examples = ws.collection.example_prompts(1)
         hint = f": for example {escape(repr(examples[0]))}" if examples else ""
@@ -406,11 +412,11 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     elem_id="batch-size",
                 )
                 prior_strength = gr.Slider(
-                    0.5,
+                    0,
                     100,
-                    value=10,
+                    value=0,
                     step=0.5,
-                    label="Pull toward the prompt (higher = trust the prompt more)",
+                    label="Pull toward the prompt (0 = automatic, set by your labels; higher = trust the prompt more)",
                     elem_id="strength",
                 )
             gr.Markdown("Changes apply from the next round, and the line above the images says what changed.")
@@ -510,7 +516,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 return bench, "The server restarted: your labels are back from this browser's copy."
             return bench, None
 
-        def apply_settings(ws: Workspace, bench: Workbench, negative_text: Any, settings: tuple[str, int, float]):
+        def apply_settings(ws: Workspace, bench: Workbench, negative_text: Any, settings: RoundSettings):
             strategy_name, size, strength = settings
             require_session(bench)
             try:
@@ -667,7 +673,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             """Start a session for a prompt. Returns {"round": 1, "batch": [{"id", "score", "thumbnail", "label", ...}],
             "stats": {...}}. Replaces this client's session (/undo brings it back)."""
             ws = workspace_or_error(loader)
-            settings = settings_from(strategy, batch_size, 10.0)
+            settings = settings_from(strategy, batch_size, 0)  # automatic training strength
             bench = bench or Workbench()
             with bench.lock:
                 bench.start(new_session(ws, prompt, negative, settings), str(prompt).strip())

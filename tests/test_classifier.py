@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from trainer import map_fit
 from trainer.classifier import LinearProbe, label_targets
+from trainer.synthetic import average_precision
 
 
 def test_label_mapping_sign_is_class_magnitude_is_confidence_zero_trains_nothing():
@@ -69,7 +71,7 @@ def test_newton_and_lbfgs_fits_reach_the_same_optimum(concept, monkeypatch):
     labels = (np.where(concept.truth[rows], 1.0, -1.0) * rng.uniform(0.3, 1, len(rows))).astype(np.float32)
 
     def fitted(newton_limit: int) -> tuple[np.ndarray, float, float]:
-        monkeypatch.setattr(classifier_module, "NEWTON_MAX_LABELS", newton_limit)
+        monkeypatch.setattr(classifier_module, "KERNEL_MAX_LABELS", newton_limit)
         probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0)
         report = probe.fit(concept.vectors[rows], labels)
         return probe.weight, probe.bias, report.loss
@@ -80,6 +82,29 @@ def test_newton_and_lbfgs_fits_reach_the_same_optimum(concept, monkeypatch):
     assert newton_loss == pytest.approx(lbfgs_loss, rel=1e-3)
     np.testing.assert_allclose(newton_w, lbfgs_w, atol=2e-2 * np.abs(lbfgs_w).max())
     assert newton_b == pytest.approx(lbfgs_b, abs=0.05 * abs(lbfgs_b) + 0.05)
+
+
+def test_a_fit_reusing_the_gram_matrix_of_earlier_fits_equals_a_fresh_fit(concept):
+    """The label-space fit keeps X X^T and its last solution between fits; relabelled, removed and new rows must
+    all be recomputed, so that the result is the same as a probe that never fitted before."""
+    rng = np.random.default_rng(5)
+    rows = rng.choice(len(concept.ids), 90, replace=False)
+    labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0)
+    probe.fit(concept.vectors[rows[:60]], labels[:60])
+    changed = labels.copy()
+    changed[10] = -changed[10]  # relabelled: a kept row's solution is only a warm start
+    order = np.r_[0:30, 31:90]  # row 30 removed: every row after it moves
+    for vectors, scores in [
+        (concept.vectors[rows], labels),
+        (concept.vectors[rows], changed),
+        (concept.vectors[rows[order]], changed[order]),
+    ]:
+        probe.fit(vectors, scores)
+        fresh = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0)
+        fresh.fit(vectors, scores)
+        np.testing.assert_allclose(probe.weight, fresh.weight, atol=1e-4 * np.abs(fresh.weight).max())
+        assert probe.bias == pytest.approx(fresh.bias, abs=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -106,3 +131,52 @@ def test_newton_and_lbfgs_fits_reach_the_same_optimum(concept, monkeypatch):
 def test_a_probe_refuses_a_bad_config_before_allocating_anything(config, message):
     with pytest.raises(ValueError, match=message):
         LinearProbe(**config)
+
+
+# ------------------------------------------------------------------------------------------------ automatic strength
+def balanced_rows(concept, seed: int, per_class: int = 10) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    positives = rng.choice(np.flatnonzero(concept.truth), per_class, replace=False)
+    return np.r_[positives, rng.choice(np.flatnonzero(~concept.truth), per_class, replace=False)]
+
+
+def test_automatic_strength_stays_strong_when_the_prompt_explains_the_labels(concept):
+    """Labels drawn from the zero-shot classifier's own probabilities: the prompt is the truth, nothing to unlearn.
+    The choice is a noisy estimate, so it is judged over 20 draws (measured: 26 of 30 keep the strongest)."""
+    scores = concept.vectors @ concept.prompt_vector
+    strongest = 0
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-30.0 * np.median(scores))
+        probe.prior_strength = None
+        rows = rng.choice(len(scores), 40, replace=False)
+        labels = np.where(rng.random(40) < probe.predict_proba(concept.vectors[rows]), 1.0, -1.0)
+        probe.fit(concept.vectors[rows], labels.astype(np.float32))
+        strongest += probe.last_strength == map_fit.candidate_strengths(40)[0]
+    assert strongest >= 14
+
+
+def test_automatic_strength_weakens_when_the_labels_contradict_the_prompt(concept):
+    """The prompt points away from the concept: every draw of 20 labels must pull the strength to its weakest, and
+    the classifier must rank better than that prompt."""
+    for seed in range(10):
+        rows = balanced_rows(concept, seed)
+        labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
+        probe = LinearProbe.from_prompt(-concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
+        probe.fit(concept.vectors[rows], labels)
+        assert probe.last_strength == map_fit.candidate_strengths(20)[-1]
+        assert average_precision(probe.logits(concept.vectors), concept.truth) > average_precision(
+            -(concept.vectors @ concept.prompt_vector), concept.truth
+        )
+
+
+def test_a_fixed_strength_is_kept_and_automatic_saves_and_loads_as_null(concept, tmp_path):
+    rows = balanced_rows(concept, 0)
+    labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
+    fixed = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=4.5)
+    fixed.fit(concept.vectors[rows], labels)
+    assert fixed.last_strength == 4.5
+    automatic = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
+    automatic.save_pretrained(tmp_path / "auto")
+    assert '"prior_strength": null' in (tmp_path / "auto" / "config.json").read_text()
+    assert LinearProbe.from_pretrained(tmp_path / "auto").prior_strength is None

@@ -103,7 +103,7 @@ def test_config_records_what_a_user_needs_and_follows_a_moved_threshold(session,
         "prompt": "red circles on stripes",
         "negative_prompt": "squares",
         "recipe": "balanced",
-        "prior_strength": 10.0,
+        "prior_strength": None,  # automatic: the labels choose it (trainer/map_fit.py)
         "threshold": 0.7,
     }
     assert load_classifier(folder).threshold == 0.7

@@ -51,7 +51,9 @@ def assert_contains_truth(quality: Quality, truth: dict[str, float]) -> None:
 
 @pytest.fixture(scope="module")
 def trained(concept):
-    session = Session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept.prompt_vector, seed=0)
+    # A fixed prior strength: these tests check the estimates of a given classifier, whatever fit made it.
+    index = LocalIndex.from_vectors(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, seed=0, prior_strength=10.0)
     run_rounds(session, concept, rounds=4)
     return session
 

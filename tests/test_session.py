@@ -203,13 +203,15 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_reported
     label_batch(session, concept)
     labels = session.labels
     changes = session.configure(strategy="top", batch_size=15, prior_strength=3.0)
-    assert changes == {"strategy": ("mixed", "top"), "batch_size": (10, 15), "prior_strength": (10.0, 3.0)}
+    assert changes == {"strategy": ("mixed", "top"), "batch_size": (10, 15), "prior_strength": (None, 3.0)}
     assert len(session.batch()) == 10 and session.labels == labels  # the batch on screen and its labels stay
     batch = session.train_and_requery()
     assert len(batch) == 15 and session.classifier.prior_strength == 3.0
     scores = [h.score for h in batch]
     assert scores == sorted(scores, reverse=True)  # "top": the best first
     assert session.configure(strategy="top", batch_size=15, prior_strength=3.0) == {}
+    assert session.configure(prior_strength=None) == {"prior_strength": (3.0, None)}  # back to automatic
+    assert session.classifier.prior_strength is None
 
 
 @pytest.mark.parametrize(
@@ -227,7 +229,7 @@ def test_a_bad_setting_changes_nothing(concept_index, concept, options, message)
     session = Session(concept_index, concept.prompt_vector, seed=0)
     with pytest.raises(ValueError, match=message):
         session.configure(**{"prior_strength": 2.0, **options})
-    assert (session.strategy, session.batch_size, session.classifier.prior_strength) == ("mixed", 10, 10.0)
+    assert (session.strategy, session.batch_size, session.classifier.prior_strength) == ("mixed", 10, None)
 
 
 def test_a_new_negative_prompt_turns_the_prior_and_keeps_its_scale(concept_index, concept):

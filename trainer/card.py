@@ -95,7 +95,7 @@ def model_card(facts: CardFacts, *, files: Mapping[str, str]) -> ModelCard:
         threshold=f"{probe.threshold:g}",
         recipe=probe.recipe,
         recipe_note=_RECIPE_NOTES.get(probe.recipe, ""),
-        prior_strength=f"{probe.prior_strength:g}",
+        prior_strength="automatic" if probe.prior_strength is None else f"{probe.prior_strength:g}",
         strategy=facts.strategy,
         strategy_note=_strategy_note(facts.strategy),
         positives=positives,

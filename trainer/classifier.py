@@ -11,12 +11,12 @@ recipe reproduces it with the mapping it intended, ``t = (y + 1) / 2``.)
 Training (recipe ``"balanced"``) is a MAP estimate: class-balanced weighted BCE over *every* label so far, plus an
 L2 pull of the weights toward the prompt's prior. The pull is a fixed amount while the data term grows with each
 label, so a handful of labels nudges the zero-shot classifier and many labels are free to overrule it. The problem
-is convex and tiny (d + 1 parameters), so a full-batch L-BFGS solves it in a few milliseconds.
+is convex and tiny; up to a few hundred labels it is solved exactly in label space (``trainer/map_fit.py``: n
+unknowns, not d + 1), beyond that by a full-batch L-BFGS over the weights.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from huggingface_hub import PyTorchModelHubMixin
-from threadpoolctl import ThreadpoolController
 from torch import nn
 
-from . import checks
+from . import checks, map_fit
 
 __all__ = [
+    "KERNEL_MAX_LABELS",
     "MAX_DIM",
     "MAX_PRIOR_STRENGTH",
-    "NEWTON_MAX_LABELS",
     "RECIPES",
     "FitReport",
     "LinearProbe",
@@ -49,10 +48,9 @@ MAX_DIM = 16_384
 MAX_PRIOR_STRENGTH = 1e6
 # base_model (a Hub id or a portable name) and base_model_revision (a branch, tag or commit) are short.
 MAX_NAME_CHARS = 256
-# Up to this many labels a fit takes exact Newton steps in label space: 1.8 ms at 50 labels against 9.7 ms for
-# L-BFGS (measured side by side, load 4.4). Each step's n x n system grows with the labels, and by 128 labels
-# L-BFGS is ahead (16.0 vs 9.6 ms), so it takes over beyond this.
-NEWTON_MAX_LABELS = 96
+# Up to this many labels a fit takes exact Newton steps in label space (``trainer/map_fit.py``); beyond, each step's
+# n x n solve costs more than L-BFGS over the d + 1 weights, which takes over.
+KERNEL_MAX_LABELS = 400
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,11 @@ def label_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (labels > 0).astype(np.float32), np.abs(labels)
 
 
-def check_prior_strength(value: object) -> float:
-    """``prior_strength`` as a float, or a ValueError: a finite number > 0, at most ``MAX_PRIOR_STRENGTH``."""
+def check_prior_strength(value: object) -> float | None:
+    """``prior_strength`` as a float, or None ("automatic": the labels choose it each fit, see
+    ``trainer/map_fit.py``), or a ValueError: a finite number > 0, at most ``MAX_PRIOR_STRENGTH``."""
+    if value is None:
+        return None
     return checks.number(value, "prior_strength (the pull toward the prompt)", above=0, high=MAX_PRIOR_STRENGTH)
 
 
@@ -99,7 +100,7 @@ class LinearProbe(
         prompt: str | None = None,
         recipe: str = "balanced",
         negative_prompt: str | None = None,
-        prior_strength: float = 10.0,
+        prior_strength: float | None = 10.0,
         threshold: float = 0.5,
     ) -> None:
         super().__init__()
@@ -118,6 +119,9 @@ class LinearProbe(
         )
         self.recipe = recipe
         self.prior_strength = check_prior_strength(prior_strength)
+        # The strength the last fit used: ``prior_strength``, or the one the labels chose when that is None.
+        self.last_strength = self.prior_strength or map_fit.candidate_strengths(1)[0]
+        self._gram_cache = map_fit.GramCache()  # the labels' Gram matrix, kept between fits (not saved)
         self.threshold = checks.number(threshold, "threshold", low=0, high=1)
         self.linear = nn.Linear(self.dim, 1)
         # The prompt's prior travels with the weights, so a pulled classifier can keep training toward it.
@@ -234,29 +238,34 @@ class LinearProbe(
         self.reset_to_prior()
         if not used.any():
             return FitReport(loss=0.0, **report)
-        x = torch.from_numpy(vectors[used])
-        t = torch.from_numpy(targets[used])
-        c = torch.from_numpy(_balanced_weights(targets[used], weights[used]))
+        c = _balanced_weights(targets[used], weights[used])
         # The pull is measured relative to the prior's own size, so ``prior_strength`` means the same whatever
         # scale the calibration chose: roughly, how many labels it takes to turn the prior by a radian.
         # The bias gets a much weaker pull: it must be free to move when every label so far is of one class.
-        norm2 = float(self.prior_weight.square().sum()) or 1.0
-        pull_w, pull_b = self.prior_strength / norm2, self.prior_strength * 0.01 / norm2
-        if len(x) <= NEWTON_MAX_LABELS:
-            w, b, loss = _newton_map(
-                x.double().numpy(),
-                t.double().numpy(),
-                c.double().numpy(),
-                self.prior_weight.double().numpy(),
+        if used.sum() <= KERNEL_MAX_LABELS:
+            # In numpy, not torch: torch's conversions wake its thread pool, which stalls for milliseconds on a
+            # busy machine (measured 4 ms per .double() of a 200 x 512 tensor at load 11).
+            fitted = map_fit.fit_map(
+                vectors[used].astype(np.float64),
+                targets[used].astype(np.float64),
+                c.astype(np.float64),
+                self.prior_weight.numpy().astype(np.float64),
                 float(self.prior_bias),
-                pull_w,
-                pull_b,
+                self.prior_strength,
+                cache=self._gram_cache,
                 max_iter=max_iter,
             )
+            self.last_strength = fitted.strength
             with torch.no_grad():
-                self.linear.weight.copy_(torch.from_numpy(w)[None, :])
-                self.linear.bias.fill_(b)
-            return FitReport(loss=loss, **report)
+                self.linear.weight.copy_(torch.from_numpy(fitted.weight)[None, :])
+                self.linear.bias.fill_(fitted.bias)
+            return FitReport(loss=fitted.loss, **report)
+        # Beyond the label-space limit: L-BFGS in weight space, at the given strength or, when it is automatic, at
+        # the one chosen last (a session reaches this many labels one round at a time, through label space).
+        self.last_strength = self.prior_strength or self.last_strength
+        x, t, c = torch.from_numpy(vectors[used]), torch.from_numpy(targets[used]), torch.from_numpy(c)
+        norm2 = float(self.prior_weight.square().sum()) or 1.0
+        pull_w, pull_b = self.last_strength / norm2, self.last_strength * 0.01 / norm2
         weight, bias = self.linear.weight, self.linear.bias  # (1, D), (1,)
         prior_w, prior_b = self.prior_weight, self.prior_bias  # (D,), ()
         optimizer = torch.optim.LBFGS([weight, bias], lr=1, max_iter=max_iter, line_search_fn="strong_wolfe")
@@ -300,68 +309,8 @@ class LinearProbe(
         return FitReport(len(labels), positives, int((labels < 0).sum()), float(loss.detach()))
 
 
-def _newton_map(
-    x: np.ndarray,
-    t: np.ndarray,
-    c: np.ndarray,
-    w0: np.ndarray,
-    b0: float,
-    pull_w: float,
-    pull_b: float,
-    *,
-    max_iter: int = 50,
-    tol: float = 1e-10,
-) -> tuple[np.ndarray, float, float]:
-    """Minimise ``sum c (softplus(z) - t z) + pull_w |w - w0|^2 + pull_b (b - b0)^2`` with ``z = x w + b``.
-
-    Damped Newton, converging in under ten steps on this convex problem. The Hessian is ``A^T A + P`` with
-    ``A = sqrt(c s (1 - s)) [x 1]`` (n, D + 1) and ``P`` diagonal, so by the Woodbury identity each step solves an
-    n x n system: cheap while there are far fewer labels than dimensions. Returns (w, b, loss), float64.
-    """
-    n, d = x.shape
-    xa = np.hstack([x, np.ones((n, 1))])  # (n, D + 1)
-    theta0 = np.append(w0, b0)
-    prior = np.full(d + 1, 2 * pull_w)  # the prior's Hessian, diagonal
-    prior[-1] = 2 * pull_b
-    inverse = 1 / prior
-
-    def loss(theta: np.ndarray) -> float:
-        z = xa @ theta
-        return float(c @ (np.logaddexp(0, z) - t * z) + 0.5 * prior @ (theta - theta0) ** 2)
-
-    # One BLAS thread: these matrices are far too small to gain from threads, and on a busy 2-core machine
-    # OpenBLAS's threads spin-wait on each other: measured 128 ms for one 200 x 200 solve, against 1.3 ms limited.
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        theta, value = theta0.copy(), loss(theta0)
-        for _ in range(max_iter):
-            z = xa @ theta
-            s = 0.5 * (1 + np.tanh(0.5 * z))
-            gradient = xa.T @ (c * (s - t)) + prior * (theta - theta0)
-            a = np.sqrt(c * s * (1 - s))[:, None] * xa
-            u = inverse * gradient
-            gram = np.eye(n) + (a * inverse) @ a.T  # (n, n)
-            step = u - inverse * (a.T @ np.linalg.solve(gram, a @ u))  # H^-1 gradient
-            decrement = float(gradient @ step)
-            if decrement / 2 <= tol * (1 + abs(value)):
-                break
-            size = 1.0
-            while True:  # backtrack until the loss drops enough (Armijo)
-                candidate = theta - size * step
-                candidate_value = loss(candidate)
-                if candidate_value <= value - 1e-4 * size * decrement or size < 1e-8:
-                    break
-                size /= 2
-            theta, value = candidate, candidate_value
-    return theta[:-1], float(theta[-1]), value
-
-
 def _optional_name(value: object, name: str) -> str | None:
     return None if value is None else checks.text(value, name, max_chars=MAX_NAME_CHARS) or None
-
-
-@functools.cache
-def _blas_controller() -> ThreadpoolController:
-    return ThreadpoolController()  # inspects the loaded BLAS libraries once, on first use
 
 
 def _balanced_weights(targets: np.ndarray, confidence: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from .saved_state import SAVED_VERSION, read_saved
 from .session_quality import QualityChecks
 from .strategies import STRATEGIES, get_strategy
 
-__all__ = ["MAX_BATCH_SIZE", "RECIPE_NAMES", "Session"]
+__all__ = ["KEEP", "MAX_BATCH_SIZE", "RECIPE_NAMES", "Session"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ RECIPE_NAMES = (*STRATEGIES, "original")
 _CALIBRATION_SAMPLE = 256
 # More than a person labels in a round; a bound so that no caller can ask for the whole collection at once.
 MAX_BATCH_SIZE = 1000
+# ``configure``'s default for a setting to leave as it is (None is a value there: the automatic prior strength).
+KEEP = object()
 
 
 class Session(QualityChecks):
@@ -48,7 +50,7 @@ class Session(QualityChecks):
         seed: int = 0,
         *,
         pool_size: int = 1000,
-        prior_strength: float = 10.0,
+        prior_strength: float | None = None,
         classifier: LinearProbe | None = None,
         prompt: str | None = None,
         negative_prompt: str | None = None,
@@ -314,14 +316,15 @@ class Session(QualityChecks):
         *,
         strategy: str | None = None,
         batch_size: int | None = None,
-        prior_strength: float | None = None,
+        prior_strength: float | object | None = KEEP,
         prompt_vector: np.ndarray | None = None,
         negative_prompt: str | None = None,
     ) -> dict[str, tuple[object, object]]:
         """Change how the next rounds are chosen and trained; labels, seen items and the batch on screen stay.
 
         ``prompt_vector`` replaces the prior's direction, keeping its calibrated scale: the prompt pushed away from
-        a new ``negative_prompt`` ("" for none), which the classifier records. Returns ``{setting: (old, new)}`` for
+        a new ``negative_prompt`` ("" for none), which the classifier records. ``prior_strength=None`` makes the
+        strength automatic (``trainer/map_fit.py``); leave it out to keep it. Returns ``{setting: (old, new)}`` for
         what actually changed. All-or-nothing: a bad value changes nothing.
         """
         changes: dict[str, tuple[object, object]] = {}
@@ -337,10 +340,13 @@ class Session(QualityChecks):
             if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
             changes["batch_size"] = (self.batch_size, batch_size)
-        if prior_strength is not None and prior_strength != self.classifier.prior_strength:
-            if not np.isfinite(prior_strength) or prior_strength <= 0:
+        if prior_strength is not KEEP and prior_strength != self.classifier.prior_strength:
+            if prior_strength is not None and (not np.isfinite(prior_strength) or prior_strength <= 0):
                 raise ValueError(f"prior_strength must be a positive number; got {prior_strength!r}")
-            changes["prior_strength"] = (self.classifier.prior_strength, float(prior_strength))
+            changes["prior_strength"] = (
+                self.classifier.prior_strength,
+                None if prior_strength is None else float(prior_strength),  # type: ignore[arg-type]
+            )
         prior = None
         if prompt_vector is not None:
             vector = np.asarray(prompt_vector, dtype=np.float32).reshape(-1)
@@ -358,7 +364,7 @@ class Session(QualityChecks):
             self.batch_size = batch_size  # type: ignore[assignment]
             self.pool_size = max(self.pool_size, self.batch_size)
         if "prior_strength" in changes:
-            self.classifier.prior_strength = float(prior_strength)  # type: ignore[arg-type]
+            self.classifier.prior_strength = changes["prior_strength"][1]  # type: ignore[assignment]
         if "prompt" in changes:
             self.classifier.prior_weight.copy_(torch.from_numpy(prior))
         if negative_prompt is not None and (negative_prompt or None) != self.classifier.negative_prompt:

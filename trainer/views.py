@@ -172,7 +172,12 @@ def batch_value(
 
 def describe_changes(changes: dict[str, tuple[object, object]]) -> list[str]:
     """``Session.configure``'s report ``{name: (old, new)}`` as the stats line words it, e.g. "batch size 10 → 14"."""
-    words = [f"{_SETTING_NAMES[k]} {old} → {new}" for k, (old, new) in changes.items() if k in _SETTING_NAMES]
+
+    def shown(value: object) -> object:
+        return "automatic" if value is None else value  # a prior strength of None: the labels choose it
+
+    named = [(k, old, new) for k, (old, new) in changes.items() if k in _SETTING_NAMES]
+    words = [f"{_SETTING_NAMES[k]} {shown(old)} → {shown(new)}" for k, old, new in named]
     if "negative_prompt" in changes:
         negative = changes["negative_prompt"][1]
         words.append(f"negative prompt “{negative}”" if negative else "no negative prompt")  # drawn as text

@@ -49,12 +49,13 @@ class Workbench:
         negative_prompt: str,
         strategy: str,
         batch_size: int,
-        prior_strength: float,
+        prior_strength: float | None,
     ) -> dict[str, tuple[object, object]]:
         """Apply settings to the current session from its next round (see ``Session.configure``): returns what
         changed. A new negative prompt turns the prior: ``prior_for(query, negative)`` makes it from what the
-        session was started from (``Workspace.prior_for``). ValueError if there is no session, or a bad value
-        (nothing then changes); a session that continues a loaded classifier keeps its negative prompt."""
+        session was started from (``Workspace.prior_for``); a ``prior_strength`` of None is automatic. ValueError
+        if there is no session, or a bad value (nothing then changes); a session that continues a loaded classifier
+        keeps its negative prompt."""
         session = self.session
         if session is None:
             raise ValueError("no session to configure: start one first")

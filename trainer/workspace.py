@@ -165,7 +165,7 @@ class Workspace:
         query: np.ndarray | None = None,
         strategy: str | None = None,
         batch_size: int | None = None,
-        prior_strength: float = 10.0,
+        prior_strength: float | None = None,
     ) -> Session:
         """A labelling session over this collection, started from a prompt, or from ``query``: an embedding to
         search near, such as an uploaded image's (:meth:`image_vector`; ``prompt`` then only names it). Either way
