@@ -255,6 +255,14 @@ def quality_json(quality: Quality | None) -> dict[str, Any] | None:
     }
 
 
+def quality_now(session: Session) -> str:
+    """The quality panel for a session that comes back (Undo, Resume): its estimate if it was checked, else the
+    invitation to check."""
+    if not session.audit_labels:
+        return NOT_CHECKED
+    return quality_markdown(session.quality(), session.round)
+
+
 def quality_markdown(quality: Quality | None, round_: int) -> str:
     """The quality panel: the estimates with their intervals, what they rest on, and a plain verdict."""
     if quality is None:
@@ -301,9 +309,10 @@ def resumed(ws: Workspace, saved: Any) -> Session:
 
 
 def saved_copy(bench: Workbench) -> Any:
-    """The browser's copy after an action: replaced only by a session holding labels, never by an empty one."""
+    """The browser's copy after an action: replaced only by a session holding labels (training or check labels),
+    never by an empty one."""
     session = bench.session
-    if session is None or not any(session.labels.values()):
+    if session is None or not (any(session.labels.values()) or session.audit_labels):
         return gr.skip()
     return session.to_saved()
 
@@ -590,8 +599,10 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 raise gr.Error(f"{NOTHING_TO_UNDO.capitalize()}.")
             with bench.lock:
                 kind = bench.undo()
+                # A round undone: the estimate is of the classifier before it. Check labels are never undone.
+                quality = quality_now(bench.session)  # type: ignore[arg-type]
             notice = "Start over undone: your earlier session and its labels are back." if kind == "start" else None
-            return respond(ws, bench, notice=notice)
+            return respond(ws, bench, quality=quality, notice=notice)
 
         def on_audit(bench, saved_value, evt: gr.EventData):
             """Check quality: keep the labels set on the batch on screen (not trained yet), then show a check."""
@@ -630,7 +641,8 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             bench = bench or Workbench()
             with bench.lock:
                 bench.start(session, session.classifier.prompt)
-            return [session.classifier.prompt or "", *respond(ws, bench, quality=NOT_CHECKED)]
+                quality = quality_now(session)  # its quality checks came back with it
+            return [session.classifier.prompt or "", *respond(ws, bench, quality=quality)]
 
         def on_pick(bench, saved_value, evt: gr.EventData):
             ws = workspace_or_error(loader)

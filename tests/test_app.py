@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+from huggingface_hub import metadata_load
 
 import app
 import trainer.hub_calls
@@ -210,6 +211,33 @@ def test_export_gives_files_that_load_back(client, tmp_path):
     assert probe.prompt == "a red circle" and probe.negative_prompt == "a blue square" and probe.dim > 0
     assert {r.score for r in read_labels(labels_csv)} == {1.0, -1.0}
     assert len(read_labels(labels_jsonl)) == 10
+
+
+def test_the_exported_card_says_what_the_app_showed_and_what_the_check_measured(client, tmp_path):
+    reply = start(client, negative="a blue square")
+    for _ in range(3):
+        reply = client.predict(label_all(reply, 3), api_name="/round")
+    assert reply["round"] == 4  # three rounds labelled and trained; the app shows the fourth's batch, unlabelled
+    check = client.predict(api_name="/check")
+    measured = client.predict(label_all(check, 2), api_name="/quality")["quality"]
+    archive, _, _ = client.predict(api_name="/export")
+    with zipfile.ZipFile(archive) as zipped:
+        zipped.extractall(tmp_path)
+    card = next(tmp_path.rglob("README.md"))
+    text = card.read_text()
+    assert "| Rounds | 3 |" in text and "refined by 3 round(s) of human labelling" in text
+    assert "| Negative prompt | a blue square |" in text
+    # A portable base model: the bundle's name and content hash, never the folder it sits in on this server.
+    assert re.search(r"\| Base model \| a local CLIP model folder, `tiny-clip@sha256:[0-9a-f]{12}`", text)
+    assert str(PROJECT_ROOT) not in text and "assets/" not in text
+    (entry,) = metadata_load(card)["model-index"]
+    metrics = {m["type"]: m for m in entry["results"][0]["metrics"]}
+    assert list(metrics) == ["average_precision", "precision", "recall", "prevalence"]
+    for name, key in [("average_precision", "ap"), ("precision", "precision"), ("recall", "recall")]:
+        args = metrics[name]["args"]
+        assert metrics[name]["value"] == measured[key]["value"]
+        assert (args["interval_low"], args["interval_high"]) == (measured[key]["low"], measured[key]["high"])
+        assert args["audit_labels"] == 20 and args["confidence"] == 0.9 and "stratified random sample" in args["method"]
 
 
 def test_push_signed_out_on_a_space_is_refused_and_never_uses_the_spaces_token(client, monkeypatch, hub_online):

@@ -442,6 +442,29 @@ def test_a_quality_check_is_labelled_in_the_grid_then_the_panel_shows_estimates_
     assert "a-large-red-heart-scores.csv" in listed  # every image's score, to download
 
 
+def test_a_reload_after_a_quality_check_resumes_with_its_estimate_and_round(visitor):
+    page = visitor.page
+    visitor.search("a small yellow shape")
+    visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    page.locator(".ct-check").click()
+    page.wait_for_function("document.querySelector('.ct-stats')?.innerText.startsWith('Quality check')")
+    page.locator(".ct-card").first.focus()
+    before = visitor.saved()
+    visitor.label_by_keys("y" + "n" * 19)
+    page.wait_for_function("document.querySelector('#quality')?.innerText.includes('From 20 check labels')")
+    estimate = page.locator("#quality table").inner_text()
+    visitor.wait_for_saved_change(before)
+    page.reload()  # the tab's server-side session is gone, as after a Space restart
+    page.wait_for_selector(".ct-offer:not([hidden])", timeout=60_000)
+    assert "10 labels and 20 quality-check labels" in page.locator(".ct-offer").inner_text()
+    page.locator(".ct-resume").click()
+    visitor.wait_for_round(2, 10)  # the round it was on, not round 1
+    page.wait_for_function("document.querySelector('#quality')?.innerText.includes('From 20 check labels')")
+    assert page.locator("#quality table").inner_text() == estimate  # the same estimate, from the same labels
+    assert "Quality · round 2" in page.locator("#quality").inner_text()
+
+
 # ------------------------------------------------------------------------------------------------ escaping
 @pytest.fixture
 def tripwire():

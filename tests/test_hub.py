@@ -353,6 +353,30 @@ def test_the_card_counts_rounds_as_the_app_numbers_them(concept, tmp_path):
     assert "| Rounds | 0, after 20 label(s) from an earlier session |" in text
 
 
+def test_a_session_rebuilt_from_its_saved_copy_gives_the_same_card(concept, tmp_path):
+    index = LocalIndex.from_vectors(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, prompt="red", negative_prompt="blue", base_model=CLIP)
+    for _ in range(3):
+        session.label(concept.oracle([h.id for h in session.batch()]))
+        session.train_and_requery()
+    session.label(concept.oracle([h.id for h in session.audit(20)]))
+    saved = json.loads(json.dumps(session.to_saved()))
+    again = Session.from_saved(index, saved, base_model=CLIP)
+    assert again.round == session.round == 4
+    before = (export_classifier(session, tmp_path / "before") / "README.md").read_text()
+    after = (export_classifier(again, tmp_path / "after") / "README.md").read_text()
+    for text in (before, after):
+        assert "| Rounds | 3 |" in text and "| Negative prompt | blue |" in text and "earlier session" not in text
+        assert "from an audit: 20 image(s) drawn at random" in text
+    assert "Note:" not in after  # every label was trained on when the saved copy was taken over
+    assert [m["args"]["audit_labels"] for m in _metrics(after)] == [20] * 4
+
+
+def _metrics(card_text: str) -> list[dict]:
+    (entry,) = yaml.safe_load(card_text.split("---")[1])["model-index"]
+    return entry["results"][0]["metrics"]
+
+
 # ----------------------------------------------------------------------------------------------------------- push
 def test_push_uploads_weights_config_card_and_labels(session, export, fake_hub, concept):
     url = push_classifier(export, "alice/red-circles", SECRET)

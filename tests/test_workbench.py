@@ -43,6 +43,17 @@ def test_a_session_without_any_work_is_not_kept_for_undo(new_session):
     assert bench.undo_kind is None
 
 
+def test_a_session_with_only_quality_check_labels_is_kept_and_its_checks_come_back(new_session, concept):
+    bench = Workbench()
+    checked = new_session()
+    checked.label(concept.oracle([h.id for h in checked.audit(20)]))  # checked before any training
+    bench.start(checked)
+    bench.start(new_session())  # Start over: a new session, with no checks of its own
+    assert bench.session.audit_labels == {} and bench.undo_kind == "start"
+    assert bench.undo() == "start" and bench.session is checked and len(bench.session.audit_labels) == 20
+    assert bench.session.quality().method == "audit"
+
+
 def test_the_serial_moves_whenever_a_different_session_is_current(new_session, concept):
     bench = Workbench()
     bench.start(trained(new_session(), concept))

@@ -129,9 +129,13 @@ def test_a_saved_copy_is_offered_and_resumed_only_for_this_model_and_collection(
     first.label({h.id: (1.0 if k < 2 else -1.0) for k, h in enumerate(first.batch())})
     first.train_and_requery()
     saved = first.to_saved()
-    assert ws.resume_offer(saved) == {"labels": 5, "prompt": "a red circle"}
+    assert ws.resume_offer(saved) == {"labels": 5, "checks": 0, "prompt": "a red circle"}
     again = ws.session_from_saved(saved, max_batch_size=50)
     assert again.labels == first.labels and again.classifier.prompt == "a red circle" and not again.can_undo
+    checked = ws.new_session("a red circle", batch_size=5)
+    checked.label({h.id: -1.0 for h in checked.audit(4)})  # checked before any training: worth resuming too
+    assert ws.resume_offer(checked.to_saved()) == {"labels": 0, "checks": 4, "prompt": "a red circle"}
+    assert len(ws.session_from_saved(checked.to_saved(), max_batch_size=50).audit_labels) == 4
     elsewhere = {**saved, "collection": "another collection"}
     for refused in (None, "text", {**saved, "labels": {}}, elsewhere):
         assert ws.resume_offer(refused) is None

@@ -8,8 +8,10 @@ safetensors) and its limitations. It is built with huggingface_hub's ``ModelCard
 block is written by the same code the Hub reads it with.
 
 Rounds are counted the way the app numbers them: a label given while the app showed "Round 2" belongs to round 2,
-so a card exported then says 2 rounds (and notes which labels the weights have not been trained on yet). Labels
-carried over from an earlier session (``Session.resume``) are counted apart, since their rounds are not known.
+so a card exported then says 2 rounds (and notes which labels the weights have not been trained on yet); with
+nothing labelled in round 2 yet, it says 1. A session rebuilt from the browser's saved copy keeps its labels' rounds
+and its round count. Labels carried over from elsewhere (``Session.resume``: a pulled classifier's labels) are
+counted apart, since their rounds are not known.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class CardFacts:
     labels: dict[str, float]
     label_rounds: dict[str, int]
     history: list[RoundStats]
+    trained_rounds: int  # rounds trained, those before a resumed saved copy included (history may lack them)
     strategy: str | None
     held_out_ap: float | None
     held_out_note: str | None
@@ -76,7 +79,7 @@ def model_card(facts: CardFacts, *, files: Mapping[str, str]) -> ModelCard:
     )
     positives = sum(v > 0 for v in facts.labels.values())
     negatives = sum(v < 0 for v in facts.labels.values())
-    trained_rounds = len(facts.history)
+    trained_rounds = facts.trained_rounds
     untrained = sum(r > trained_rounds for r in facts.label_rounds.values())
     carried_over = sum(r == 0 for r in facts.label_rounds.values())
     # The app's round numbers: the latest round with a label, or the rounds trained if none was labelled since.

@@ -128,6 +128,7 @@ def export_facts(
         labels=clean_labels,
         label_rounds={str(k): int(v) for k, v in record.label_rounds.items()},
         history=list(record.history),
+        trained_rounds=record.trained_rounds,
         strategy=record.strategy,
         held_out_ap=held_out_ap,
         held_out_note=held_out_note,

@@ -45,6 +45,13 @@ class SessionRecord:
     strategy: str | None = None
     quality: Quality | None = None  # from an audit, or cross-validated over the training labels (optimistic)
     audit_labels: Mapping[str, float] = field(default_factory=dict)
+    # Rounds trained, those before a session was rebuilt from a saved copy included (``history`` lacks them);
+    # None: as many as ``history`` holds.
+    rounds_trained: int | None = None
+
+    @property
+    def trained_rounds(self) -> int:
+        return len(self.history) if self.rounds_trained is None else self.rounds_trained
 
     @classmethod
     def of_probe(

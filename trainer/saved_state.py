@@ -3,6 +3,11 @@
 The value comes back from a visitor's browser, which they control: every field is checked for type, size and range
 before any work (the vector's length and the label count before they are walked), and a ValueError names the first
 wrong field. ``Session.from_saved`` builds the session from what this returns.
+
+Version 2 adds what a quality check and the round counter need to survive a restart: the rounds trained so far,
+the round each label was given in, the audited items with their design weights and the audit labels (held out from
+training). Version 1 (labels only) is still read: its labels count as from before the session (round 0), with no
+audit.
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ from . import checks
 from .classifier import check_prior_strength
 from .index import VectorIndex
 
-__all__ = ["SAVED_FIELDS", "SAVED_VERSION", "read_saved"]
+__all__ = ["MAX_ROUNDS", "SAVED_FIELDS", "SAVED_VERSION", "read_saved"]
 
-# The shape of ``Session.to_saved()``; ``from_saved`` refuses any other.
-SAVED_VERSION = 1
+# The shape of ``Session.to_saved()``; ``from_saved`` reads it and the versions before it, and refuses any other.
+SAVED_VERSION = 2
 # Item ids and model / collection names in a saved session are short; anything longer is refused unread.
 _MAX_ID_CHARS = 1024
 _MAX_NAME_CHARS = 512
-SAVED_FIELDS = frozenset(
+# More rounds than anyone labels; a bound so that a tampered round number is refused, not carried.
+MAX_ROUNDS = 1_000_000
+_FIELDS_V1 = frozenset(
     (
         "version",
         "base_model",
@@ -35,6 +42,8 @@ SAVED_FIELDS = frozenset(
         "labels",
     )
 )
+SAVED_FIELDS = _FIELDS_V1 | {"rounds", "label_rounds", "audit", "audit_labels"}
+_FIELDS = {1: _FIELDS_V1, SAVED_VERSION: SAVED_FIELDS}
 
 
 def read_saved(saved: object, index: VectorIndex, *, max_batch_size: int) -> dict[str, Any]:
@@ -42,17 +51,20 @@ def read_saved(saved: object, index: VectorIndex, *, max_batch_size: int) -> dic
     every size is checked before the value is walked."""
     if not isinstance(saved, Mapping):
         raise ValueError(f"a saved session is a JSON object; got {checks.shown(saved)}")
-    missing = sorted(SAVED_FIELDS - saved.keys())
-    unknown = sorted(str(k)[:40] for k in saved.keys() - SAVED_FIELDS)
+    version = saved.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version not in _FIELDS:
+        raise ValueError(
+            f"the saved session is of version {checks.shown(version)}; this app reads "
+            + " and ".join(str(v) for v in sorted(_FIELDS))
+        )
+    fields = _FIELDS[version]
+    missing = sorted(fields - saved.keys())
+    unknown = sorted(str(k)[:40] for k in saved.keys() - fields)
     if missing or unknown:
         raise ValueError(
-            "the saved session does not have the expected fields"
+            f"the saved session (version {version}) does not have the expected fields"
             + (f"; missing {missing}" if missing else "")
             + (f"; unknown {unknown[:5]}" if unknown else "")
-        )
-    if saved["version"] != SAVED_VERSION or isinstance(saved["version"], bool):
-        raise ValueError(
-            f"the saved session is of version {checks.shown(saved['version'])}; this app reads {SAVED_VERSION}"
         )
     values: dict[str, Any] = {}
     for key in ("base_model", "collection"):
@@ -71,13 +83,46 @@ def read_saved(saved: object, index: VectorIndex, *, max_batch_size: int) -> dic
     values["strategy"] = saved["strategy"]  # Session checks it against the recipe names
     values["batch_size"] = checks.integer(saved["batch_size"], "the saved batch size", low=1, high=max_batch_size)
     values["prior_strength"] = check_prior_strength(saved["prior_strength"])
-    labels = saved["labels"]
-    if not isinstance(labels, Mapping):
-        raise ValueError(f"the saved labels must be a JSON object of id: score; got {checks.shown(labels)}")
-    if len(labels) > len(index):
-        raise ValueError(f"the saved labels name {len(labels):,} items, but the collection holds {len(index):,}")
-    long_ids = [i for i in labels if not isinstance(i, str) or len(i) > _MAX_ID_CHARS]
-    if long_ids:
-        raise ValueError(f"the saved labels hold an id that is not a collection id: {checks.shown(long_ids[0])}")
-    values["labels"] = {i: checks.number(v, f"the saved label of {i!r}", low=-1, high=1) for i, v in labels.items()}
+    values["labels"] = _scores(saved["labels"], "labels", "label", index)
+    if version == 1:
+        values.update(rounds=0, label_rounds=dict.fromkeys(values["labels"], 0), audit={}, audit_labels={})
+        return values
+    values["rounds"] = checks.integer(saved["rounds"], "the saved number of rounds", low=0, high=MAX_ROUNDS)
+    label_rounds = _id_map(saved["label_rounds"], "label rounds", "id: round", index)
+    if label_rounds.keys() != values["labels"].keys():
+        raise ValueError("the saved label rounds must name exactly the labelled items")
+    top = values["rounds"] + 1  # a label given in the round on screen, not trained yet
+    values["label_rounds"] = {
+        i: checks.integer(r, f"the saved round of {i!r}", low=0, high=top) for i, r in label_rounds.items()
+    }
+    audit = _id_map(saved["audit"], "audit", "id: weight", index)
+    # A design weight is how many unseen items an audited one stands for: at most the whole collection.
+    values["audit"] = {
+        i: checks.number(w, f"the saved audit weight of {i!r}", above=0, high=len(index)) for i, w in audit.items()
+    }
+    values["audit_labels"] = _scores(saved["audit_labels"], "audit labels", "audit label", index)
+    unaudited = [i for i in values["audit_labels"] if i not in values["audit"]]
+    if unaudited:
+        raise ValueError(f"the saved audit labels name items that were never audited: {checks.shown(unaudited[:5])}")
+    both = [i for i in values["audit"] if i in values["labels"]]
+    if both:
+        raise ValueError(f"the saved session trains on audited items, which must stay held out: {both[:5]}")
     return values
+
+
+def _id_map(value: object, name: str, shape: str, index: VectorIndex) -> Mapping[str, Any]:
+    """A JSON object keyed by item ids, no bigger than the collection: checked before its values are walked."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"the saved {name} must be a JSON object of {shape}; got {checks.shown(value)}")
+    if len(value) > len(index):
+        raise ValueError(f"the saved {name} name {len(value):,} items, but the collection holds {len(index):,}")
+    long_ids = [i for i in value if not isinstance(i, str) or len(i) > _MAX_ID_CHARS]
+    if long_ids:
+        raise ValueError(f"the saved {name} hold an id that is not a collection id: {checks.shown(long_ids[0])}")
+    return value
+
+
+def _scores(value: object, name: str, one: str, index: VectorIndex) -> dict[str, float]:
+    """Labels, id: score in [-1, 1]."""
+    labels = _id_map(value, name, "id: score", index)
+    return {i: checks.number(v, f"the saved {one} of {i!r}", low=-1, high=1) for i, v in labels.items()}

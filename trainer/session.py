@@ -91,6 +91,7 @@ class Session(QualityChecks):
         self._audit: dict[str, float] = {}
         self._audit_labels: dict[str, float] = {}
         self._history: list[RoundStats] = []
+        self._rounds_before = 0  # rounds trained before a saved copy was taken over (``from_saved``)
         self._undo: list[dict] = []
         self.exhausted = False
 
@@ -123,7 +124,13 @@ class Session(QualityChecks):
 
     @property
     def round(self) -> int:
-        return len(self._history) + 1
+        """The round whose batch is on screen, 1-based, as the app numbers it; it carries on after ``from_saved``."""
+        return self._rounds_before + len(self._history) + 1
+
+    @property
+    def rounds_trained(self) -> int:
+        """Rounds trained so far (``round - 1``): those of :attr:`history`, and those before a saved copy."""
+        return self.round - 1
 
     @property
     def labels(self) -> dict[str, float]:
@@ -163,6 +170,7 @@ class Session(QualityChecks):
             strategy=self.strategy,
             quality=self.quality(),
             audit_labels=self.audit_labels,
+            rounds_trained=self.rounds_trained,
         )
 
     # ------------------------------------------------------------------------------------------------- saving
@@ -170,7 +178,9 @@ class Session(QualityChecks):
         """What a browser keeps of this session so that a restarted app loses nothing: plain JSON values.
 
         How it was started (prompt, negative prompt, its unit prompt vector, strategy, batch size, prior strength,
-        base model and collection) and every label. ``from_saved`` rebuilds it.
+        base model and collection), every label and the round it was given in, the rounds trained, and the quality
+        checks: the audited items with their design weights and their labels (still held out once rebuilt).
+        ``from_saved`` rebuilds it.
         """
         return {
             "version": SAVED_VERSION,
@@ -183,6 +193,10 @@ class Session(QualityChecks):
             "batch_size": self.batch_size,
             "prior_strength": self.classifier.prior_strength,
             "labels": self.labels,
+            "rounds": self.rounds_trained,
+            "label_rounds": self.label_rounds,
+            "audit": self.audit_weights,
+            "audit_labels": self.audit_labels,
         }
 
     @classmethod
@@ -203,7 +217,10 @@ class Session(QualityChecks):
         ``max_batch_size``, no more labels than the index holds, every id in the index), and a ValueError names
         what is wrong. ``base_model`` and ``collection`` are what the caller runs now: a session saved for another
         model or collection is refused, and those two never come from ``saved``. The labels are taken over as by
-        :meth:`resume` (as labels from before this session: round 0), and Undo stops at the resume.
+        :meth:`resume`, with the rounds they were given in, and Undo stops there; the round count carries on (from
+        the round after the last label's, since taking over trains on every label). The audited items and their
+        labels come back held out, so :meth:`quality` gives the estimate it gave before. A saved copy of version 1
+        (labels only) is read too: its labels count as from before this session (round 0).
         """
         values = read_saved(saved, index, max_batch_size=max_batch_size)
         for key, current in (("base_model", base_model), ("collection", collection)):
@@ -213,7 +230,7 @@ class Session(QualityChecks):
                     "start a new session"
                 )
         # Every id is looked up before the session is built: a saved session naming unknown items costs no search.
-        vectors = _fetch_known(index, list(values["labels"]))
+        vectors = _fetch_known(index, [*values["labels"], *values["audit"]])
         session = cls(
             index,
             values["prompt_vector"],
@@ -227,9 +244,17 @@ class Session(QualityChecks):
             base_model=base_model,
             collection=collection,
         )
+        session._vectors.update(zip([*values["labels"], *values["audit"]], vectors, strict=True))
+        # Audited items first: held out, so that the batch chosen after taking over the labels never shows them.
+        session._audit.update(values["audit"])
+        session._audit_labels.update(values["audit_labels"])
         if values["labels"]:
-            session._vectors.update(zip(values["labels"], vectors, strict=True))
             session.resume(values["labels"], undoable=False)  # it starts where it was saved: Undo stops there
+            session._label_rounds = dict(values["label_rounds"])
+        elif values["audit"]:  # nothing to train on, but the first batch must not show an audited item
+            pool = index.query(session.classifier.weight, session._pool_k(), exclude=set(session._audit))
+            session._batch = session._choose(pool)
+        session._rounds_before = max([values["rounds"], *values["label_rounds"].values()])
         return session
 
     # ------------------------------------------------------------------------------------------------- writing

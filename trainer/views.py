@@ -92,7 +92,7 @@ def labels_per_round(session: Session) -> list[RoundCount]:
     for id_, value in session.labels.items():
         if value != 0:
             counts[rounds.get(id_, 0), value > 0] += 1
-    last = max([r for r, _ in counts] + [len(session.history)], default=0)
+    last = max([r for r, _ in counts] + [session.rounds_trained], default=0)
     first = 0 if any(r == 0 for r, _ in counts) else 1
     return [RoundCount(r, counts[r, True], counts[r, False]) for r in range(first, last + 1)]
 

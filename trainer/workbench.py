@@ -37,7 +37,7 @@ class Workbench:
     def start(self, session: Session, query: str | np.ndarray | None = None) -> None:
         """Make ``session`` (started from ``query``) the current one; the one it replaces is kept for Undo if it
         holds any work."""
-        if self.session is not None and (self.session.labels or self.session.can_undo):
+        if self.session is not None and (self.session.labels or self.session.audit_labels or self.session.can_undo):
             self._replaced = [*self._replaced, (self.session, self.query)][-_KEEP_REPLACED:]
         self.session, self.query = session, query
         self.serial += 1

@@ -204,14 +204,17 @@ class Workspace:
         )
 
     def resume_offer(self, saved: object) -> dict[str, object] | None:
-        """What can be resumed from a browser's saved copy (``Session.to_saved()``): ``{"labels": n, "prompt"}``
-        when it holds labels for this model and collection, else None. Only looks; :meth:`session_from_saved`
-        checks every field."""
-        if not isinstance(saved, dict) or not isinstance(saved.get("labels"), dict) or not saved["labels"]:
+        """What can be resumed from a browser's saved copy (``Session.to_saved()``): ``{"labels": n, "checks": m,
+        "prompt"}`` when it holds labels or quality-check labels for this model and collection, else None. Only
+        looks; :meth:`session_from_saved` checks every field."""
+        if not isinstance(saved, dict):
+            return None
+        labels, checks = (saved.get(k) if isinstance(saved.get(k), dict) else {} for k in ("labels", "audit_labels"))
+        if not labels and not checks:
             return None
         if (saved.get("base_model"), saved.get("collection")) != (self.base_model, self.collection_name):
             return None
-        return {"labels": len(saved["labels"]), "prompt": str(saved.get("prompt", ""))[:200]}
+        return {"labels": len(labels), "checks": len(checks), "prompt": str(saved.get("prompt", ""))[:200]}
 
     def session_from_saved(self, saved: object, *, max_batch_size: int) -> Session:
         """The session a browser's saved copy describes: the same prior and settings, every label taken over. The

@@ -126,7 +126,10 @@ function drawOffer() {
   offer.hidden = !o;
   if (!o) return;
   offer.append(
-    el('span', { text: `You have ${count(o.labels)} labels for “${o.prompt || 'an image'}” from an earlier visit. ` }),
+    el('span', {
+      text: `You have ${count(o.labels)} labels${o.checks ? ` and ${count(o.checks)} quality-check labels` : ''} `
+        + `for “${o.prompt || 'an image'}” from an earlier visit. `,
+    }),
     el('button', { class: 'ct-resume primary', type: 'button', text: 'Resume', onclick: () => act('resume', {}) }),
   );
 }
