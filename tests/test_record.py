@@ -34,6 +34,7 @@ def test_a_record_carries_the_sessions_shareable_facts(session):
     assert record.labels == session.labels and record.label_rounds == session.label_rounds
     assert list(record.history) == session.history and [h.round for h in record.history] == [1, 2]
     assert record.strategy == "mixed" and record.audit_labels == {}
+    assert record.trained_rounds == 2  # round 3 is on screen, with one label not trained on yet
     assert record.quality is not None and record.quality.optimistic  # no audit yet: cross-validated
     assert (record.classifier.prompt, record.classifier.negative_prompt) == ("red circles", "squares")
     assert np.array_equal(record.classifier.weight, session.classifier.weight)
@@ -70,5 +71,5 @@ def test_a_bare_probe_becomes_a_record_of_what_is_known(concept):
         (),
         None,
     )
-    assert record.strategy == "top" and record.classifier is not probe
+    assert record.strategy == "top" and record.classifier is not probe and record.trained_rounds == 0
     assert np.array_equal(record.classifier.weight, probe.weight)
