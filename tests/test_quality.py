@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -42,11 +43,55 @@ def audit_and_label(session: Session, concept, audits: int, size: int = 20) -> l
     return audited
 
 
-def assert_contains_truth(quality: Quality, truth: dict[str, float]) -> None:
-    for metric, value in truth.items():
-        estimate = getattr(quality, metric)
-        assert estimate.low <= value <= estimate.high, f"{metric}: {estimate} misses the truth {value:.3f}"
-        assert estimate.low <= estimate.value <= estimate.high
+METRICS = ("ap", "precision", "recall", "prevalence")
+# Statistical checks run over several sessions, never one: a 90% interval misses the truth one time in ten by design,
+# so a test of one session's interval fails for one fit in ten (it did, when the fit changed). Over SESSIONS x 4
+# intervals about 2-3 misses are expected; the tests allow up to a quarter (8 of 32: were the 32 independent, more
+# than 8 would happen 0.3% of the time at the 10% miss rate they are built for, 0.002% at the ~5% the benchmark
+# measures), and none off by more than GROSS. Under changed fits (prior strength 0.5, 2, 10 and 50 on session seeds
+# 0-7; 5, 10 and 20 on seeds 100-107) they missed 0-6 of 32, by at most 0.13, with a median AP error of at most 0.04.
+SESSIONS = 8
+MAX_MISS_SHARE = 0.25
+GROSS = 0.2
+
+
+@dataclass(frozen=True)
+class Checked:
+    """One simulated session's estimates, each next to the truth it estimates."""
+
+    after_one: tuple[Quality, dict[str, float]]  # one audit of 20
+    after_five: tuple[Quality, dict[str, float]]  # five audits of 20
+    retrained: tuple[Quality, dict[str, float]]  # then 3 more training rounds: a classifier the audit did not draw for
+
+
+def check_session(concept, seed: int) -> Checked:
+    session = Session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept.prompt_vector, seed=seed)
+    run_rounds(session, concept, rounds=4)
+    audit_and_label(session, concept, audits=1)
+    after_one = (session.quality(), true_quality(session, concept))
+    audit_and_label(session, concept, audits=4)
+    after_five = (session.quality(), true_quality(session, concept))
+    run_rounds(session, concept, rounds=3)
+    return Checked(after_one, after_five, (session.quality(), true_quality(session, concept)))
+
+
+def misses(checks: list[tuple[Quality, dict[str, float]]]) -> list[str]:
+    """Every interval that does not contain its truth, as text; an AssertionError for one that misses it grossly or
+    whose value lies outside its own interval."""
+    missed = []
+    for quality, truth in checks:
+        for metric in METRICS:
+            estimate, value = getattr(quality, metric), truth[metric]
+            assert estimate.low <= estimate.value <= estimate.high, f"{metric}: {estimate}"
+            assert estimate.low - GROSS <= value <= estimate.high + GROSS, f"{metric}: {estimate} far from {value:.3f}"
+            if not estimate.low <= value <= estimate.high:
+                missed.append(f"{metric}: {estimate} misses {value:.3f}")
+    return missed
+
+
+@pytest.fixture(scope="module")
+def checked(concept) -> list[Checked]:
+    return [check_session(concept, seed) for seed in range(SESSIONS)]
 
 
 @pytest.fixture(scope="module")
@@ -137,37 +182,43 @@ def test_an_audit_label_of_zero_counts_as_no_answer(session, concept):
 
 
 # ----------------------------------------------------------------------------------------------------- estimates
-def test_the_intervals_contain_the_planted_truth(session, concept):
+def test_an_audited_estimate_says_what_it_rests_on(session, concept):
     audit_and_label(session, concept, audits=5)
     quality = session.quality()
     assert quality.method == "audit" and not quality.optimistic
     assert quality.audited == 100 and quality.trained_on == len(session.labels)
-    assert_contains_truth(quality, true_quality(session, concept))
+    assert quality.collection_size == len(concept.ids) and quality.threshold == session.classifier.threshold
     assert quality.matches.value == pytest.approx(quality.prevalence.value * len(concept.ids))
-    assert abs(quality.ap.value - true_quality(session, concept)["ap"]) < 0.1
 
 
-def test_the_audit_still_measures_the_classifier_after_more_training(session, concept):
-    audit_and_label(session, concept, audits=5)
-    run_rounds(session, concept, rounds=3)  # a different classifier from the one that drew the audit
-    assert_contains_truth(session.quality(), true_quality(session, concept))
+def test_the_intervals_contain_the_planted_truth(checked):
+    missed = misses([c.after_five for c in checked])
+    assert len(missed) <= MAX_MISS_SHARE * SESSIONS * len(METRICS), missed
+    errors = [abs(c.after_five[0].ap.value - c.after_five[1]["ap"]) for c in checked]
+    assert np.median(errors) <= 0.1, errors  # the benchmark's target, over these sessions
 
 
-def test_intervals_narrow_as_audit_labels_accumulate(session, concept):
-    audit_and_label(session, concept, audits=1)
-    few = session.quality()
-    audit_and_label(session, concept, audits=4)
-    many = session.quality()
+def test_the_audit_still_measures_the_classifier_after_more_training(checked):
+    assert all(c.retrained[0].audited == c.after_five[0].audited for c in checked)
+    assert all(c.retrained[0].trained_on > c.after_five[0].trained_on for c in checked)  # a classifier trained more
+    missed = misses([c.retrained for c in checked])
+    assert len(missed) <= MAX_MISS_SHARE * SESSIONS * len(METRICS), missed
+
+
+def test_intervals_narrow_as_audit_labels_accumulate(checked):
     for metric in ("ap", "recall", "prevalence"):
-        assert getattr(many, metric).width < getattr(few, metric).width, metric
+        few = np.mean([getattr(c.after_one[0], metric).width for c in checked])
+        many = np.mean([getattr(c.after_five[0], metric).width for c in checked])
+        assert many < 0.8 * few, (metric, few, many)
 
 
 def test_an_estimate_is_reproducible_and_follows_the_threshold(session, concept):
     audit_and_label(session, concept, audits=2)
     assert session.quality() == session.quality()
     strict, lenient = session.quality(threshold=0.9), session.quality(threshold=0.1)
-    assert strict.predicted < lenient.predicted
-    assert strict.precision.value > lenient.precision.value and strict.recall.value < lenient.recall.value
+    assert (strict.threshold, lenient.threshold) == (0.9, 0.1) and strict.predicted < lenient.predicted
+    # The same filled-in collections at both thresholds: each one's recall can only grow as the threshold falls.
+    assert strict.recall.value <= lenient.recall.value and strict.precision.value >= lenient.precision.value
     assert strict.ap == lenient.ap and strict.prevalence == lenient.prevalence
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         session.quality(threshold=1.0)
