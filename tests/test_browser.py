@@ -423,6 +423,9 @@ def test_a_quality_check_is_labelled_in_the_grid_then_the_panel_shows_estimates_
     assert not set(visitor.cards()) & set(training_batch)
     assert page.locator(".ct-card.ct-audit .ct-score").first.is_hidden()  # a score would hint at the answer
     assert page.locator(".ct-train").inner_text() == "Done: estimate quality"
+    # Before any check label: a cross-validated figure from the training labels, and it says it flatters
+    page.wait_for_function("document.querySelector('#quality')?.innerText.includes('optimistic')")
+    assert "Cross-validated on your 10 training labels" in page.locator("#quality").inner_text()
     visitor.shot("browser-quality-check.png", full_page=True)
     page.locator(".ct-card").first.focus()
     visitor.label_by_keys("ny" + "n" * 18)
