@@ -628,12 +628,14 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             data = event_data(evt)
             labels, _ = round_request(data.get("labels"), [])
             skipped = bool(data.get("skip"))
-            session = require_session(bench)
+            bench, notice = bench_for(ws, bench, saved_value)  # a check on screen survives a restart: it was saved
             with bench.lock:
+                session = require_session(bench)
                 label_check(session, {} if skipped else labels)
                 if skipped:
-                    return respond(ws, bench, notice="Check skipped: its images count as seen, with no opinion.")
-                return respond(ws, bench, quality=quality_markdown(session.quality(), session.round))
+                    notice = notice or "Check skipped: its images count as seen, with no opinion."
+                    return respond(ws, bench, notice=notice)
+                return respond(ws, bench, quality=quality_markdown(session.quality(), session.round), notice=notice)
 
         def on_resume(bench, saved_value):
             ws = workspace_or_error(loader)

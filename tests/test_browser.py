@@ -410,6 +410,29 @@ def test_a_tab_that_outlived_a_server_restart_carries_on_from_its_saved_copy(bro
     visitor.close()
 
 
+def test_a_quality_check_on_screen_through_a_server_restart_is_recorded_and_estimated(browser, restartable_app):
+    url, demo = restartable_app
+    visitor = Visitor(browser, url)
+    page = visitor.page
+    visitor.search("a large red heart")
+    visitor.label_by_keys()
+    visitor.wait_for_round(2, 10)
+    before = visitor.saved()
+    page.locator(".ct-check").click()
+    page.wait_for_function("document.querySelector('.ct-stats')?.innerText.startsWith('Quality check')")
+    visitor.wait_for_saved_change(before)  # the saved copy now holds the check drawn
+    check = visitor.cards()
+    demo.server_app.state_holder.session_data.clear()  # the restart, with the check on screen
+    page.locator(".ct-card").first.focus()
+    visitor.label_by_keys("ny" + "n" * 18)
+    page.wait_for_function("document.querySelector('#quality')?.innerText.includes('From 20 check labels')")
+    assert "server restarted" in page.locator(".ct-notice").inner_text()
+    visitor.wait_for_round(2, 10)  # back to the training batch, the round it was on
+    assert not set(visitor.cards()) & set(check)
+    assert visitor.errors == []
+    visitor.close()
+
+
 def test_a_quality_check_is_labelled_in_the_grid_then_the_panel_shows_estimates_with_intervals(visitor):
     page = visitor.page
     visitor.search("a large red heart")
