@@ -390,15 +390,26 @@ def test_offline_the_hub_actions_say_why_push_is_off_and_what_loads(visitor):
     visitor.shot("browser-offline-share.png", full_page=True)
 
 
-def test_a_tab_that_outlived_a_server_restart_carries_on_from_its_saved_copy(browser, restartable_app):
-    url, demo = restartable_app
+def one_round_in(browser, url: str) -> Visitor:
+    """A visitor who searched and labelled one round: round 2 is on screen."""
     visitor = Visitor(browser, url)
-    page = visitor.page
     visitor.search("a large red heart")
     visitor.label_by_keys()
     visitor.wait_for_round(2, 10)
+    return visitor
+
+
+def restart(demo) -> None:
+    """What a restart of the server does to the tabs: every one's session is gone from the server."""
+    demo.server_app.state_holder.session_data.clear()
+
+
+def test_a_tab_that_outlived_a_server_restart_carries_on_from_its_saved_copy(browser, restartable_app):
+    url, demo = restartable_app
+    visitor = one_round_in(browser, url)
+    page = visitor.page
     visitor.wait_for_saved_change(None)
-    demo.server_app.state_holder.session_data.clear()  # the restart: every tab's session is gone from the server
+    restart(demo)
     page.locator(".ct-card").first.focus()
     visitor.label_by_keys("ynnnnnnnnn")  # the tab was not reloaded: it labels the batch on screen and trains
     # Rebuilding the session from the saved copy and training is the slowest round there is: on a 2-core machine at
@@ -412,17 +423,14 @@ def test_a_tab_that_outlived_a_server_restart_carries_on_from_its_saved_copy(bro
 
 def test_a_quality_check_on_screen_through_a_server_restart_is_recorded_and_estimated(browser, restartable_app):
     url, demo = restartable_app
-    visitor = Visitor(browser, url)
+    visitor = one_round_in(browser, url)
     page = visitor.page
-    visitor.search("a large red heart")
-    visitor.label_by_keys()
-    visitor.wait_for_round(2, 10)
     before = visitor.saved()
     page.locator(".ct-check").click()
     page.wait_for_function("document.querySelector('.ct-stats')?.innerText.startsWith('Quality check')")
     visitor.wait_for_saved_change(before)  # the saved copy now holds the check drawn
     check = visitor.cards()
-    demo.server_app.state_holder.session_data.clear()  # the restart, with the check on screen
+    restart(demo)  # with the check on screen
     page.locator(".ct-card").first.focus()
     visitor.label_by_keys("ny" + "n" * 18)
     page.wait_for_function("document.querySelector('#quality')?.innerText.includes('From 20 check labels')")
