@@ -433,7 +433,10 @@ def test_a_quality_check_on_screen_through_a_server_restart_is_recorded_and_esti
     restart(demo)  # with the check on screen
     page.locator(".ct-card").first.focus()
     visitor.label_by_keys("ny" + "n" * 18)
-    page.wait_for_function("document.querySelector('#quality')?.innerText.includes('From 20 check labels')")
+    # Rebuilt from the saved copy, then estimated: as slow as the restart test's round (90 s there, at load 20)
+    page.wait_for_function(
+        "document.querySelector('#quality')?.innerText.includes('From 20 check labels')", timeout=90_000
+    )
     assert "server restarted" in page.locator(".ct-notice").inner_text()
     visitor.wait_for_round(2, 10)  # back to the training batch, the round it was on
     assert not set(visitor.cards()) & set(check)
