@@ -492,7 +492,7 @@ def test_a_reload_after_a_quality_check_resumes_with_its_estimate_and_round(visi
     page.wait_for_function("document.querySelector('#quality')?.innerText.includes('From 20 check labels')")
     estimate = page.locator("#quality table").inner_text()
     visitor.wait_for_saved_change(before)
-    page.reload()  # the tab's server-side session is gone, as after a Space restart
+    visitor.reload()  # the tab's server-side session is gone, as after a Space restart
     page.wait_for_selector(".ct-offer:not([hidden])", timeout=60_000)
     assert "10 labels and 20 quality-check labels" in page.locator(".ct-offer").inner_text()
     page.locator(".ct-resume").click()
