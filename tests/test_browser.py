@@ -222,7 +222,10 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     visitor.search("a large red heart")
     page.get_by_text("More: negative prompt").click()
     page.locator("#batch-size input[type=number]").fill("14")
-    page.locator("#batch-size input[type=number]").press("Enter")
+    page.locator("#batch-size input[type=number]").press("Tab")  # leaving the box commits it, as a person does
+    # The slider's track follows only once the value is committed; under load a round could start before it did,
+    # and train with the old size (seen in full runs: 10 cards, not 14).
+    expect(page.locator("#batch-size input[type=range]")).to_have_value("14")
     page.locator("#strategy input").click()
     page.get_by_role("option", name="top: only the best matches").click()
     page.locator("#negative textarea, #negative input").first.fill("a circle")
