@@ -10,6 +10,7 @@ texture; the concepts with at least 5 images in the split, at most 24 per family
     python -m benchmarks.bundle_labelling                   # default strategies, careful labeller (~1 minute)
     python -m benchmarks.bundle_labelling --flip 0.15       # a labeller who gets 15% of answers wrong
     python -m benchmarks.bundle_labelling --model path/to/tiny-clip   # score another build of the model
+    python -m benchmarks.bundle_labelling --running-out     # when does the session say the matches run out?
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from benchmarks.machine import machine_line, today
 from trainer.config import BUNDLE_DATASET, BUNDLE_MODEL
 from trainer.embed import load
 from trainer.index.local import LocalIndex
+from trainer.session import Session
 from trainer.synthetic import PlantedConcept
 
 MIN_POSITIVES = 5
 # Families of combined concepts have 48-192 members; a fixed random sample of this many keeps a run near a minute.
 MAX_CONCEPTS = 24
 REPORT_ROUNDS = (1, 2, 4, 8)
+HEART = {"size": "large", "colour": "red", "shape": "heart"}  # 18 of the 2,500: all found within about 50 labels
 
 
 def families() -> dict[str, list[tuple[str, dict[str, str]]]]:
@@ -86,6 +89,52 @@ def dip_cells(runs: list[Run], rounds: int) -> list[str]:
     return cells
 
 
+def running_out_report(embedder, train, vectors: np.ndarray, index: LocalIndex, *, rounds: int, batch_size: int):
+    """Per concept of size + colour + shape (and "a large red heart"): a careful labeller, the default strategy;
+    the round where every match has been found, the first round the session says the matches run out, and how many
+    matches were still unseen then (found later, or never within ``rounds``)."""
+    prompts = families()["size + colour + shape"]
+    concepts = family_concepts(embedder, train, vectors, prompts)
+    heart = family_concepts(embedder, train, vectors, [("a large red heart", HEART)])
+    concepts = heart + [c for c in concepts if not np.array_equal(c.truth, heart[0].truth)]
+    print(f"# When the matches run out, on the offline bundle ({today()})\n")
+    print(f"Machine: {machine_line()}. Careful labeller, default strategy, batch size {batch_size}, {rounds} rounds.\n")
+    print("| concept | matches | all found by round | first 'running out' | matches unseen then | ms (median) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    early, late, never = [], [], 0
+    for number, concept in enumerate(concepts):
+        session = Session(index, concept.prompt_vector, batch_size=batch_size, seed=number)
+        rows = {id_: i for i, id_ in enumerate(concept.ids)}
+        total, found, all_found, flagged, unseen_then, times = int(concept.truth.sum()), 0, None, None, None, []
+        for round_ in range(1, rounds + 1):
+            ids = [h.id for h in session.batch()]
+            session.label(concept.oracle(ids))
+            session.train_and_requery()
+            found += int(concept.truth[[rows[i] for i in ids]].sum())
+            all_found = all_found or (round_ if found == total else None)
+            clock = time.perf_counter()
+            left = session.positives_left()
+            times.append((time.perf_counter() - clock) * 1000)
+            if left.running_out and flagged is None:
+                flagged, unseen_then = round_, total - found
+        name = "a large red heart" if number == 0 else f"concept {number}"
+        print(
+            f"| {name} | {total} | {all_found or f'> {rounds}'} | {flagged or f'> {rounds}'} "
+            f"| {'-' if unseen_then is None else unseen_then} | {np.median(times):.0f} |"
+        )
+        if flagged is None:
+            never += 1
+        elif unseen_then:
+            early.append(unseen_then)
+        elif all_found is not None:
+            late.append(flagged - all_found)
+    print(
+        f"\n{len(concepts)} concepts: flagged with matches still unseen on {len(early)} (unseen then: "
+        f"{sorted(early)}); flagged after all were found on {len(late)} (rounds later: {sorted(late)}); "
+        f"never flagged within {rounds} rounds on {never}."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=BUNDLE_MODEL)
@@ -97,11 +146,18 @@ def main() -> None:
         "--prior-strength", type=float, default=None, help="Session's prior_strength (not original); default: its own"
     )
     parser.add_argument("--families", nargs="+", default=list(families()), help="concept families to run")
+    parser.add_argument(
+        "--running-out", action="store_true", help="instead: Session.positives_left on size + colour + shape"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
     embedder, train, vectors = embed_bundle(args.model)
     index = LocalIndex.from_vectors(train["id"], vectors)
+    if args.running_out:
+        running_out_report(embedder, train, vectors, index, rounds=15, batch_size=args.batch_size)
+        print(f"\n{time.perf_counter() - started:.0f} s in total.")
+        return
     labeller = oracle if args.flip == 0 else noisy_labeller(args.flip)
 
     print(f"# Labelling on the offline bundle ({today()})\n")

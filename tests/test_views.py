@@ -63,6 +63,8 @@ def test_summary_names_the_counts_the_stats_line_shows(concept_index, concept):
     stats = summary(session)
     assert stats["round"] == 3 and stats["labels"] == 12 and stats["seen"] == 18
     assert stats["positives"] + stats["negatives"] == stats["labels"]
+    left = session.positives_left()
+    assert stats["positives_left"] == round(left.expected, 1) and stats["running_out"] is left.running_out
 
 
 def test_the_map_marks_labelled_and_current_items_and_predicts_the_sample(bundle_workspace):

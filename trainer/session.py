@@ -92,6 +92,7 @@ class Session(QualityChecks):
         self._audit_labels: dict[str, float] = {}
         self._history: list[RoundStats] = []
         self._rounds_before = 0  # rounds trained before a saved copy was taken over (``from_saved``)
+        self._candidates = np.empty(0)  # the logits of the unseen candidates the last search returned
         self._undo: list[dict] = []
         self.exhausted = False
 
@@ -467,9 +468,10 @@ class Session(QualityChecks):
     def _choose(self, pool: list[Hit], k: int | None = None) -> list[Hit]:
         """Pick the next batch (``k`` items, default a whole batch) from a pool whose scores are ``weight . x``: add
         the bias to get P(concept)."""
+        self._candidates = np.asarray([h.score for h in pool], dtype=np.float64) + self.classifier.bias
         if not pool:
             return []
-        proba = sigmoid(np.asarray([h.score for h in pool], dtype=np.float64) + self.classifier.bias)
+        proba = sigmoid(self._candidates)
         positions = self._select(proba, self.batch_size if k is None else k, self._rng)
         chosen = sorted(int(p) for p in positions)  # show in ranking order, best first
         return [Hit(pool[p].id, float(proba[p])) for p in chosen]
@@ -498,6 +500,7 @@ class Session(QualityChecks):
             "classifier": copy.deepcopy(self.classifier.state_dict()),
             "rng": copy.deepcopy(self._rng.bit_generator.state),
             "exhausted": self.exhausted,
+            "candidates": self._candidates,
         }
 
     def _restore(self, state: dict) -> None:
@@ -510,6 +513,7 @@ class Session(QualityChecks):
         self.classifier.load_state_dict(state["classifier"])
         self._rng.bit_generator.state = state["rng"]
         self.exhausted = state["exhausted"]
+        self._candidates = state["candidates"]
 
 
 def _fetch_known(index: VectorIndex, ids: list[str]) -> np.ndarray:

@@ -1,5 +1,6 @@
 """A session's quality checks: audits drawn from the items never shown, the estimate of how good the classifier is
-on the whole collection (trainer/quality.py), and the training labels it most disagrees with (trainer/suspects.py).
+on the whole collection (trainer/quality.py), the training labels it most disagrees with (trainer/suspects.py), and
+how many matches the unseen candidates still hold (trainer/remaining.py).
 
 ``QualityChecks`` is mixed into ``Session``, whose state it reads: the index and the classifier, the training
 labels, and the audited items (id -> design weight) with their labels, which the session holds out from training
@@ -17,7 +18,8 @@ from .classifier import LinearProbe
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .quality import Quality, cross_validated_quality, estimate_quality
-from .suspects import Suspect, suspect_labels
+from .remaining import Remaining, positives_left
+from .suspects import Suspect, held_out_logits, suspect_labels
 
 __all__ = ["QualityChecks"]
 
@@ -34,6 +36,8 @@ class QualityChecks:
     _labels: dict[str, float]
     _audit: dict[str, float]  # audited id -> design weight: how many unseen items its draw stood for
     _audit_labels: dict[str, float]
+    _candidates: np.ndarray  # the logits of the unseen candidates the last search returned
+    batch_size: int
 
     @property
     def audit_labels(self) -> dict[str, float]:
@@ -113,6 +117,16 @@ class QualityChecks:
         vectors = self._vectors_of(list(given))
         labels = np.asarray(list(given.values()), dtype=np.float32)
         return suspect_labels(self.classifier, list(given), vectors, labels, k, seed=[self.seed, len(given)])
+
+    def positives_left(self) -> Remaining:
+        """How many matches the unseen candidates of the last search still hold, and whether they are running out
+        (hardly any expected in the next batch's best): see trainer/remaining.py. Refits the classifier on 5 folds
+        of the labels, so it is computed on request, not every round."""
+        given = {i: v for i, v in self._labels.items() if v != 0}
+        labels = np.asarray(list(given.values()), dtype=np.float32)
+        vectors = self._vectors_of(list(given))
+        held_out = held_out_logits(self.classifier, vectors, labels, folds=5, seed=[self.seed, len(given)])
+        return positives_left(self._candidates, held_out, labels > 0, self.batch_size)
 
     def _collection_logits(self) -> tuple[list[str], np.ndarray]:
         """Every item's id and current logit ``w . x + b``, in one pass over the index."""

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .classifier import LinearProbe
+from .logistic import sigmoid
 
 __all__ = ["FOLDS", "Suspect", "held_out_logits", "suspect_labels"]
 
@@ -90,6 +91,6 @@ def suspect_labels(
     labels = labels[keep]
     z = held_out_logits(probe, np.asarray(vectors)[keep], labels, folds=folds, seed=seed)
     other = np.where(labels > 0, -z, z)  # the logit of the class the person did not choose
-    disagreement = 0.5 * (1 + np.tanh(0.5 * other))
+    disagreement = sigmoid(other)
     order = np.argsort(-disagreement, kind="stable")[:k]
     return [Suspect(ids[i], float(labels[i]), float(disagreement[i])) for i in order]

@@ -68,6 +68,7 @@ def summary(session: Session) -> dict[str, object]:
     labels = session.labels.values()
     positives = sum(v > 0 for v in labels)
     negatives = sum(v < 0 for v in labels)
+    left = session.positives_left()
     return {
         "round": session.round,
         "labels": positives + negatives,
@@ -78,6 +79,9 @@ def summary(session: Session) -> dict[str, object]:
         "batch_size": session.batch_size,
         "prior_strength": session.classifier.prior_strength,
         "exhausted": session.exhausted,
+        # Matches expected among the unseen candidates, and whether the next batch's best hold fewer than one.
+        "positives_left": round(left.expected, 1),
+        "running_out": left.running_out,
     }
 
 
