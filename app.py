@@ -39,7 +39,7 @@ from trainer.messages import escape_html as escape
 from trainer.messages import markdown_text, user_message
 from trainer.quality import Estimate, Quality, verdict
 from trainer.session import RECIPE_NAMES, Session
-from trainer.views import batch_value, describe_changes, panel_value, rank
+from trainer.views import batch_value, describe_changes, panel_value, rank, suspects_notice
 from trainer.workbench import NOTHING_TO_UNDO, Workbench
 from trainer.workspace import Workspace, WorkspaceLoader, load_workspace
 
@@ -53,6 +53,7 @@ SPLITS = ("indexed collection", "held-out split")  # what Classify can score
 # Images per quality check: one screen of the grid. A single check gives wide intervals; five give ones that hold
 # (benchmarks/RESULTS-quality.md).
 CHECK_SIZE = 20
+SUSPECTS = 10  # labels "Check my labels" brings back, at most: those the classifier doubts (trainer/suspects.py)
 NOT_CHECKED = (
     "### Quality\nNot checked yet. **Check quality** shows 20 images drawn at random from those you have not seen: "
     "label them as usual (they are never trained on), and this panel estimates the classifier's average precision, "
@@ -604,8 +605,9 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             notice = "Start over undone: your earlier session and its labels are back." if kind == "start" else None
             return respond(ws, bench, quality=quality, notice=notice)
 
-        def on_audit(bench, saved_value, evt: gr.EventData):
-            """Check quality: keep the labels set on the batch on screen (not trained yet), then show a check."""
+        def labelled_then(bench, saved_value, evt: gr.EventData, action: Any) -> tuple[Workspace, Workbench, Any, Any]:
+            """Keep the labels set on the batch on screen (not trained yet), then ``action(session)``, all-or-nothing
+            for a refused label. Returns the workspace, the workbench, a notice (or None) and what ``action`` did."""
             ws = workspace_or_error(loader)
             labels, _ = round_request(event_data(evt).get("labels"), [])
             bench, notice = bench_for(ws, bench, saved_value)
@@ -613,12 +615,19 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 session = require_session(bench)
                 try:
                     session.label(labels)
-                    drawn = session.pending_audit() or session.audit(CHECK_SIZE)
+                    return ws, bench, notice, action(session)
                 except (ValueError, KeyError) as err:
                     raise refuse(err, " Nothing was changed.") from err
-                if not drawn:
+
+        def on_audit(bench, saved_value, evt: gr.EventData):
+            """Check quality: keep the labels set on the batch on screen (not trained yet), then show a check."""
+
+            def draw_check(session: Session) -> str | None:
+                if not (session.pending_audit() or session.audit(CHECK_SIZE)):
                     raise gr.Error("Every image has been seen: there is nothing left to check with.")
-                quality = None if session.audit_labels else quality_markdown(session.quality(), session.round)
+                return None if session.audit_labels else quality_markdown(session.quality(), session.round)
+
+            ws, bench, notice, quality = labelled_then(bench, saved_value, evt, draw_check)
             notice = notice or "Label them as usual: it or not it. Then press Done: estimate quality."
             return respond(ws, bench, quality=quality, notice=notice)
 
@@ -636,6 +645,17 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     notice = notice or "Check skipped: its images count as seen, with no opinion."
                     return respond(ws, bench, notice=notice)
                 return respond(ws, bench, quality=quality_markdown(session.quality(), session.round), notice=notice)
+
+        def on_suspects(bench, saved_value, evt: gr.EventData):
+            """Check my labels: keep the labels set on the batch on screen, then bring back the doubted labels."""
+
+            def bring_back(session: Session) -> list[str]:
+                doubted = [s.id for s in session.suspect_labels(SUSPECTS) if s.disagreement > 0.5]
+                session.add_to_batch(doubted)
+                return doubted
+
+            ws, bench, notice, doubted = labelled_then(bench, saved_value, evt, bring_back)
+            return respond(ws, bench, notice=notice or suspects_notice(len(doubted)), suspects=doubted)
 
         def on_resume(bench, saved_value):
             ws = workspace_or_error(loader)
@@ -842,6 +862,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         grid.resume(on_resume, [bench_state, saved], [prompt, *ui_outputs], **UI_ONLY).failure(None, js=IDLE_JS)
         grid.audit(on_audit, [bench_state, saved], ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
         grid.check(on_check, [bench_state, saved], ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
+        grid.suspects(on_suspects, [bench_state, saved], ui_outputs, **UI_ONLY).failure(None, js=IDLE_JS)
         panel.pick(on_pick, [bench_state, saved], ui_outputs, **UI_ONLY)
         examples.example(on_example, ui_round, [prompt, *ui_outputs], **UI_ONLY)
         query_image.upload(

@@ -505,6 +505,30 @@ def test_a_reload_after_a_quality_check_resumes_with_its_estimate_and_round(visi
     assert "Quality · round 2" in page.locator("#quality").inner_text()
 
 
+def test_check_my_labels_brings_the_doubted_labels_back_to_correct_them(visitor):
+    page = visitor.page
+    visitor.search("a large red heart")
+    first_batch = visitor.cards()
+    page.locator(".ct-card").first.focus()
+    visitor.label_by_keys()  # 4 "it", 6 "not it", whatever the images show: some contradict the rest
+    visitor.wait_for_round(2, 10)
+    page.get_by_role("button", name="Check my labels").click()
+    page.wait_for_function("document.querySelectorAll('.ct-card.ct-suspect').length > 0")
+    doubted = page.locator(".ct-card.ct-suspect").evaluate_all("cards => cards.map(c => c.dataset.id)")
+    assert f"{len(doubted)} of your labels disagree" in page.locator(".ct-notice").inner_text()
+    assert visitor.cards()[10:] == doubted  # after the batch on screen, most doubted first
+    assert set(doubted) <= set(first_batch) and len(visitor.cards()) == 10 + len(doubted)
+    marks = page.locator(".ct-card.ct-suspect").evaluate_all("cards => cards.map(c => c.dataset.label)")
+    assert "none" not in marks  # each comes back with the label it was given
+    visitor.shot("browser-suspects.png", full_page=True)
+    for card_id, mark in zip(doubted, marks, strict=True):  # correct each one: the other way round
+        page.locator(f'.ct-card[data-id="{card_id}"] {".ct-no" if mark == "it" else ".ct-yes"}').click()
+    page.locator(".ct-train").click()
+    visitor.wait_for_round(3, 10)  # the same labels, corrected: none added, none lost
+    flipped = sum(1 if m == "not-it" else -1 for m in marks)
+    assert f"+{4 + flipped} / −{6 - flipped}" in visitor.stats()
+
+
 def test_the_stats_line_says_when_the_matches_run_out(visitor):
     page = visitor.page
     visitor.search("a large red heart")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "panel_value",
     "rank",
     "summary",
+    "suspects_notice",
 ]
 
 MAP_GRID = 255  # map coordinates travel as bytes: 0..255 on each axis
@@ -139,12 +141,18 @@ def map_view(workspace: Workspace, session: Session | None) -> MapView:
 
 
 def batch_value(
-    workspace: Workspace, bench: Workbench | None, *, changes: list[str] | None = None, notice: str | None = None
+    workspace: Workspace,
+    bench: Workbench | None,
+    *,
+    changes: list[str] | None = None,
+    notice: str | None = None,
+    suspects: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The grid's value, and the scripting API's reply: ``{"round", "batch", "stats", ...}``; each card
     ``{"id", "thumbnail", "score", "label", "alt"}`` (``"audit": true`` while a quality check is on screen). Cards
     and stats are open dicts: other features add keys (e.g. ``suspect`` on a card). ``key`` changes whenever a
-    different batch is on screen; ``changes`` (from :func:`describe_changes`) and ``notice`` are shown as text."""
+    different batch is on screen; ``changes`` (from :func:`describe_changes`) and ``notice`` are shown as text.
+    ``suspects``: ids of labels brought back by "Check my labels", marked ``"suspect": true`` on their cards."""
     session = bench.session if bench else None
     if bench is None or session is None:
         return {"key": "none", "round": 0, "batch": [], "stats": None, "notice": notice}
@@ -158,6 +166,7 @@ def batch_value(
             "label": labels.get(hit.id, 0.0),
             "alt": workspace.collection.caption(hit.id) or hit.id,
             **({"audit": True} if check else {}),
+            **({"suspect": True} if hit.id in suspects else {}),
         }
         for hit in check or session.batch()
     ]
@@ -172,6 +181,16 @@ def batch_value(
         "notice": notice,
         "mode": "check" if check else "train",
     }
+
+
+def suspects_notice(found: int) -> str:
+    """What "Check my labels" says after bringing back ``found`` doubted labels."""
+    if not found:
+        return "No label looks wrong: a classifier trained on the others agrees with each of them."
+    return (
+        f"{found} of your labels disagree with what the others taught the classifier; they are back on the grid, "
+        "marked. Correct any you gave by mistake, then Train & requery."
+    )
 
 
 def describe_changes(changes: dict[str, tuple[object, object]]) -> list[str]:

@@ -10,6 +10,9 @@
 // A quality check (value.mode === 'check', cards marked `audit`) is labelled the same way, but Enter sends
 // trigger('check', {labels}) instead of training, the cards hide their scores (they would hint at the answers) and
 // have no "more like this". "Check quality" sends trigger('audit', {labels}) with the labels set so far.
+//
+// "Check my labels" sends trigger('suspects', {labels}): the labels the classifier most disagrees with come back
+// onto the batch (cards marked `suspect`, with their labels), to be corrected and trained on like any other.
 
 const root = element.querySelector('.ct-grid');
 const STEPS = [-1, -0.5, 0, 0.5, 1];
@@ -71,6 +74,11 @@ const checkButton = el('button', {
   title: 'Label 20 images drawn at random (never trained on) to estimate how good the classifier is',
   onclick: () => startCheck(),
 });
+const suspectsButton = el('button', {
+  class: 'ct-suspects-button', type: 'button', text: 'Check my labels',
+  title: 'Bring back the labels the classifier most disagrees with, to correct any given by mistake',
+  onclick: () => { if (shown && shown.stats && !checking()) act('suspects', { labels: givenLabels() }); },
+});
 const keysButton = el('button', {
   class: 'ct-keys-button', type: 'button', text: '?', title: 'Keyboard shortcuts (?)', 'aria-label': 'Keyboard shortcuts',
   onclick: () => toggleKeys(),
@@ -80,9 +88,9 @@ const trayButton = el('button', {
   class: 'ct-tray-button', type: 'button', text: '⋯', title: 'More actions', 'aria-label': 'More actions',
   'aria-expanded': 'false', onclick: () => toggleTray(),
 });
-for (const button of [restButton, checkButton, restartButton]) button.classList.add('ct-secondary');
+for (const button of [restButton, checkButton, suspectsButton, restartButton]) button.classList.add('ct-secondary');
 const bar = el('div', { class: 'ct-bar', role: 'toolbar', 'aria-label': 'Round actions' },
-  restButton, trainButton, undoButton, checkButton, restartButton, keysButton, trayButton);
+  restButton, trainButton, undoButton, checkButton, suspectsButton, restartButton, keysButton, trayButton);
 bar.addEventListener('click', (event) => {
   if (event.target.closest('.ct-secondary')) toggleTray(false); // an action taken from the tray closes it
 });
@@ -108,9 +116,10 @@ function draw(value) {
   if (fresh) {
     labels = {};
     more = new Set();
-    for (const card of shown.batch || []) if (card.label) labels[card.id] = card.label;
     focusIndex = 0;
   }
+  // A card added to the batch on screen (a map pick, a doubted label brought back) comes with its label.
+  for (const card of shown.batch || []) if (card.label && !(card.id in labels)) labels[card.id] = card.label;
   setBusy(null);
   drawOffer();
   drawStats();
@@ -175,7 +184,8 @@ function cardLabel(card, index) {
   const name = card.alt || card.id;
   const score = card.audit ? '' : ` Score ${card.score.toFixed(2)}.`; // a check hides the score: it would hint
   return `Image ${index + 1} of ${shown.batch.length}: ${name}. ${labelWords(labels[card.id] || 0)}` +
-    (more.has(card.id) ? ', more like this' : '') + `.${score}`;
+    (more.has(card.id) ? ', more like this' : '') + (card.suspect ? ', a label the classifier doubts' : '') +
+    `.${score}`;
 }
 
 function drawCards() {
@@ -252,6 +262,8 @@ function drawBar() {
   }
   checkButton.hidden = checking();
   checkButton.disabled = !s || Boolean(s.exhausted);
+  suspectsButton.hidden = checking();
+  suspectsButton.disabled = !s || !s.labels;
   restButton.disabled = !hasBatch;
   restartButton.disabled = !s;
   bar.hidden = !s && !shown.offer;
