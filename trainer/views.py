@@ -81,7 +81,7 @@ def summary(session: Session) -> dict[str, object]:
         "batch_size": session.batch_size,
         "prior_strength": session.classifier.prior_strength,
         "exhausted": session.exhausted,
-        # Matches expected among the unseen candidates, and whether the next batch's best hold fewer than one.
+        # Matches expected among the unseen candidates, and whether the next batch's best hold hardly any.
         "positives_left": round(left.expected, 1),
         "running_out": left.running_out,
     }
