@@ -152,7 +152,7 @@ def batch_value(
     ``{"id", "thumbnail", "score", "label", "alt"}`` (``"audit": true`` while a quality check is on screen). Cards
     and stats are open dicts: other features add keys (e.g. ``suspect`` on a card). ``key`` changes whenever a
     different batch is on screen; ``changes`` (from :func:`describe_changes`) and ``notice`` are shown as text.
-    ``suspects``: ids of labels brought back by "Check my labels", marked ``"suspect": true`` on their cards."""
+    ``suspects``: ids of labels brought back by "Recheck", marked ``"suspect": true`` on their cards."""
     session = bench.session if bench else None
     if bench is None or session is None:
         return {"key": "none", "round": 0, "batch": [], "stats": None, "notice": notice}
@@ -184,7 +184,7 @@ def batch_value(
 
 
 def suspects_notice(found: int) -> str:
-    """What "Check my labels" says after bringing back ``found`` doubted labels."""
+    """What "Recheck" (check my labels) says after bringing back ``found`` doubted labels."""
     if not found:
         return "No label looks wrong: a classifier trained on the others agrees with each of them."
     return (

@@ -11,7 +11,7 @@
 // trigger('check', {labels}) instead of training, the cards hide their scores (they would hint at the answers) and
 // have no "more like this". "Check quality" sends trigger('audit', {labels}) with the labels set so far.
 //
-// "Check my labels" sends trigger('suspects', {labels}): the labels the classifier most disagrees with come back
+// "Recheck" (check my labels) sends trigger('suspects', {labels}): the labels the classifier most disagrees with come back
 // onto the batch (cards marked `suspect`, with their labels), to be corrected and trained on like any other.
 
 const root = element.querySelector('.ct-grid');
@@ -75,7 +75,8 @@ const checkButton = el('button', {
   onclick: () => startCheck(),
 });
 const suspectsButton = el('button', {
-  class: 'ct-suspects-button', type: 'button', text: 'Check my labels',
+  // Short on the bar: one more long button wraps the bar to two rows at a desktop width, over the settings.
+  class: 'ct-suspects-button', type: 'button', text: 'Recheck', 'aria-label': 'Check my labels',
   title: 'Bring back the labels the classifier most disagrees with, to correct any given by mistake',
   onclick: () => { if (shown && shown.stats && !checking()) act('suspects', { labels: givenLabels() }); },
 });
