@@ -263,8 +263,7 @@ function drawBar() {
   }
   checkButton.hidden = checking();
   checkButton.disabled = !s || Boolean(s.exhausted);
-  suspectsButton.hidden = checking();
-  suspectsButton.disabled = !s || !s.labels;
+  suspectsButton.hidden = checking() || !s || !s.labels; // nothing to recheck before the first label
   restButton.disabled = !hasBatch;
   restartButton.disabled = !s;
   bar.hidden = !s && !shown.offer;
