@@ -91,6 +91,26 @@ class Visitor:
         self.page.keyboard.press("Enter")
         return len(keys) + 1
 
+    def set_slider(self, elem_id: str, value: int) -> None:
+        """Type a number into a Gradio slider's box and leave the box, as a person does, until the slider holds it.
+
+        The slider's track follows only once the value is committed; a round started before that trains with the old
+        value. In CI, typing into the box the instant its accordion opened was lost twice (the track stayed at the
+        old value for the whole wait, though the same steps pass here under load): the accordion's content was still
+        being mounted. A person is never that quick, so the typing is repeated until it holds, a few times at most.
+        """
+        box = self.page.locator(f"#{elem_id} input[type=number]")
+        track = self.page.locator(f"#{elem_id} input[type=range]")
+        for _attempt in range(3):
+            box.fill(str(value))
+            box.press("Tab")
+            try:
+                expect(track).to_have_value(str(value), timeout=5_000)
+                return
+            except AssertionError:
+                continue
+        expect(track).to_have_value(str(value), timeout=5_000)
+
     def saved(self) -> str | None:
         """The browser's saved copy of the session (encrypted, in localStorage), as stored."""
         return self.page.evaluate("localStorage.getItem('concept-trainer-session')")
@@ -221,11 +241,7 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     page = visitor.page
     visitor.search("a large red heart")
     page.get_by_text("More: negative prompt").click()
-    page.locator("#batch-size input[type=number]").fill("14")
-    page.locator("#batch-size input[type=number]").press("Tab")  # leaving the box commits it, as a person does
-    # The slider's track follows only once the value is committed; under load a round could start before it did,
-    # and train with the old size (seen in full runs: 10 cards, not 14).
-    expect(page.locator("#batch-size input[type=range]")).to_have_value("14")
+    visitor.set_slider("batch-size", 14)
     page.locator("#strategy input").click()
     page.get_by_role("option", name="top: only the best matches").click()
     page.locator("#negative textarea, #negative input").first.fill("a circle")
