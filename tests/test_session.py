@@ -176,6 +176,19 @@ def test_resume_takes_over_labels_and_trains_the_same_classifier(concept_index, 
     assert again.undo() and again.labels == {}
 
 
+def test_a_session_trained_round_by_round_equals_one_fitted_once_on_its_labels(concept_index, concept):
+    """Each round's fit reuses the last one's (the labels' Gram matrix, warm starts); a resumed session fits its
+    labels from nothing. Twenty rounds on, they hold the same classifier and choose the same next batch."""
+    first = Session(concept_index, concept.prompt_vector, seed=3)
+    run_rounds(first, concept, rounds=20)
+    again = Session(concept_index, concept.prompt_vector, seed=3)
+    batch = again.resume(first.labels)
+    assert len(first.labels) == 200 and again.classifier.last_strength == first.classifier.last_strength
+    size = np.abs(first.classifier.weight).max()
+    np.testing.assert_allclose(again.classifier.weight, first.classifier.weight, rtol=0, atol=1e-5 * size)
+    assert [h.id for h in batch] == [h.id for h in first.batch()]
+
+
 def test_resume_refuses_unknown_ids_and_bad_scores_and_changes_nothing(concept_index, concept):
     session = Session(concept_index, concept.prompt_vector, seed=0)
     before = (session.batch(), session.labels, session.seen)

@@ -8,7 +8,7 @@ with ``pull_w = strength / |w0|^2`` and ``pull_b = 0.01 pull_w``. Its optimum li
 ``b = b0 + sum(g) / (2 pull_b)`` for some ``g`` in R^n (the gradient of the data term is a combination of the rows),
 so the fit is a problem in ``n`` unknowns whatever the dimension: with ``G = (K + 100) / (2 pull_w)``, where
 ``K = X X^T`` is the labels' Gram matrix, ``z = z0 + G g`` and the penalty is ``g^T G g / 2``. Damped Newton on
-``g`` converges in a few steps; each step solves one n x n system, so a fit at 200 labels
+``g`` converges in a few steps; each step factorises one n x n matrix (Cholesky), so a fit at 200 labels
 costs about as much as one at 20 did in weight space. ``K`` only grows by the new labels' rows each round, and
 :class:`GramCache` keeps it (and the last solution, a warm start) between fits.
 
@@ -21,7 +21,8 @@ the labels: how well the classifier fitted
 without each label predicts it. Labels that agree with the prompt keep the strong end; labels that the prompt does
 not explain pull it weaker. For this model LOO needs no refits: with ``W`` the curvature at the optimum and
 ``H = G (I + W G)^-1``, leaving label i out moves its logit to ``z_i + H_ii r_i / (1 - W_ii H_ii)`` (``r`` the
-residuals; the usual approximation for regularised GLMs, exact for a quadratic loss). Each candidate's fit starts
+residuals; the usual approximation for regularised GLMs, exact for a quadratic loss); ``diag H`` takes one triangular
+solve with the Cholesky factor that Newton's last step computed at the optimum. Each candidate's fit starts
 from the last one's solution, and the choice depends only on the labels. Measured against fixed strengths and
 other rules (a grid climbed from 10, evidence maximisation, LOO AUC) in ``benchmarks/RESULTS-learning.md``.
 """
@@ -32,6 +33,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg.lapack import dpotrf, dpotrs, dtrtrs
 from threadpoolctl import ThreadpoolController
 
 from .logistic import sigmoid
@@ -115,8 +117,9 @@ def fit_map(
 
         def solve(value: float, warm: np.ndarray) -> tuple[np.ndarray, float, float]:
             scale = norm2 / (2 * value)  # 1 / (2 pull_w)
-            g, loss = _newton(base * scale, z0, t, c, warm, max_iter)
-            return g, loss, _loo_loss(base * scale, z0, t, c, g) if strength is None else 0.0
+            gram = base * scale
+            found = _newton(gram, z0, t, c, warm, max_iter)
+            return found.g, found.value, _loo_loss(gram, t, c, found) if strength is None else 0.0
 
         # The cache keeps g / strength, which fixes the logits whatever the strength (G scales as 1 / strength).
         if strength is not None:
@@ -151,15 +154,23 @@ def _choose(solve, start: np.ndarray, labels: int) -> tuple[float, float, np.nda
     return next(fit for fit in fits if fit[1] <= lowest + _MARGIN * abs(lowest))
 
 
+@dataclass
+class _Optimum:
+    g: np.ndarray
+    value: float  # the objective at g
+    z: np.ndarray  # the logits at g
+    factor: np.ndarray | None  # the lower Cholesky factor of B at g, when the last step computed it there
+
+
 def _newton(
     gram: np.ndarray, z0: np.ndarray, t: np.ndarray, c: np.ndarray, g: np.ndarray, max_iter: int, tol: float = 1e-10
-) -> tuple[np.ndarray, float]:
+) -> _Optimum:
     """Minimise ``sum c (softplus(z) - t z) + g^T G g / 2`` with ``z = z0 + G g``; damped Newton from ``g``.
 
     The gradient is ``G (r + g)`` with residuals ``r = c (s - t)``; the Newton step solves ``(I + W G) d = r + g``
     (W = c s (1 - s)), which is ``d = v - sqrt(W) B^-1 sqrt(W) G v`` with ``v = r + g`` and the symmetric positive
-    definite ``B = I + sqrt(W) G sqrt(W)``: one n x n solve a step."""
-    n = len(t)
+    definite ``B = I + sqrt(W) G sqrt(W)``: one Cholesky factorisation a step. The step that finds the optimum
+    reached factorises ``B`` there, which is what the leave-one-out loss needs: it is handed on."""
 
     def objective(candidate: np.ndarray) -> tuple[float, np.ndarray]:
         moved = gram @ candidate
@@ -172,10 +183,11 @@ def _newton(
         v = c * (s - t) + g
         root = np.sqrt(c * s * (1 - s))
         gv = gram @ v
-        step = v - root * np.linalg.solve(np.eye(n) + root[:, None] * gram * root[None, :], root * gv)
+        factor = _factor(gram, root)
+        step = v - root * _checked(dpotrs(factor, root * gv, lower=1), "dpotrs")
         decrement = float(gv @ step)  # gradient . step
         if decrement / 2 <= tol * (1 + abs(value)):
-            break
+            return _Optimum(g, value, z, factor)
         size = 1.0
         while True:  # backtrack until the objective drops enough (Armijo)
             candidate = g - size * step
@@ -184,18 +196,35 @@ def _newton(
                 break
             size /= 2
         g, value, z = candidate, candidate_value, candidate_z
-    return g, value
+    return _Optimum(g, value, z, None)
 
 
-def _loo_loss(gram: np.ndarray, z0: np.ndarray, t: np.ndarray, c: np.ndarray, g: np.ndarray) -> float:
+def _factor(gram: np.ndarray, root: np.ndarray) -> np.ndarray:
+    """The lower Cholesky factor of ``B = I + sqrt(W) G sqrt(W)`` (``root`` = sqrt(W)); B's eigenvalues are >= 1."""
+    b = root[:, None] * gram * root[None, :]
+    b.flat[:: len(root) + 1] += 1
+    # b is symmetric, so its transpose is the same matrix in the column order LAPACK wants: no copy.
+    return _checked(dpotrf(b.T, lower=1, clean=0, overwrite_a=1), "dpotrf")
+
+
+def _checked(result: tuple[np.ndarray, int], routine: str) -> np.ndarray:
+    """A LAPACK routine's answer, or an error where it failed (``info`` != 0: never, for a finite ``B``)."""
+    answer, info = result
+    if info != 0:
+        raise np.linalg.LinAlgError(f"{routine} failed (info {info}) in the label-space fit: non-finite inputs?")
+    return answer
+
+
+def _loo_loss(gram: np.ndarray, t: np.ndarray, c: np.ndarray, optimum: _Optimum) -> float:
     """The weighted log loss of each label predicted by the fit without it (see the module docstring)."""
-    z = z0 + gram @ g
+    z = optimum.z
     s = sigmoid(z)
     w = c * s * (1 - s)
     root = np.sqrt(w)
-    scaled = root[:, None] * gram  # sqrt(W) G
-    solved = np.linalg.solve(np.eye(len(t)) + scaled * root[None, :], scaled)  # B^-1 sqrt(W) G
-    leverage = np.diag(gram) - np.einsum("ij,ij->j", scaled, solved)  # diag of H = G (I + W G)^-1
+    factor = _factor(gram, root) if optimum.factor is None else optimum.factor  # B = L L^T
+    # L^-1 sqrt(W) G; (G sqrt(W))^T is sqrt(W) G in column order, as G is symmetric.
+    half = _checked(dtrtrs(factor, (gram * root[None, :]).T, lower=1), "dtrtrs")
+    leverage = np.diag(gram) - np.einsum("ij,ij->j", half, half)  # diag of H = G - G sqrt(W) B^-1 sqrt(W) G
     z_out = z + leverage * c * (s - t) / np.maximum(1 - w * leverage, 1e-12)
     return float(c @ (np.logaddexp(0, z_out) - t * z_out))
 

@@ -1,0 +1,77 @@
+"""The label-space MAP fit: its optimum, its leave-one-out loss and its reuse of earlier fits, each checked against
+the definitions written out directly (dense inverses, no factorisation reused), so that a faster solver cannot
+change what a fit returns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer import map_fit
+from trainer.classifier import label_targets
+
+BIAS_FREEDOM = 100.0  # pull_b = pull_w / 100, as in trainer/map_fit.py's module docstring
+
+
+def problem(concept, labels: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(x, t, c, w0, b0): ``labels`` rows of the concept with oracle labels of random confidence, and its prompt."""
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(concept.ids), labels, replace=False)
+    scores = np.where(concept.truth[rows], 1.0, -1.0) * rng.uniform(0.3, 1, labels)
+    t, c = label_targets(scores.astype(np.float32))
+    return (
+        concept.vectors[rows].astype(np.float64),
+        t.astype(np.float64),
+        c.astype(np.float64),
+        concept.prompt_vector * 30.0,
+        -20.0,
+    )
+
+
+def kernel(x: np.ndarray, w0: np.ndarray, strength: float) -> np.ndarray:
+    """``G``: the logits move by ``G g`` (see trainer/map_fit.py)."""
+    return (x @ x.T + BIAS_FREEDOM) * float(w0 @ w0) / (2 * strength)
+
+
+@pytest.mark.parametrize("strength", [None, 0.3, 10.0, 300.0])
+def test_the_fit_is_where_the_objective_is_flat(concept, strength):
+    x, t, c, w0, b0 = problem(concept, 120, seed=1)
+    fit = map_fit.fit_map(x, t, c, w0, b0, strength)
+    pull_w = fit.strength / float(w0 @ w0)
+    residual = c * (1 / (1 + np.exp(-(x @ fit.weight + fit.bias))) - t)
+    grad_w = residual @ x + 2 * pull_w * (fit.weight - w0)
+    grad_b = residual.sum() + 2 * pull_w / BIAS_FREEDOM * (fit.bias - b0)
+    assert np.abs(grad_w).max() < 1e-6 * (1 + np.abs(residual @ x).max())
+    assert abs(grad_b) < 1e-6 * (1 + np.abs(residual).sum())
+
+
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_the_leave_one_out_loss_is_the_one_its_definition_gives(concept, seed):
+    """``H = G (I + W G)^-1`` by a dense inverse; a label's logit without it is ``z + H_ii r_i / (1 - W_ii H_ii)``."""
+    x, t, c, w0, b0 = problem(concept, 15 * seed, seed)
+    fit = map_fit.fit_map(x, t, c, w0, b0, None)
+    assert fit.strength in map_fit.candidate_strengths(len(t))
+    gram = kernel(x, w0, fit.strength)
+    z = x @ fit.weight + fit.bias
+    s = 1 / (1 + np.exp(-z))
+    w = c * s * (1 - s)
+    leverage = np.diag(gram @ np.linalg.inv(np.eye(len(t)) + w[:, None] * gram))
+    z_out = z + leverage * c * (s - t) / (1 - w * leverage)
+    assert fit.loo_loss == pytest.approx(float(c @ (np.logaddexp(0, z_out) - t * z_out)), rel=1e-7)
+
+
+@pytest.mark.parametrize("strength", [None, 10.0])
+def test_fits_that_reuse_earlier_rounds_equal_fresh_fits_round_after_round(concept, strength):
+    """The cache carries the Gram matrix and the last solutions from round to round (as a session's classifier
+    does); every round's fit must be the one a fit from nothing gives: same strength, weights within 1e-5 of their
+    size (Newton stops once a step would change the objective by under 1e-10 of it, wherever it started)."""
+    x, t, c, w0, b0 = problem(concept, 200, seed=5)
+    cache = map_fit.GramCache()
+    for n in range(10, 201, 10):
+        kept = map_fit.fit_map(x[:n], t[:n], c[:n], w0, b0, strength, cache=cache)
+        fresh = map_fit.fit_map(x[:n], t[:n], c[:n], w0, b0, strength)
+        assert kept.strength == fresh.strength
+        size = np.abs(fresh.weight).max()
+        np.testing.assert_allclose(kept.weight, fresh.weight, rtol=0, atol=1e-5 * size)
+        assert kept.bias == pytest.approx(fresh.bias, abs=1e-5 * max(size, abs(fresh.bias)))
+        assert kept.loss == pytest.approx(fresh.loss, rel=1e-9)
