@@ -180,3 +180,48 @@ def test_a_fixed_strength_is_kept_and_automatic_saves_and_loads_as_null(concept,
     automatic.save_pretrained(tmp_path / "auto")
     assert '"prior_strength": null' in (tmp_path / "auto" / "config.json").read_text()
     assert LinearProbe.from_pretrained(tmp_path / "auto").prior_strength is None
+
+
+def test_leave_one_out_logits_match_refits_without_each_label(concept):
+    """The closed form (one solve, no refit) against a refit without each label at the same strength: close for
+    every label, while the logits of the fit that saw each label are far off for some."""
+    rng = np.random.default_rng(3)
+    rows = np.r_[
+        rng.choice(np.flatnonzero(concept.truth), 15, replace=False),
+        rng.choice(np.flatnonzero(~concept.truth), 45, replace=False),
+    ]
+    labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
+    labels[:5] *= 0.5  # some less sure
+    x = concept.vectors[rows]
+    for strength in (10.0, None):
+        probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=strength)
+        probe.fit(x, labels)
+        held_out = probe.leave_one_out_logits(x, labels)
+        refits = np.empty(len(labels))
+        for i in range(len(labels)):
+            without = np.arange(len(labels)) != i
+            refit = LinearProbe.from_prompt(
+                concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=probe.last_strength
+            )
+            refit.fit(x[without], labels[without])
+            refits[i] = refit.logits(x[i : i + 1])[0]
+        gap = np.abs(held_out - refits)
+        assert np.median(gap) < 0.05 and gap.max() < 0.5
+        assert np.abs(probe.logits(x) - refits).max() > 2  # what the closed form corrects
+
+
+def test_leave_one_out_logits_of_labels_given_since_the_fit_are_those_of_a_fit_on_them(concept):
+    rows = balanced_rows(concept, 2)
+    labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
+    probe.fit(concept.vectors[rows[:12]], labels[:12])
+    weight, bias = probe.weight, probe.bias
+    late = probe.leave_one_out_logits(concept.vectors[rows], labels)  # 8 labels the probe was not fitted on
+    assert np.array_equal(probe.weight, weight) and probe.bias == bias  # asking changes nothing
+    fresh = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
+    fresh.fit(concept.vectors[rows], labels)
+    np.testing.assert_allclose(late, fresh.leave_one_out_logits(concept.vectors[rows], labels), atol=1e-3)
+    original = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, recipe="original")
+    assert original.leave_one_out_logits(concept.vectors[rows], labels) is None  # no closed form: refit folds
+    with pytest.raises(ValueError, match="a label of 0 has no class"):
+        probe.leave_one_out_logits(concept.vectors[rows[:2]], np.array([1.0, 0.0], np.float32))

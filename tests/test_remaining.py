@@ -56,3 +56,24 @@ def test_a_session_says_so_once_every_match_has_been_found():
     assert done.running_out and done.expected < 2
     session.undo()
     assert session.positives_left() == labelled  # undo brings back the candidates the round replaced
+
+
+def test_after_a_round_the_estimate_refits_nothing_and_is_computed_once_per_state(monkeypatch):
+    from trainer.classifier import LinearProbe
+
+    concept = planted_concept(n=2000, dim=32, seed=2, prevalence=0.08, noise=0.6, distractor=0.3)
+    session = Session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept.prompt_vector, seed=0)
+    for _ in range(3):
+        session.label(concept.oracle([h.id for h in session.batch()]))
+        session.train_and_requery()
+    fits, asked = [], []
+    real_fit, real_loo = LinearProbe.fit, LinearProbe.leave_one_out_logits
+    monkeypatch.setattr(LinearProbe, "fit", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+    monkeypatch.setattr(LinearProbe, "leave_one_out_logits", lambda self, *a: asked.append(1) or real_loo(self, *a))
+    after_round = session.positives_left()
+    assert (len(fits), len(asked)) == (0, 1)  # the classifier was fitted on these labels: closed form, no refit
+    assert session.positives_left() == after_round and len(asked) == 1  # the same state: not computed again
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    labelled = session.positives_left()
+    assert (len(fits), len(asked)) == (1, 2)  # labels given since the fit: one fit of a copy
+    assert labelled.expected != after_round.expected

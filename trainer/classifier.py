@@ -17,6 +17,7 @@ unknowns, not d + 1), beyond that by a full-batch L-BFGS over the weights.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +289,43 @@ class LinearProbe(
         optimizer.step(closure)
         self.eval()
         return FitReport(loss=float(closure()), **report)  # step() returns the loss it started from, not the fit's
+
+    def leave_one_out_logits(self, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
+        """Each label's logit under this classifier fitted without it, (n,) float64, in closed form from the fit on
+        all of them (``trainer/map_fit.py``): no refit when this probe was last fitted on exactly these labels, one
+        fit of a copy otherwise. Labels of 0 are not allowed (they have no class). None where there is no closed
+        form: the ``"original"`` recipe, or more labels than the label-space fit takes (``KERNEL_MAX_LABELS``)."""
+        vectors = self._check_vectors(vectors)
+        if len(vectors) != len(labels):
+            raise ValueError(f"got {len(vectors)} vectors for {len(labels)} labels")
+        targets, weights = label_targets(labels)
+        if (weights == 0).any():
+            raise ValueError("a label of 0 has no class: leave it out before asking for held-out logits")
+        if self.recipe == "original" or len(labels) > KERNEL_MAX_LABELS:
+            return None
+        if not len(labels):
+            return np.empty(0)
+
+        def closed_form(probe: LinearProbe, check: bool) -> np.ndarray | None:
+            return map_fit.leave_one_out_logits(
+                vectors.astype(np.float64),
+                targets.astype(np.float64),
+                _balanced_weights(targets, weights).astype(np.float64),
+                probe.weight,
+                probe.bias,
+                probe.prior_weight.numpy(),
+                float(probe.prior_bias),
+                probe.last_strength,
+                cache=probe._gram_cache,
+                check=check,
+            )
+
+        held_out = closed_form(self, True)
+        if held_out is None:  # fitted on other labels (some given since, or an undo): fit a copy on these
+            probe = copy.deepcopy(self)
+            probe.fit(vectors, labels)
+            held_out = closed_form(probe, False)
+        return held_out
 
     def _fit_original(self, vectors: np.ndarray, labels: np.ndarray) -> FitReport:
         """The article's update: 5 SGD steps at lr 0.2 on the newest batch, targets (y + 1) / 2."""

@@ -38,7 +38,7 @@ from threadpoolctl import ThreadpoolController
 
 from .logistic import sigmoid
 
-__all__ = ["PRIOR_LABELS", "GramCache", "MapFit", "candidate_strengths", "fit_map"]
+__all__ = ["PRIOR_LABELS", "GramCache", "MapFit", "candidate_strengths", "fit_map", "leave_one_out_logits"]
 
 # The automatic prior is worth PRIOR_LABELS / n labels at n labels: 100 at the first round of ten, 10 at a hundred.
 PRIOR_LABELS = 1000.0
@@ -215,18 +215,62 @@ def _checked(result: tuple[np.ndarray, int], routine: str) -> np.ndarray:
     return answer
 
 
+def leave_one_out_logits(
+    x: np.ndarray,
+    t: np.ndarray,
+    c: np.ndarray,
+    weight: np.ndarray,
+    bias: float,
+    w0: np.ndarray,
+    b0: float,
+    strength: float,
+    *,
+    cache: GramCache | None = None,
+    check: bool = True,
+) -> np.ndarray | None:
+    """Each label's logit under the fit without it, from ``(weight, bias)``, the fit of ``x``, ``t``, ``c`` at
+    ``strength`` (see the module docstring): no refit, one n x n factorisation. ``cache`` lends the Gram matrix.
+
+    With ``check``, None unless ``(weight, bias)`` is that fit: its optimality condition ``w = w0 - X^T r / (2
+    pull_w)``, ``b = b0 - sum(r) / (2 pull_b)`` (``r`` the residuals) must hold to within 1e-4 of a label's weight
+    and float32 rounding. A classifier fitted on other labels, or at another strength, would give wrong logits.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    weight, w0 = np.asarray(weight, dtype=np.float64), np.asarray(w0, dtype=np.float64)
+    scale = (float(w0 @ w0) or 1.0) / (2 * strength)  # 1 / (2 pull_w)
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        z = x @ weight + bias
+        if check:
+            # In units of the residuals (a label's weight): how far (weight, bias) is from the fit's own condition.
+            residual = c * (sigmoid(z) - t)
+            bias_scale = scale * _BIAS_FREEDOM
+            gap = np.linalg.norm((weight - w0) / scale + x.T @ residual) + abs(
+                (bias - b0) / bias_scale + float(residual.sum())
+            )
+            rounding = 1e-6 * (np.linalg.norm(weight) / scale + abs(bias) / bias_scale)  # kept as float32
+            if gap > 1e-4 + rounding:
+                return None
+        gram = (cache or GramCache()).gram_of(x)[0]
+        return _loo_logits((gram + _BIAS_FREEDOM) * scale, t, c, z, None)
+
+
 def _loo_loss(gram: np.ndarray, t: np.ndarray, c: np.ndarray, optimum: _Optimum) -> float:
     """The weighted log loss of each label predicted by the fit without it (see the module docstring)."""
-    z = optimum.z
+    z_out = _loo_logits(gram, t, c, optimum.z, optimum.factor)
+    return float(c @ (np.logaddexp(0, z_out) - t * z_out))
+
+
+def _loo_logits(gram: np.ndarray, t: np.ndarray, c: np.ndarray, z: np.ndarray, factor: np.ndarray | None) -> np.ndarray:
+    """The labels' logits ``z`` under the fit with ``G = gram``, each moved to the fit without it; ``factor``: B's
+    Cholesky factor at ``z``, when the fit has it."""
     s = sigmoid(z)
     w = c * s * (1 - s)
     root = np.sqrt(w)
-    factor = _factor(gram, root) if optimum.factor is None else optimum.factor  # B = L L^T
+    factor = _factor(gram, root) if factor is None else factor  # B = L L^T
     # L^-1 sqrt(W) G; (G sqrt(W))^T is sqrt(W) G in column order, as G is symmetric.
     half = _checked(dtrtrs(factor, (gram * root[None, :]).T, lower=1), "dtrtrs")
     leverage = np.diag(gram) - np.einsum("ij,ij->j", half, half)  # diag of H = G - G sqrt(W) B^-1 sqrt(W) G
-    z_out = z + leverage * c * (s - t) / np.maximum(1 - w * leverage, 1e-12)
-    return float(c @ (np.logaddexp(0, z_out) - t * z_out))
+    return z + leverage * c * (s - t) / np.maximum(1 - w * leverage, 1e-12)
 
 
 @functools.cache

@@ -5,12 +5,14 @@ the next batches hold no match, and without a word the classifier looks broken. 
 
 The classifier's own probabilities cannot be summed: the fit weighs both classes equally (and pulls toward the
 prompt), so they say far more matches than there are. They are recalibrated instead. Each training label's
-*held-out* logit (``trainer/suspects.py``: a classifier fitted on the other labels, as the unseen images' logits come
-from a classifier that never saw them) is paired with its class, and a logistic curve ``P(match) = sigmoid(a z +
-b)`` is fitted to the pairs (Platt scaling, with a weak prior toward ``a = 1, b = 0`` so a few labels give no
-cliff). The curve, applied to the unseen candidates' current logits, gives each one's chance of being a match;
-their sum is the estimate. The labels were chosen by the classifier, not at random, but chosen by their score:
-what the curve models, the match rate at a given score, is what that choice leaves intact.
+*held-out* logit (under the classifier fitted on the other labels, as the unseen images' logits come from a classifier
+that never saw them: the session takes the fit's leave-one-out logits in closed form,
+``LinearProbe.leave_one_out_logits``, or refits on folds, ``trainer/suspects.py``) is paired with its class, and a
+logistic curve ``P(match) = sigmoid(a z + b)`` is fitted to the pairs (Platt scaling, with a weak prior toward
+``a = 1, b = 0`` so a few labels give no cliff). The curve, applied to the unseen candidates' current logits, gives
+each one's chance of being a match; their sum is the estimate. The labels were chosen by the classifier, not at
+random, but chosen by their score: what the curve models, the match rate at a given score, is what that choice leaves
+intact.
 
 Only the candidates a round's search returned are counted (the best ``pool_size`` unseen images, the ones the next
 batches come from), so the estimate costs no pass over the collection and works the same on Pinecone.

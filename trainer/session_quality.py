@@ -1,6 +1,6 @@
 """A session's quality checks: audits drawn from the items never shown, the estimate of how good the classifier is
 on the whole collection (trainer/quality.py), the training labels it most disagrees with (trainer/suspects.py), and
-how many matches the unseen candidates still hold (trainer/remaining.py).
+how many matches the unseen candidates still hold (trainer/remaining.py, from the fit's leave-one-out logits).
 
 ``QualityChecks`` is mixed into ``Session``, whose state it reads: the index and the classifier, the training
 labels, and the audited items (id -> design weight) with their labels, which the session holds out from training
@@ -25,6 +25,8 @@ __all__ = ["QualityChecks"]
 
 # An index without ``scores_all`` is scored whole through one query; a query returns at most this many hits.
 MAX_QUERY = 10_000
+# How many states' ``positives_left`` answers a session keeps: the current one and a few an undo returns to.
+_LEFT_MEMO = 4
 
 
 class QualityChecks:
@@ -38,6 +40,7 @@ class QualityChecks:
     _audit_labels: dict[str, float]
     _candidates: np.ndarray  # the logits of the unseen candidates the last search returned
     batch_size: int
+    _left_memo: dict[tuple, Remaining]  # recent states' positives_left answers (see there)
 
     @property
     def audit_labels(self) -> dict[str, float]:
@@ -120,13 +123,39 @@ class QualityChecks:
 
     def positives_left(self) -> Remaining:
         """How many matches the unseen candidates of the last search still hold, and whether they are running out
-        (hardly any expected in the next batch's best): see trainer/remaining.py. Refits the classifier on 5 folds
-        of the labels, so it is computed on request, not every round."""
+        (hardly any expected in the next batch's best): see trainer/remaining.py.
+
+        The labels' held-out logits are the classifier's leave-one-out logits in closed form (no refit after a
+        round; one fit when labels were given since), or for the "original" recipe and beyond the label-space fit,
+        5-fold refits. The answer is kept for the state it was computed on, so asking again (a response that changes
+        no label, an undo back to a recent state) costs a comparison."""
         given = {i: v for i, v in self._labels.items() if v != 0}
+        probe = self.classifier
+        key = (
+            tuple(given.items()),
+            self.batch_size,
+            self.seed,
+            self._candidates.tobytes(),
+            probe.recipe,
+            probe.prior_strength,  # not the last fit's: the closed form checks that the weights are its fit
+            probe.weight.tobytes(),
+            probe.bias,
+            probe.prior_weight.numpy().tobytes(),
+            float(probe.prior_bias),
+        )
+        memo = self._left_memo = getattr(self, "_left_memo", None) or {}
+        if key in memo:
+            return memo[key]
         labels = np.asarray(list(given.values()), dtype=np.float32)
         vectors = self._vectors_of(list(given))
-        held_out = held_out_logits(self.classifier, vectors, labels, folds=5, seed=[self.seed, len(given)])
-        return positives_left(self._candidates, held_out, labels > 0, self.batch_size)
+        held_out = probe.leave_one_out_logits(vectors, labels)
+        if held_out is None:
+            held_out = held_out_logits(probe, vectors, labels, folds=5, seed=[self.seed, len(given)])
+        left = positives_left(self._candidates, held_out, labels > 0, self.batch_size)
+        memo[key] = left
+        while len(memo) > _LEFT_MEMO:  # the oldest first: dicts keep insertion order
+            del memo[next(iter(memo))]
+        return left
 
     def _collection_logits(self) -> tuple[list[str], np.ndarray]:
         """Every item's id and current logit ``w . x + b``, in one pass over the index."""
