@@ -557,7 +557,8 @@ def test_the_stats_line_says_when_the_matches_run_out(visitor):
         page.locator(".ct-card").first.focus()
     # One match in 40 labels, none in the last 30: the best unseen images are expected to hold hardly any.
     stats = visitor.stats()
-    assert "The matches seem to be running out" in stats and "Switch the strategy to boundary" in stats
+    assert "Matches are running out: fewer than one is expected in the next batch." in stats
+    assert "Try the boundary strategy" in stats and "Check quality" in stats
     visitor.shot("browser-running-out.png", full_page=True)
 
 

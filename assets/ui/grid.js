@@ -175,9 +175,11 @@ function drawStats() {
   if (s.exhausted) {
     stats.append(el('span', { class: 'ct-done', text: ' · You have seen the whole collection: classify it or export the classifier.' }));
   } else if (s.running_out) {
-    stats.append(el('span', { class: 'ct-running-out', text: ' · The matches seem to be running out: hardly ' +
-      `any is expected in the next batch (about ${count(Math.round(s.positives_left))} among all the best unseen ` +
-      'images). Switch the strategy to boundary to look further afield, or Check quality to see how good it is.' }));
+    // The next batch is what the person will see; the total over the unseen candidates is an estimate they
+    // cannot act on, and next to "fewer than one" it read as a contradiction, so it stays in the JSON only.
+    stats.append(el('span', { class: 'ct-running-out', text: ' · Matches are running out: fewer than one is ' +
+      'expected in the next batch. Try the boundary strategy to look further afield, or Check quality to see ' +
+      'how good the classifier is.' }));
   }
 }
 
