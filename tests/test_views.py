@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -44,6 +45,21 @@ def test_labels_taken_over_without_their_rounds_count_as_round_zero(concept_inde
     session.resume(earlier.labels)
     assert [c.round for c in labels_per_round(session)] == [0]
     assert labels_per_round(Session(concept_index, concept.prompt_vector)) == []
+
+
+def test_a_resumed_session_counts_each_round_as_before_and_an_old_saved_copy_as_earlier(concept_index, concept):
+    session = labelled_session(concept_index, concept, rounds=3)
+    session.label({h.id: -1.0 for h in session.batch()[:2]})  # round 4's, not trained yet
+    before = labels_per_round(session)
+    assert [c.round for c in before] == [1, 2, 3, 4]
+    saved = json.loads(json.dumps({**session.to_saved(), "prompt": "p"}))  # as it comes back from the browser
+    assert labels_per_round(Session.from_saved(concept_index, saved)) == before  # every round, not one bar
+    old = {k: v for k, v in saved.items() if k not in ("rounds", "label_rounds", "audit", "audit_labels")}
+    (earlier,) = labels_per_round(Session.from_saved(concept_index, {**old, "version": 1}))  # rounds unknown then
+    assert earlier.round == 0 and (earlier.positives, earlier.negatives) == (
+        sum(c.positives for c in before),
+        sum(c.negatives for c in before),
+    )
 
 
 def test_rank_counts_items_over_the_threshold_and_lists_the_best_first(concept_index, concept):
