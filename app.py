@@ -650,7 +650,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             """Check my labels: keep the labels set on the batch on screen, then bring back the doubted labels."""
 
             def bring_back(session: Session) -> list[str]:
-                doubted = [s.id for s in session.suspect_labels(SUSPECTS) if s.disagreement > 0.5]
+                doubted = [s.id for s in session.suspect_labels(SUSPECTS) if s.doubt > 0.5]
                 session.add_to_batch(doubted)
                 return doubted
 

@@ -1,4 +1,5 @@
-"""Suspect labels: the labels a classifier fitted on the others most disagrees with."""
+"""Suspect labels: the labels a classifier fitted on the others, and their nearest labelled neighbours, most
+disagree with."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from tests.helpers.planted import run_rounds
 from trainer.classifier import LinearProbe
 from trainer.index.local import LocalIndex
 from trainer.session import Session
-from trainer.suspects import held_out_logits, suspect_labels
+from trainer.suspects import NEIGHBOUR_WEIGHT, held_out_logits, neighbour_disagreement, suspect_labels
 from trainer.synthetic import planted_concept
 
 
@@ -32,8 +33,8 @@ def test_planted_flipped_labels_come_first():
     suspects = session.suspect_labels(6)
     assert {s.id for s in suspects[:4]} == set(wrong)
     assert all(s.label == -labels[s.id] for s in suspects[:4])
-    disagreement = [s.disagreement for s in suspects]
-    assert disagreement == sorted(disagreement, reverse=True) and disagreement[0] > 0.5
+    doubt = [s.doubt for s in suspects]
+    assert doubt == sorted(doubt, reverse=True) and suspects[0].disagreement > 0.5
 
 
 def test_no_labels_no_suspects_and_a_bad_k_is_refused(concept_index, concept):
@@ -65,5 +66,39 @@ def test_each_label_is_judged_by_a_fit_that_never_saw_it():
     with pytest.raises(ValueError, match="no class"):
         held_out_logits(probe, vectors, np.zeros(40, np.float32))
     suspects = suspect_labels(probe, [f"v{i}" for i in range(40)], vectors, labels, 5, folds=40)
-    expected = np.argsort(-np.where(labels > 0, -leave_one_out, leave_one_out), kind="stable")[:5]
+    other = 1 / (1 + np.exp(np.where(labels > 0, leave_one_out, -leave_one_out)))  # P(the other class)
+    doubt = (other + NEIGHBOUR_WEIGHT * neighbour_disagreement(vectors, labels)) / (1 + NEIGHBOUR_WEIGHT)
+    expected = np.argsort(-doubt, kind="stable")[:5]
     assert [s.id for s in suspects] == [f"v{i}" for i in expected]
+    assert [s.disagreement for s in suspects] == pytest.approx(other[expected].tolist(), abs=1e-5)
+
+
+def test_neighbours_count_the_nearest_other_labels_of_the_other_class():
+    # Two tight groups on the axes, 4 labels each; one label in the first group is turned around.
+    rng = np.random.default_rng(0)
+    vectors = np.concatenate(
+        [np.eye(4)[0] + 0.01 * rng.normal(size=(4, 4)), np.eye(4)[1] + 0.01 * rng.normal(size=(4, 4))]
+    )
+    labels = np.array([1, 1, 1, -1, -1, -1, -1, -1], dtype=np.float32)
+    shares = neighbour_disagreement(vectors, labels, k=3)
+    assert shares[3] == 1.0  # its three nearest are the first group's positives
+    assert shares[:3].tolist() == pytest.approx([1 / 3] * 3)  # each sees the two others and the turned one
+    assert shares[4:].tolist() == [0.0] * 4
+    assert neighbour_disagreement(vectors[:1], labels[:1]).tolist() == [0.0]  # a lone label has no neighbours
+    assert neighbour_disagreement(vectors[:2], labels[:2], k=5).tolist() == [0.0, 0.0]  # k beyond the others
+
+
+def test_a_label_its_neighbours_contradict_outranks_one_only_the_classifier_doubts():
+    # A prior too strong for the labels to turn, along a direction they do not vary in: the held-out classifier
+    # cannot tell the groups apart and doubts every label about equally. The neighbours single out the mistake.
+    rng = np.random.default_rng(3)
+    positives = np.eye(8)[0] + 0.05 * rng.normal(size=(10, 8))
+    negatives = np.eye(8)[1] + 0.05 * rng.normal(size=(10, 8))
+    vectors = np.concatenate([positives, negatives]).astype(np.float32)
+    labels = np.array([1.0] * 10 + [-1.0] * 10, dtype=np.float32)
+    labels[12] = 1.0  # a negative called positive
+    probe = LinearProbe.from_prompt(np.eye(8)[2], scale=5.0, bias=0.0, prior_strength=1e5)
+    suspects = suspect_labels(probe, [f"v{i}" for i in range(20)], vectors, labels, 3)
+    assert suspects[0].id == "v12" and suspects[0].neighbours == 1.0
+    # The classifier alone would not have put it first.
+    assert max(s.disagreement for s in suspects) > suspects[0].disagreement

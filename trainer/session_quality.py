@@ -113,9 +113,11 @@ class QualityChecks:
         )
 
     def suspect_labels(self, k: int = 10) -> list[Suspect]:
-        """The ``k`` training labels the cross-validated classifier most disagrees with, most suspect first: each a
-        ``Suspect(id, label, disagreement)``, disagreement being the held-out probability of the other class (see
-        trainer/suspects.py). For "check these": relabel one with :meth:`label` (after :meth:`add_to_batch`)."""
+        """The ``k`` training labels most in doubt, most suspect first: each a ``Suspect(id, label, disagreement,
+        neighbours)``, disagreement being the cross-validated classifier's probability of the other class and
+        neighbours the share of its nearest labelled images labelled the other way; ranked by ``Suspect.doubt``, the
+        two together (see trainer/suspects.py). For "check these": relabel one with :meth:`label` (after
+        :meth:`add_to_batch`)."""
         given = {i: v for i, v in self._labels.items() if v != 0}
         vectors = self._vectors_of(list(given))
         labels = np.asarray(list(given.values()), dtype=np.float32)

@@ -1,10 +1,18 @@
-"""Which labels look wrong? Cross-validated scores of the training labels, and the labels they most disagree with.
+"""Which labels look wrong? Cross-validated scores of the training labels, their nearest labelled neighbours, and
+the labels both most disagree with.
 
 A person who labels quickly gets some answers wrong. A label the classifier was trained on cannot judge itself
 (the fit bends towards it), so each label is judged by a copy of the classifier fitted, from its prior, on the
 *other* labels only: k-fold cross-validation with the labels split into ``folds`` stratified folds. The held-out
-logit says how strongly the rest of the labels (and the prompt) expect the opposite answer; ``suspect_labels``
-returns the labels with the highest held-out probability of the other class, for the app to offer as "check these".
+logit says how strongly the rest of the labels (and the prompt) expect the opposite answer.
+
+That alone misses mistakes where the linear classifier cannot follow the labels: pulled toward the prompt, or
+too coarse for the concept, it also disagrees with many *correct* labels, which then crowd the list. A second
+witness does not depend on the fit at all: the label's ``NEIGHBOURS`` nearest labelled images (cosine), and the
+share of them that carry the other class. A flipped label sits among images labelled the other way; a correct label
+the classifier cannot fit still agrees with its neighbours. ``suspect_labels`` ranks by the held-out probability of
+the other class plus ``NEIGHBOUR_WEIGHT`` times that share (``Suspect.doubt``, rescaled to [0, 1]) and returns the
+most doubted labels, for the app to offer as "check these". Measured in ``benchmarks/RESULTS-learning.md``.
 
 The classifier's own ``fit`` is used as it is (whatever its recipe and prior do), so what is judged is exactly the
 model a round trains. ``trainer/quality.py``'s optimistic estimate uses the same held-out logits.
@@ -21,17 +29,36 @@ import numpy as np
 from .classifier import LinearProbe
 from .logistic import sigmoid
 
-__all__ = ["FOLDS", "Suspect", "held_out_logits", "suspect_labels"]
+__all__ = [
+    "FOLDS",
+    "NEIGHBOURS",
+    "NEIGHBOUR_WEIGHT",
+    "Suspect",
+    "held_out_logits",
+    "neighbour_disagreement",
+    "suspect_labels",
+]
 
 # Ten folds: each label is judged by a classifier fitted on 90% of the others, close to leave-one-out at a tenth of
 # its fits (10 fits of a few ms at up to a few hundred labels).
 FOLDS = 10
+# The labelled neighbours each label is compared with, and how much their verdict counts next to the held-out
+# classifier's. Chosen side by side on the careless labeller's sessions (benchmarks/RESULTS-learning.md): 5
+# neighbours at half weight lifted every kind but one; 3 neighbours, or 10, or a weight of 1 or 2, did less.
+NEIGHBOURS = 5
+NEIGHBOUR_WEIGHT = 0.5
 
 
 class Suspect(NamedTuple):
     id: str
     label: float  # the score the person gave, in [-1, 1]
     disagreement: float  # the held-out classifier's probability of the other class, in [0, 1]
+    neighbours: float = 0.0  # the share of its nearest labelled neighbours that carry the other class, in [0, 1]
+
+    @property
+    def doubt(self) -> float:
+        """What the suspects are ranked by: both witnesses together, in [0, 1]."""
+        return (self.disagreement + NEIGHBOUR_WEIGHT * self.neighbours) / (1 + NEIGHBOUR_WEIGHT)
 
 
 def held_out_logits(
@@ -69,6 +96,22 @@ def held_out_logits(
     return held_out
 
 
+def neighbour_disagreement(vectors: np.ndarray, labels: np.ndarray, *, k: int = NEIGHBOURS) -> np.ndarray:
+    """For each label, the share of its ``k`` nearest *other* labelled vectors (by cosine) whose class differs,
+    (n,) float64; 0 for a lone label. ``labels`` are non-zero scores in [-1, 1]."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    n = len(vectors)
+    k = min(k, n - 1)
+    if k < 1:
+        return np.zeros(n)
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    similarity = unit @ unit.T
+    np.fill_diagonal(similarity, -np.inf)  # never one's own neighbour
+    nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+    positive = np.asarray(labels) > 0
+    return (positive[nearest] != positive[:, None]).mean(axis=1)
+
+
 def suspect_labels(
     probe: LinearProbe,
     ids: Sequence[str],
@@ -79,7 +122,8 @@ def suspect_labels(
     folds: int = FOLDS,
     seed: object = 0,
 ) -> list[Suspect]:
-    """The ``k`` labels the cross-validated classifier most disagrees with, most suspect first.
+    """The ``k`` most doubted labels, most suspect first: by the cross-validated classifier's disagreement and
+    their nearest labelled neighbours' (``Suspect.doubt``).
 
     Labels of 0 ("seen, no opinion") are skipped: they claim nothing. Fewer than ``k`` when there are fewer labels.
     """
@@ -88,9 +132,12 @@ def suspect_labels(
     labels = np.asarray(labels, dtype=np.float32)
     keep = labels != 0
     ids = [i for i, kept in zip(ids, keep, strict=True) if kept]
-    labels = labels[keep]
-    z = held_out_logits(probe, np.asarray(vectors)[keep], labels, folds=folds, seed=seed)
+    labels, vectors = labels[keep], np.asarray(vectors)[keep]
+    z = held_out_logits(probe, vectors, labels, folds=folds, seed=seed)
     other = np.where(labels > 0, -z, z)  # the logit of the class the person did not choose
     disagreement = sigmoid(other)
-    order = np.argsort(-disagreement, kind="stable")[:k]
-    return [Suspect(ids[i], float(labels[i]), float(disagreement[i])) for i in order]
+    neighbours = neighbour_disagreement(vectors, labels)
+    rows = zip(ids, labels, disagreement, neighbours, strict=True)
+    suspects = [Suspect(i, float(y), float(d), float(m)) for i, y, d, m in rows]
+    order = np.argsort([-s.doubt for s in suspects], kind="stable")[:k]
+    return [suspects[i] for i in order]
