@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +141,10 @@ class LocalIndex:
         k = min(top_k, len(scores))
         best = torch.topk(torch.from_numpy(scores), k).indices.numpy()  # sorted, best first
         best = best[scores[best] != -np.inf]
-        # Plain Python ints and floats first: indexing numpy scalars one by one costs ~2 us per hit.
-        return [Hit(self._ids[r], s) for r, s in zip(best.tolist(), scores[best].tolist(), strict=True)]
+        # Plain Python ints and floats first: indexing numpy scalars one by one costs ~2 us per hit. And the tuples
+        # built by tuple.__new__ straight: a NamedTuple's own __new__ is Python code, half the time of 1000 hits.
+        ids = [self._ids[r] for r in best.tolist()]
+        return list(map(tuple.__new__, repeat(Hit), zip(ids, scores[best].tolist(), strict=True)))
 
     def fetch(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors for ``ids`` as (n, d) float32, in the order asked."""
