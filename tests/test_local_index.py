@@ -134,3 +134,31 @@ def test_norm_and_finiteness_checks_cover_every_chunk_of_a_large_array(monkeypat
     vectors[23, 0] = np.nan
     with pytest.raises(ValueError, match=r"1 vector\(s\) contain NaN or inf \(first at row 23\)"):
         LocalIndex.from_vectors([str(i) for i in range(30)], vectors)
+
+
+def test_sample_draws_distinct_ids_uniformly_from_the_rows_not_excluded():
+    ids = [f"item-{i:03d}" for i in range(100)]
+    index = LocalIndex.from_vectors(ids, unit_rows(100))
+    exclude = set(ids[:30])
+    counts = dict.fromkeys(ids, 0)
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        drawn = index.sample(5, rng, exclude=exclude)
+        assert len(drawn) == 5 and len(set(drawn)) == 5 and not exclude & set(drawn)
+        for i in drawn:
+            counts[i] += 1
+    free = np.array([counts[i] for i in ids[30:]])
+    # 10,000 draws over 70 rows: about 143 each; a row drawn under 90 or over 200 times would not be uniform.
+    assert free.min() > 90 and free.max() < 200
+
+
+def test_sample_returns_what_is_left_when_little_is_and_refuses_a_bad_k():
+    ids = [f"item-{i:03d}" for i in range(20)]
+    index = LocalIndex.from_vectors(ids, unit_rows(20))
+    rng = np.random.default_rng(1)
+    assert sorted(index.sample(5, rng, exclude=[*ids[:18], "not-in-the-index"])) == ids[18:]
+    assert index.sample(5, rng, exclude=ids) == []
+    assert index.sample(0, rng) == []
+    assert len(set(index.sample(20, rng))) == 20
+    with pytest.raises(ValueError, match="non-negative integer"):
+        index.sample(-1, rng)

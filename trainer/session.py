@@ -17,6 +17,7 @@ import torch
 
 from . import checks
 from .classifier import FitReport, LinearProbe, check_prior_strength
+from .exploration import explore
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .record import RoundStats, SessionRecord
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 
 # "original" is a recipe, not only a selection rule: the article's top-k selection *and* its training update.
 RECIPE_NAMES = (*STRATEGIES, "original")
+# The strategies that look beyond the search's pool when it looks full (trainer/exploration.py); "top" stays the
+# article's selection, and "random" draws from the widest pool already.
+EXPLORING = ("mixed", "boundary")
 # How many prompt scores calibrate the zero-shot probabilities (see Session._prior).
 _CALIBRATION_SAMPLE = 256
 # More than a person labels in a round; a bound so that no caller can ask for the whole collection at once.
@@ -291,8 +295,8 @@ class Session(QualityChecks):
         neighbours = self._neighbours(more_like)  # before anything changes: a failed search loses nothing
         fit, pool = self._refit_and_query(lambda: self._seen.update(h.id for h in self._batch))
         self._newest = {}
-        taken = {h.id for h in neighbours}
-        chosen = self._choose([h for h in pool if h.id not in taken], self.batch_size - len(neighbours))
+        taken = frozenset(h.id for h in neighbours)
+        chosen = self._choose([h for h in pool if h.id not in taken], self.batch_size - len(neighbours), taken)
         self._batch = self._rescored(neighbours) + chosen
         positives = sum(v > 0 for v in self._labels.values())
         negatives = sum(v < 0 for v in self._labels.values())
@@ -465,16 +469,22 @@ class Session(QualityChecks):
         k = len(self.index) if self.strategy == "random" else self.pool_size
         return min(len(self.index), k, 10_000)
 
-    def _choose(self, pool: list[Hit], k: int | None = None) -> list[Hit]:
+    def _choose(self, pool: list[Hit], k: int | None = None, taken: frozenset[str] = frozenset()) -> list[Hit]:
         """Pick the next batch (``k`` items, default a whole batch) from a pool whose scores are ``weight . x``: add
-        the bias to get P(concept)."""
+        the bias to get P(concept). ``mixed`` and ``boundary`` may add a few items from outside the pool, never one
+        of ``taken`` (already on the batch): see trainer/exploration.py."""
         self._candidates = np.asarray([h.score for h in pool], dtype=np.float64) + self.classifier.bias
         if not pool:
             return []
+        k = self.batch_size if k is None else k
         proba = sigmoid(self._candidates)
-        positions = self._select(proba, self.batch_size if k is None else k, self._rng)
+        outside: list[str] = []
+        if self.strategy in EXPLORING:
+            shown = self._seen | self._audit.keys() | taken
+            outside = explore(self.index, [h.id for h in pool], proba, k, shown, self._rng)
+        positions = self._select(proba, k - len(outside), self._rng)
         chosen = sorted(int(p) for p in positions)  # show in ranking order, best first
-        return [Hit(pool[p].id, float(proba[p])) for p in chosen]
+        return [Hit(pool[p].id, float(proba[p])) for p in chosen] + self._rescored([Hit(i, 0.0) for i in outside])
 
     def _fit(self) -> FitReport:
         source = self._newest if self.classifier.recipe == "original" else self._labels

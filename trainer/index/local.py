@@ -146,6 +146,29 @@ class LocalIndex:
         ids = [self._ids[r] for r in best.tolist()]
         return list(map(tuple.__new__, repeat(Hit), zip(ids, scores[best].tolist(), strict=True)))
 
+    def sample(self, k: int, rng: np.random.Generator, exclude: Iterable[str] | None = None) -> list[str]:
+        """Up to ``k`` distinct ids drawn uniformly from the rows not in ``exclude`` (fewer when fewer are left).
+
+        What a session explores with (trainer/exploration.py). Draws rows at random and skips excluded ones while
+        most rows are free, so a round costs microseconds, not a pass over the index.
+        """
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0:
+            raise ValueError(f"k must be a non-negative integer; got {k!r}")
+        excluded = {self._rows[i] for i in exclude if i in self._rows} if exclude else set()
+        free = len(self._ids) - len(excluded)
+        k = min(int(k), free)
+        if k <= 0:
+            return []
+        if free < 2 * len(excluded) or free < 4 * k:  # mostly excluded: draw from what is left
+            left = np.setdiff1d(np.arange(len(self._ids)), np.fromiter(excluded, dtype=np.int64, count=len(excluded)))
+            return [self._ids[r] for r in rng.choice(left, size=k, replace=False).tolist()]
+        chosen: dict[int, None] = {}
+        while len(chosen) < k:  # at least half the rows are free: a few draws each
+            for row in rng.integers(len(self._ids), size=2 * k).tolist():
+                if row not in excluded and row not in chosen and len(chosen) < k:
+                    chosen[row] = None
+        return [self._ids[r] for r in chosen]
+
     def fetch(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors for ``ids`` as (n, d) float32, in the order asked."""
         missing = [i for i in ids if i not in self._rows]
