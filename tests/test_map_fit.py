@@ -75,3 +75,71 @@ def test_fits_that_reuse_earlier_rounds_equal_fresh_fits_round_after_round(conce
         np.testing.assert_allclose(kept.weight, fresh.weight, rtol=0, atol=1e-5 * size)
         assert kept.bias == pytest.approx(fresh.bias, abs=1e-5 * max(size, abs(fresh.bias)))
         assert kept.loss == pytest.approx(fresh.loss, rel=1e-9)
+
+
+def contradicted(concept, positives: int, labels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """(x, t, c, w0, b0): ``positives`` of the concept's images and ``labels - positives`` others, labelled by the
+    truth, under a prompt that points away from the concept: labels that pull the fit far from the prompt."""
+    rng = np.random.default_rng(positives)
+    rows = np.concatenate(
+        [
+            rng.choice(np.flatnonzero(concept.truth), positives, replace=False),
+            rng.choice(np.flatnonzero(~concept.truth), labels - positives, replace=False),
+        ]
+    )
+    t, c = label_targets(np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32))
+    return (
+        concept.vectors[rows].astype(np.float64),
+        t.astype(np.float64),
+        c.astype(np.float64),
+        -30.0 * concept.prompt_vector,
+        5.0,
+    )
+
+
+def turn(weight: np.ndarray, w0: np.ndarray) -> float:
+    """The angle between ``weight`` and the prompt ``w0`` (by arctan2: arccos loses digits near 0)."""
+    on = weight @ w0 / np.linalg.norm(w0)
+    return float(np.arctan2(np.linalg.norm(weight - on * w0 / np.linalg.norm(w0)), on))
+
+
+@pytest.mark.parametrize("positives", [1, 3, 5, 7])
+def test_an_automatic_fit_on_few_positives_turns_from_the_prompt_at_most_its_trust_region(concept, positives):
+    """A direction estimated from a handful of positives is mostly noise: the automatic fit stops at ``max_turn``,
+    where the same fit at a fixed strength (the one it chose, which keeps its meaning) turns further."""
+    x, t, c, w0, b0 = contradicted(concept, positives, 10)
+    fit = map_fit.fit_map(x, t, c, w0, b0, None)
+    free = map_fit.fit_map(x, t, c, w0, b0, fit.strength)
+    limit = map_fit.max_turn(10, positives)
+    assert turn(free.weight, w0) > limit + 0.05
+    assert turn(fit.weight, w0) == pytest.approx(limit, abs=1e-7)
+    # The same fit otherwise (Newton started elsewhere: equal within its tolerance)
+    assert fit.bias == pytest.approx(free.bias, rel=1e-5) and fit.strength == free.strength
+
+
+def test_an_automatic_fit_on_many_positives_is_not_limited(concept):
+    x, t, c, w0, b0 = contradicted(concept, 15, 20)
+    fit = map_fit.fit_map(x, t, c, w0, b0, None)
+    free = map_fit.fit_map(x, t, c, w0, b0, fit.strength)
+    assert turn(fit.weight, w0) > 0.5
+    np.testing.assert_allclose(fit.weight, free.weight, rtol=0, atol=1e-5 * np.abs(free.weight).max())
+
+
+def test_the_trust_region_grows_with_the_labels_and_faster_with_the_positives():
+    assert map_fit.max_turn(10, 0) == pytest.approx(0.04) and map_fit.max_turn(10, 5) == pytest.approx(0.04)
+    assert map_fit.max_turn(20, 2) == pytest.approx(0.16)
+    assert map_fit.max_turn(10, 7) == pytest.approx(0.04 * 1.4**4)
+    assert map_fit.max_turn(10, 13) > np.pi / 2  # no limit
+
+
+def test_within_angle_keeps_the_component_along_the_prompt_and_the_direction_of_the_turn():
+    unit = np.array([1.0, 0.0, 0.0])
+    inside = np.array([2.0, 0.1, 0.0])
+    assert map_fit.within_angle(inside, unit, 0.1) is inside
+    turned = map_fit.within_angle(np.array([2.0, 3.0, 4.0]), unit, 0.1)
+    assert turned[0] == pytest.approx(2.0)
+    assert np.arctan2(np.linalg.norm(turned[1:]), turned[0]) == pytest.approx(0.1)
+    assert turned[2] / turned[1] == pytest.approx(4 / 3)
+    behind = map_fit.within_angle(np.array([-1.0, 1.0, 0.0]), unit, 0.1)  # more than a right angle away
+    assert np.linalg.norm(behind) == pytest.approx(np.sqrt(2)) and behind[0] > 0
+    assert map_fit.within_angle(behind, unit, 2.0) is behind  # a limit past a right angle limits nothing
