@@ -2,7 +2,8 @@
 
 Pure Python over an index; no UI. Everything that belongs to one person lives here and nowhere else, so any number
 of sessions can share one index (and one Pinecone namespace) without ever seeing each other's work. Its quality
-checks (audits, estimates, suspect labels) are in trainer/session_quality.py, mixed in.
+checks (audits, estimates, suspect labels) are in trainer/session_quality.py, and its saved copy (``to_saved``,
+``from_saved``) in trainer/saved_state.py, both mixed in.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from .exploration import explore
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .record import RoundStats, SessionRecord
-from .saved_state import SAVED_VERSION, read_saved
+from .saved_state import MAX_BATCH_SIZE, SavedCopies, fetch_known
 from .session_quality import QualityChecks
 from .strategies import STRATEGIES, get_strategy
 
@@ -36,13 +36,11 @@ RECIPE_NAMES = (*STRATEGIES, "original")
 EXPLORING = ("mixed", "boundary")
 # How many prompt scores calibrate the zero-shot probabilities (see Session._prior).
 _CALIBRATION_SAMPLE = 256
-# More than a person labels in a round; a bound so that no caller can ask for the whole collection at once.
-MAX_BATCH_SIZE = 1000
 # ``configure``'s default for a setting to leave as it is (None is a value there: the automatic prior strength).
 KEEP = object()
 
 
-class Session(QualityChecks):
+class Session(QualityChecks, SavedCopies):
     """Labels in, better batches out. See ARCHITECTURE.md for the contract; the names here are public API."""
 
     def __init__(
@@ -178,90 +176,6 @@ class Session(QualityChecks):
             rounds_trained=self.rounds_trained,
         )
 
-    # ------------------------------------------------------------------------------------------------- saving
-    def to_saved(self) -> dict[str, Any]:
-        """What a browser keeps of this session so that a restarted app loses nothing: plain JSON values.
-
-        How it was started (prompt, negative prompt, its unit prompt vector, strategy, batch size, prior strength,
-        base model and collection), every label and the round it was given in, the rounds trained, and the quality
-        checks: the audited items with their design weights and their labels (still held out once rebuilt).
-        ``from_saved`` rebuilds it.
-        """
-        return {
-            "version": SAVED_VERSION,
-            "base_model": self.classifier.base_model,
-            "collection": self.collection,
-            "prompt": self.prompt,
-            "negative_prompt": self.negative_prompt,
-            "prompt_vector": [float(x) for x in self.prompt_vector],
-            "strategy": self.strategy,
-            "batch_size": self.batch_size,
-            "prior_strength": self.classifier.prior_strength,
-            "labels": self.labels,
-            "rounds": self.rounds_trained,
-            "label_rounds": self.label_rounds,
-            "audit": self.audit_weights,
-            "audit_labels": self.audit_labels,
-        }
-
-    @classmethod
-    def from_saved(
-        cls,
-        index: VectorIndex,
-        saved: object,
-        *,
-        base_model: str | None = None,
-        collection: str | None = None,
-        max_batch_size: int = MAX_BATCH_SIZE,
-        seed: int = 0,
-        pool_size: int = 1000,
-    ) -> Session:
-        """Rebuild a session from ``to_saved()``'s value, which came back from a browser and is untrusted.
-
-        Everything is checked before any work (types, sizes, finite numbers, the batch size within
-        ``max_batch_size``, no more labels than the index holds, every id in the index), and a ValueError names
-        what is wrong. ``base_model`` and ``collection`` are what the caller runs now: a session saved for another
-        model or collection is refused, and those two never come from ``saved``. The labels are taken over as by
-        :meth:`resume`, with the rounds they were given in, and Undo stops there; the round count carries on (from
-        the round after the last label's, since taking over trains on every label). The audited items and their
-        labels come back held out, so :meth:`quality` gives the estimate it gave before. A saved copy of version 1
-        (labels only) is read too: its labels count as from before this session (round 0).
-        """
-        values = read_saved(saved, index, max_batch_size=max_batch_size)
-        for key, current in (("base_model", base_model), ("collection", collection)):
-            if current is not None and values[key] != current:
-                raise ValueError(
-                    f"the saved session is for {key} {checks.shown(values[key])}, but this app runs {current!r}; "
-                    "start a new session"
-                )
-        # Every id is looked up before the session is built: a saved session naming unknown items costs no search.
-        vectors = _fetch_known(index, [*values["labels"], *values["audit"]])
-        session = cls(
-            index,
-            values["prompt_vector"],
-            strategy=values["strategy"],
-            batch_size=values["batch_size"],
-            seed=seed,
-            pool_size=pool_size,
-            prior_strength=values["prior_strength"],
-            prompt=values["prompt"],
-            negative_prompt=values["negative_prompt"],
-            base_model=base_model,
-            collection=collection,
-        )
-        session._vectors.update(zip([*values["labels"], *values["audit"]], vectors, strict=True))
-        # Audited items first: held out, so that the batch chosen after taking over the labels never shows them.
-        session._audit.update(values["audit"])
-        session._audit_labels.update(values["audit_labels"])
-        if values["labels"]:
-            session.resume(values["labels"], undoable=False)  # it starts where it was saved: Undo stops there
-            session._label_rounds = dict(values["label_rounds"])
-        elif values["audit"]:  # nothing to train on, but the first batch must not show an audited item
-            pool = index.query(session.classifier.weight, session._pool_k(), exclude=set(session._audit))
-            session._batch = session._choose(pool)
-        session._rounds_before = max([values["rounds"], *values["label_rounds"].values()])
-        return session
-
     # ------------------------------------------------------------------------------------------------- writing
     def label(self, scores: Mapping[str, float]) -> None:
         """Record scores in [-1, 1] for items shown in this session (now or earlier). 0 = seen, no opinion.
@@ -320,7 +234,7 @@ class Session(QualityChecks):
         if held_out:
             raise ValueError(f"cannot resume: {len(held_out)} label(s) are for audited items, held out: {held_out[:5]}")
         ids = [i for i in clean if i not in self._vectors]
-        self._vectors.update(zip(ids, _fetch_known(self.index, ids), strict=True))  # a cache: harmless if it fails
+        self._vectors.update(zip(ids, fetch_known(self.index, ids), strict=True))  # a cache: harmless if it fails
 
         def take_over() -> None:
             self._labels.update(clean)
@@ -525,14 +439,6 @@ class Session(QualityChecks):
         self._rng.bit_generator.state = state["rng"]
         self.exhausted = state["exhausted"]
         self._candidates = state["candidates"]
-
-
-def _fetch_known(index: VectorIndex, ids: list[str]) -> np.ndarray:
-    """The vectors of labelled items (n, D), or a ValueError if any id is not in the index."""
-    try:
-        return index.fetch(ids) if ids else np.empty((0, index.dim), np.float32)
-    except KeyError as err:
-        raise ValueError(f"cannot resume: labels name items that are not in this collection ({err})") from None
 
 
 def _calibrate(scores: list[float]) -> tuple[float, float]:
