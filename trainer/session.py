@@ -97,6 +97,7 @@ class Session(QualityChecks, SavedCopies):
         self._candidates = np.empty(0)  # the logits of the unseen candidates the last search returned
         self._undo: list[dict] = []
         self.exhausted = False
+        self._init_quality_checks()
 
         if classifier is None:
             pool = index.query(prompt_vector, self._pool_k())

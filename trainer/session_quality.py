@@ -42,6 +42,10 @@ class QualityChecks:
     batch_size: int
     _left_memo: dict[tuple, Remaining]  # recent states' positives_left answers (see there)
 
+    def _init_quality_checks(self) -> None:
+        """The state only the quality checks keep; ``Session.__init__`` calls this."""
+        self._left_memo = {}
+
     @property
     def audit_labels(self) -> dict[str, float]:
         """Labels given to audited items: held out from training, used only by :meth:`quality`."""
@@ -145,7 +149,7 @@ class QualityChecks:
             probe.prior_weight.numpy().tobytes(),
             float(probe.prior_bias),
         )
-        memo = self._left_memo = getattr(self, "_left_memo", None) or {}
+        memo = self._left_memo
         if key in memo:
             return memo[key]
         labels = np.asarray(list(given.values()), dtype=np.float32)
