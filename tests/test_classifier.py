@@ -182,6 +182,25 @@ def test_a_fixed_strength_is_kept_and_automatic_saves_and_loads_as_null(concept,
     assert LinearProbe.from_pretrained(tmp_path / "auto").prior_strength is None
 
 
+def refits_without_each_label(concept, probe, x, labels, *, trust_region: bool = True) -> np.ndarray:
+    """Each label's logit under the fit without it, by brute force: ``probe``'s prompt prior refitted on the other
+    labels at the strength ``probe`` used, its weights held within the trust region of the labels left (as an
+    automatic fit's are) unless ``trust_region`` is False."""
+    unit = concept.prompt_vector / np.linalg.norm(concept.prompt_vector)
+    refits = np.empty(len(labels))
+    for i in range(len(labels)):
+        without = np.arange(len(labels)) != i
+        refit = LinearProbe.from_prompt(
+            concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=probe.last_strength
+        )
+        refit.fit(x[without], labels[without])
+        weight = refit.weight.astype(np.float64)
+        if trust_region and probe.prior_strength is None:
+            weight = map_fit.within_angle(weight, unit, map_fit.max_turn(len(labels) - 1, (labels[without] > 0).sum()))
+        refits[i] = weight @ x[i] + refit.bias
+    return refits
+
+
 def test_leave_one_out_logits_match_refits_without_each_label(concept):
     """The closed form (one solve, no refit) against a refit without each label at the same strength: close for
     every label, while the logits of the fit that saw each label are far off for some."""
@@ -197,17 +216,40 @@ def test_leave_one_out_logits_match_refits_without_each_label(concept):
         probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=strength)
         probe.fit(x, labels)
         held_out = probe.leave_one_out_logits(x, labels)
-        refits = np.empty(len(labels))
-        for i in range(len(labels)):
-            without = np.arange(len(labels)) != i
-            refit = LinearProbe.from_prompt(
-                concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=probe.last_strength
-            )
-            refit.fit(x[without], labels[without])
-            refits[i] = refit.logits(x[i : i + 1])[0]
+        refits = refits_without_each_label(concept, probe, x, labels)
         gap = np.abs(held_out - refits)
         assert np.median(gap) < 0.05 and gap.max() < 0.5
         assert np.abs(probe.logits(x) - refits).max() > 2  # what the closed form corrects
+
+
+def test_leave_one_out_logits_of_a_fit_the_trust_region_limits_come_from_its_optimum_with_no_fit(concept, monkeypatch):
+    """Three positives of ten: the automatic fit's weights are held near the prompt (``map_fit.max_turn``), so they
+    are no optimum. The held-out logits still match refits without each label (at the same strength, then held
+    within the trust region of the labels left, as the weights that rank are), and asking fits nothing."""
+    rng = np.random.default_rng(0)
+    rows = np.r_[
+        rng.choice(np.flatnonzero(concept.truth), 3, replace=False),
+        rng.choice(np.flatnonzero(~concept.truth), 7, replace=False),
+    ]
+    labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
+    x = concept.vectors[rows]
+    unit = concept.prompt_vector / np.linalg.norm(concept.prompt_vector)
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
+    probe.fit(x, labels)
+    limit = map_fit.max_turn(10, 3)
+    assert np.arccos(probe.weight @ unit / np.linalg.norm(probe.weight)) == pytest.approx(limit, abs=1e-4)
+    refits = refits_without_each_label(concept, probe, x, labels)
+    assert np.abs(refits - refits_without_each_label(concept, probe, x, labels, trust_region=False)).max() > 0.5
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("leave-one-out fitted again a probe fitted on these very labels")
+
+    monkeypatch.setattr(map_fit, "fit_map", no_fit)
+    monkeypatch.setattr(LinearProbe, "fit", no_fit)
+    held_out = probe.leave_one_out_logits(x, labels)
+    gap = np.abs(held_out - refits)
+    assert np.median(gap) < 0.15 and gap.max() < 0.5
+    assert np.abs(probe.logits(x) - refits).max() > 1  # what the closed form corrects
 
 
 def test_leave_one_out_logits_of_labels_given_since_the_fit_are_those_of_a_fit_on_them(concept):

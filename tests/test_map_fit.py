@@ -38,8 +38,8 @@ def test_the_fit_is_where_the_objective_is_flat(concept, strength):
     x, t, c, w0, b0 = problem(concept, 120, seed=1)
     fit = map_fit.fit_map(x, t, c, w0, b0, strength)
     pull_w = fit.strength / float(w0 @ w0)
-    residual = c * (1 / (1 + np.exp(-(x @ fit.weight + fit.bias))) - t)
-    grad_w = residual @ x + 2 * pull_w * (fit.weight - w0)
+    residual = c * (1 / (1 + np.exp(-(x @ fit.optimum + fit.bias))) - t)
+    grad_w = residual @ x + 2 * pull_w * (fit.optimum - w0)
     grad_b = residual.sum() + 2 * pull_w / BIAS_FREEDOM * (fit.bias - b0)
     assert np.abs(grad_w).max() < 1e-6 * (1 + np.abs(residual @ x).max())
     assert abs(grad_b) < 1e-6 * (1 + np.abs(residual).sum())
@@ -52,7 +52,7 @@ def test_the_leave_one_out_loss_is_the_one_its_definition_gives(concept, seed):
     fit = map_fit.fit_map(x, t, c, w0, b0, None)
     assert fit.strength in map_fit.candidate_strengths(len(t))
     gram = kernel(x, w0, fit.strength)
-    z = x @ fit.weight + fit.bias
+    z = x @ fit.optimum + fit.bias  # the optimum's: the trust region bounds the weights after the choice
     s = 1 / (1 + np.exp(-z))
     w = c * s * (1 - s)
     leverage = np.diag(gram @ np.linalg.inv(np.eye(len(t)) + w[:, None] * gram))
@@ -113,6 +113,7 @@ def test_an_automatic_fit_on_few_positives_turns_from_the_prompt_at_most_its_tru
     limit = map_fit.max_turn(10, positives)
     assert turn(free.weight, w0) > limit + 0.05
     assert turn(fit.weight, w0) == pytest.approx(limit, abs=1e-7)
+    np.testing.assert_allclose(fit.optimum, free.weight, rtol=0, atol=1e-5 * np.abs(free.weight).max())  # kept
     # The same fit otherwise (Newton started elsewhere: equal within its tolerance)
     assert fit.bias == pytest.approx(free.bias, rel=1e-5) and fit.strength == free.strength
 
@@ -123,6 +124,33 @@ def test_an_automatic_fit_on_many_positives_is_not_limited(concept):
     free = map_fit.fit_map(x, t, c, w0, b0, fit.strength)
     assert turn(fit.weight, w0) > 0.5
     np.testing.assert_allclose(fit.weight, free.weight, rtol=0, atol=1e-5 * np.abs(free.weight).max())
+
+
+@pytest.mark.parametrize("positives", [5, 7])
+def test_leave_one_out_logits_of_a_limited_fit_are_refits_without_each_label_held_within_its_trust_region(
+    concept, positives
+):
+    """What ranks is the optimum held within the trust region, so a label's held-out logit is the fit without it
+    (at the same strength, the other labels' weights unchanged) held within the trust region of the labels left. The
+    closed form gets there from the optimum the fit kept; the limited weights themselves are no optimum."""
+    x, t, c, w0, b0 = contradicted(concept, positives, 10)
+    fit = map_fit.fit_map(x, t, c, w0, b0, None)
+    assert fit.trust_region and turn(fit.optimum, w0) > turn(fit.weight, w0) + 0.05  # the trust region binds
+    unit = w0 / np.linalg.norm(w0)
+    refits, free = np.empty(len(t)), np.empty(len(t))
+    for i in range(len(t)):
+        left = np.arange(len(t)) != i
+        without = map_fit.fit_map(x[left], t[left], c[left], w0, b0, fit.strength)
+        limit = map_fit.max_turn(len(t) - 1, int(np.count_nonzero(t[left] > 0.5)))
+        refits[i] = map_fit.within_angle(without.weight, unit, limit) @ x[i] + without.bias
+        free[i] = without.weight @ x[i] + without.bias
+    held_out = map_fit.leave_one_out_logits(x, t, c, fit, w0, b0)
+    gap = np.abs(held_out - refits)
+    assert np.median(gap) < 0.03 and gap.max() < 0.3
+    assert np.abs(free - refits).max() > 2  # held within the trust region, not the optimum's own held-out logits
+    assert np.abs(x @ fit.weight + fit.bias - refits).max() > 2  # what the closed form corrects
+    other = map_fit.fit_map(x[1:], t[1:], c[1:], w0, b0, None)  # a fit on other labels gives no answer
+    assert map_fit.leave_one_out_logits(x, t, c, other, w0, b0) is None
 
 
 def test_the_trust_region_grows_with_the_labels_and_faster_with_the_positives():

@@ -59,6 +59,7 @@ def test_a_session_says_so_once_every_match_has_been_found():
 
 
 def test_after_a_round_the_estimate_refits_nothing_and_is_computed_once_per_state(monkeypatch):
+    from trainer import map_fit
     from trainer.classifier import LinearProbe
 
     concept = planted_concept(n=2000, dim=32, seed=2, prevalence=0.08, noise=0.6, distractor=0.3)
@@ -67,13 +68,13 @@ def test_after_a_round_the_estimate_refits_nothing_and_is_computed_once_per_stat
         session.label(concept.oracle([h.id for h in session.batch()]))
         session.train_and_requery()
     fits, asked = [], []
-    real_fit, real_loo = LinearProbe.fit, LinearProbe.leave_one_out_logits
-    monkeypatch.setattr(LinearProbe, "fit", lambda self, *a, **k: fits.append(1) or real_fit(self, *a, **k))
+    real_fit, real_loo = map_fit.fit_map, LinearProbe.leave_one_out_logits
+    monkeypatch.setattr(map_fit, "fit_map", lambda *a, **k: fits.append(1) or real_fit(*a, **k))
     monkeypatch.setattr(LinearProbe, "leave_one_out_logits", lambda self, *a: asked.append(1) or real_loo(self, *a))
     after_round = session.positives_left()
     assert (len(fits), len(asked)) == (0, 1)  # the classifier was fitted on these labels: closed form, no refit
     assert session.positives_left() == after_round and len(asked) == 1  # the same state: not computed again
     session.label(concept.oracle([h.id for h in session.batch()]))
     labelled = session.positives_left()
-    assert (len(fits), len(asked)) == (1, 2)  # labels given since the fit: one fit of a copy
+    assert (len(fits), len(asked)) == (1, 2)  # labels given since the fit: one fit, on the side
     assert labelled.expected != after_round.expected

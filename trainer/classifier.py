@@ -123,6 +123,7 @@ class LinearProbe(
         # The strength the last fit used: ``prior_strength``, or the one the labels chose when that is None.
         self.last_strength = self.prior_strength or map_fit.candidate_strengths(1)[0]
         self._gram_cache = map_fit.GramCache()  # the labels' Gram matrix, kept between fits (not saved)
+        self._last_fit: map_fit.MapFit | None = None  # the last label-space fit, its optimum for leave-one-out
         self.threshold = checks.number(threshold, "threshold", low=0, high=1)
         self.linear = nn.Linear(self.dim, 1)
         # The prompt's prior travels with the weights, so a pulled classifier can keep training toward it.
@@ -237,6 +238,7 @@ class LinearProbe(
         report = dict(labels_used=int(used.sum()), positives=int((used & (targets == 1)).sum()))
         report["negatives"] = report["labels_used"] - report["positives"]
         self.reset_to_prior()
+        self._last_fit = None
         if not used.any():
             return FitReport(loss=0.0, **report)
         c = _balanced_weights(targets[used], weights[used])
@@ -256,7 +258,7 @@ class LinearProbe(
                 cache=self._gram_cache,
                 max_iter=max_iter,
             )
-            self.last_strength = fitted.strength
+            self.last_strength, self._last_fit = fitted.strength, fitted
             with torch.no_grad():
                 self.linear.weight.copy_(torch.from_numpy(fitted.weight)[None, :])
                 self.linear.bias.fill_(fitted.bias)
@@ -291,10 +293,11 @@ class LinearProbe(
         return FitReport(loss=float(closure()), **report)  # step() returns the loss it started from, not the fit's
 
     def leave_one_out_logits(self, vectors: np.ndarray, labels: np.ndarray) -> np.ndarray | None:
-        """Each label's logit under this classifier fitted without it, (n,) float64, in closed form from the fit on
-        all of them (``trainer/map_fit.py``): no refit when this probe was last fitted on exactly these labels, one
-        fit of a copy otherwise. Labels of 0 are not allowed (they have no class). None where there is no closed
-        form: the ``"original"`` recipe, or more labels than the label-space fit takes (``KERNEL_MAX_LABELS``)."""
+        """Each label's logit under this classifier fitted without it, (n,) float64: in closed form from the last
+        fit's optimum (``trainer/map_fit.py``), held within the trust region as this classifier's weights are. No fit
+        when this probe was last fitted on exactly these labels; one fit on the side (the probe unchanged) otherwise.
+        Labels of 0 are not allowed (they have no class). None where there is no closed form: the ``"original"``
+        recipe, or more labels than the label-space fit takes (``KERNEL_MAX_LABELS``)."""
         vectors = self._check_vectors(vectors)
         if len(vectors) != len(labels):
             raise ValueError(f"got {len(vectors)} vectors for {len(labels)} labels")
@@ -305,27 +308,18 @@ class LinearProbe(
             return None
         if not len(labels):
             return np.empty(0)
-
-        def closed_form(probe: LinearProbe, check: bool) -> np.ndarray | None:
-            return map_fit.leave_one_out_logits(
-                vectors.astype(np.float64),
-                targets.astype(np.float64),
-                _balanced_weights(targets, weights).astype(np.float64),
-                probe.weight,
-                probe.bias,
-                probe.prior_weight.numpy(),
-                float(probe.prior_bias),
-                probe.last_strength,
-                cache=probe._gram_cache,
-                check=check,
-            )
-
-        held_out = closed_form(self, True)
-        if held_out is None:  # fitted on other labels (some given since, or an undo): fit a copy on these
-            probe = copy.deepcopy(self)
-            probe.fit(vectors, labels)
-            held_out = closed_form(probe, False)
-        return held_out
+        x, t = vectors.astype(np.float64), targets.astype(np.float64)
+        c = _balanced_weights(targets, weights).astype(np.float64)
+        prior = (self.prior_weight.numpy().astype(np.float64), float(self.prior_bias))
+        if self._last_fit is not None:
+            held_out = map_fit.leave_one_out_logits(x, t, c, self._last_fit, *prior, cache=self._gram_cache)
+            if held_out is not None:
+                return held_out
+        # Fitted on other labels (some given since, or an undo back to earlier weights): the fit on these, on the
+        # side, its Gram matrix starting from a copy of this probe's.
+        side = copy.copy(self._gram_cache)
+        fit = map_fit.fit_map(x, t, c, *prior, self.prior_strength, cache=side)
+        return map_fit.leave_one_out_logits(x, t, c, fit, *prior, cache=side)
 
     def _fit_original(self, vectors: np.ndarray, labels: np.ndarray) -> FitReport:
         """The article's update: 5 SGD steps at lr 0.2 on the newest batch, targets (y + 1) / 2."""

@@ -36,6 +36,13 @@ the fitted weights are turned back to within ``max_turn(n, positives)`` of the p
 growing as the square of the labels and as the fourth power of the positives, whichever allows more. It keeps the
 direction the labels turned in and the weights' component along the prompt; the strength, bias and loss are the
 fit's. A fixed strength is not limited. Measured with the alternatives in RESULTS-learning.md.
+
+The limited weights are no optimum, and the closed form above holds only at one, so the fit keeps its optimum
+(``MapFit.optimum``) beside them. The strength is chosen by the optimum's leave-one-out loss (the trust region bounds
+the answer after the choice). :func:`leave_one_out_logits` describes the weights that rank: each label's optimum
+without it, from the kept optimum in closed form, held within the trust region of the labels left. That is what the
+session's "matches are running out" estimate needs, as it calibrates the unseen candidates' logits under those
+weights by the labels' held-out ones.
 """
 
 from __future__ import annotations
@@ -80,16 +87,19 @@ _POSITIVES_POWER = 4
 
 @dataclass(frozen=True)
 class MapFit:
-    weight: np.ndarray  # (D,) float64
+    weight: np.ndarray  # (D,) float64: what ranks, the optimum held within the trust region when one applies
     bias: float
     loss: float  # the objective at the optimum (before an automatic fit's turn is limited: see max_turn)
     strength: float  # the prior strength used (the chosen one, when it was chosen)
     loo_loss: float | None  # the leave-one-out log loss at that strength, when the strength was chosen
+    optimum: np.ndarray  # (D,) float64: the weights at the optimum, ``weight`` before its turn is limited
+    trust_region: bool  # whether ``weight`` is held within ``max_turn`` of the prompt (an automatic strength)
 
 
 class GramCache:
     """``X X^T`` of the last fit's rows and its solution, so that a fit on the same rows plus new ones computes only
-    the new rows' products. Rows are matched by value, as a leading run: a relabelled or removed row ends it."""
+    the new rows' products. Rows are matched by value, as a leading run: a relabelled or removed row ends it. Its
+    arrays are replaced, never written in place, so a shallow copy is a cache of its own."""
 
     def __init__(self) -> None:
         self.rows = np.empty((0, 0))
@@ -156,9 +166,10 @@ def fit_map(
         scale = norm2 / (2 * chosen)
         weight = w0 + scale * (x.T @ g)
         bias = b0 + scale * _BIAS_FREEDOM * float(g.sum())
+    optimum = weight
     if strength is None:
-        weight = within_angle(weight, w0 / np.sqrt(norm2), max_turn(len(t), int(np.count_nonzero(t > 0.5))))
-    return MapFit(weight, bias, loss, chosen, loo)
+        weight = within_angle(optimum, w0 / np.sqrt(norm2), max_turn(len(t), int(np.count_nonzero(t > 0.5))))
+    return MapFit(weight, bias, loss, chosen, loo, optimum, strength is None)
 
 
 def candidate_strengths(labels: int) -> tuple[float, ...]:
@@ -284,39 +295,71 @@ def leave_one_out_logits(
     x: np.ndarray,
     t: np.ndarray,
     c: np.ndarray,
-    weight: np.ndarray,
-    bias: float,
+    fit: MapFit,
     w0: np.ndarray,
     b0: float,
-    strength: float,
     *,
     cache: GramCache | None = None,
-    check: bool = True,
 ) -> np.ndarray | None:
-    """Each label's logit under the fit without it, from ``(weight, bias)``, the fit of ``x``, ``t``, ``c`` at
-    ``strength`` (see the module docstring): no refit, one n x n factorisation. ``cache`` lends the Gram matrix.
+    """Each label's logit under ``fit`` made without it, as ``fit`` ranks: the optimum without the label (closed
+    form, see the module docstring: no refit, one n x n factorisation), held within the trust region of one label
+    fewer where ``fit`` has one. ``cache`` lends the Gram matrix.
 
-    With ``check``, None unless ``(weight, bias)`` is that fit: its optimality condition ``w = w0 - X^T r / (2
-    pull_w)``, ``b = b0 - sum(r) / (2 pull_b)`` (``r`` the residuals) must hold to within 1e-4 of a label's weight
-    and float32 rounding. A classifier fitted on other labels, or at another strength, would give wrong logits.
+    None unless ``fit`` is the fit of ``x``, ``t``, ``c`` under the prior ``w0, b0``: its optimum's condition ``w =
+    w0 - X^T r / (2 pull_w)``, ``b = b0 - sum(r) / (2 pull_b)`` (``r`` the residuals) must hold to within 1e-4 of a
+    label's weight and float32 rounding. A fit on other labels, or under another prior, would give wrong logits.
     """
     x = np.asarray(x, dtype=np.float64)
-    weight, w0 = np.asarray(weight, dtype=np.float64), np.asarray(w0, dtype=np.float64)
-    scale = (float(w0 @ w0) or 1.0) / (2 * strength)  # 1 / (2 pull_w)
+    optimum, w0 = np.asarray(fit.optimum, dtype=np.float64), np.asarray(w0, dtype=np.float64)
+    norm2 = float(w0 @ w0) or 1.0
+    scale = norm2 / (2 * fit.strength)  # 1 / (2 pull_w)
     with _blas_controller().limit(limits=1, user_api="blas"):
-        z = x @ weight + bias
-        if check:
-            # In units of the residuals (a label's weight): how far (weight, bias) is from the fit's own condition.
-            residual = c * (sigmoid(z) - t)
-            bias_scale = scale * _BIAS_FREEDOM
-            gap = np.linalg.norm((weight - w0) / scale + x.T @ residual) + abs(
-                (bias - b0) / bias_scale + float(residual.sum())
-            )
-            rounding = 1e-6 * (np.linalg.norm(weight) / scale + abs(bias) / bias_scale)  # kept as float32
-            if gap > 1e-4 + rounding:
-                return None
-        gram = (cache or GramCache()).gram_of(x)[0]
-        return _loo_logits((gram + _BIAS_FREEDOM) * scale, t, c, z, None)
+        z = x @ optimum + fit.bias
+        # In units of the residuals (a label's weight): how far the optimum is from the fit's own condition.
+        residual = c * (sigmoid(z) - t)
+        bias_scale = scale * _BIAS_FREEDOM
+        gap = np.linalg.norm((optimum - w0) / scale + x.T @ residual) + abs(
+            (fit.bias - b0) / bias_scale + float(residual.sum())
+        )
+        rounding = 1e-6 * (np.linalg.norm(optimum) / scale + abs(fit.bias) / bias_scale)  # kept as float32
+        if gap > 1e-4 + rounding:
+            return None
+        gram = ((cache or GramCache()).gram_of(x)[0] + _BIAS_FREEDOM) * scale
+        positives = int(np.count_nonzero(t > 0.5))
+        if not fit.trust_region or max_turn(len(t) - 1, positives - 1) >= np.pi / 2:
+            return _loo_logits(gram, t, c, z, None)  # no label's absence would bring the trust region in
+        return _loo_logits_within(x, t, c, z, gram, fit, w0 / np.sqrt(norm2), scale)
+
+
+def _loo_logits_within(
+    x: np.ndarray,
+    t: np.ndarray,
+    c: np.ndarray,
+    z: np.ndarray,
+    gram: np.ndarray,
+    fit: MapFit,
+    unit: np.ndarray,
+    scale: float,
+) -> np.ndarray:
+    """The labels' logits, each under the optimum without it held within the trust region of the labels left.
+
+    Leaving label i out moves the optimum's ``g`` by ``r_i M e_i / M_ii`` with ``M = (I + W G)^-1`` (the step whose
+    logit is the closed form's: ``G M = H`` and ``M_ii = 1 - W_ii H_ii``), so the weights by ``scale X^T`` of that
+    and the bias by ``scale * 100 * sum`` of it. The trust region bounds the weights after the optimum is found, so
+    each label's weights are turned back as the fit of the others would be, within the region of one label fewer.
+    Used below 64 labels only (beyond, no trust region binds), so the n weight vectors cost little."""
+    s = sigmoid(z)
+    w = c * s * (1 - s)
+    m = np.linalg.inv(np.eye(len(t)) + w[:, None] * gram)  # I + W G has B's eigenvalues, all >= 1
+    moves = m * (c * (s - t) / np.maximum(np.diag(m), 1e-12))[None, :]  # column i: how g moves without label i
+    weights = fit.optimum[None, :] + scale * (x.T @ moves).T  # (n, D): row i, the optimum without label i
+    biases = fit.bias + scale * _BIAS_FREEDOM * moves.sum(axis=0)
+    positives = int(np.count_nonzero(t > 0.5))
+    held_out = np.empty(len(t))
+    for i, (weight, target) in enumerate(zip(weights, t, strict=True)):
+        limit = max_turn(len(t) - 1, positives - int(target > 0.5))
+        held_out[i] = within_angle(weight, unit, limit) @ x[i] + biases[i]
+    return held_out
 
 
 def _loo_loss(gram: np.ndarray, t: np.ndarray, c: np.ndarray, optimum: _Optimum) -> float:

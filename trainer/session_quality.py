@@ -143,7 +143,7 @@ class QualityChecks:
             self.seed,
             self._candidates.tobytes(),
             probe.recipe,
-            probe.prior_strength,  # not the last fit's: the closed form checks that the weights are its fit
+            probe.prior_strength,  # not the last fit's: the closed form checks that the last fit is of these labels
             probe.weight.tobytes(),
             probe.bias,
             probe.prior_weight.numpy().tobytes(),
