@@ -28,6 +28,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from . import checks, map_fit
+from .logistic import sigmoid
 
 __all__ = [
     "KERNEL_MAX_LABELS",
@@ -206,7 +207,7 @@ class LinearProbe(
 
     def predict_proba(self, vectors: np.ndarray) -> np.ndarray:
         """P(concept) for each row of ``vectors`` (n, D), as float32 (n,)."""
-        return _sigmoid(self.logits(vectors))
+        return sigmoid(self.logits(vectors))  # float32 in, float32 out
 
     def _check_vectors(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -357,7 +358,3 @@ def _balanced_weights(targets: np.ndarray, confidence: np.ndarray) -> np.ndarray
     for mask in present:
         weights[mask] *= total / (len(present) * weights[mask].sum())
     return weights
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return (0.5 * (1 + np.tanh(0.5 * z))).astype(np.float32)  # tanh form never overflows
