@@ -341,7 +341,7 @@ def _band_rate(
     alphas = np.stack([PRIOR_LABELS * mean, np.full_like(mean, 0.5)])  # (2, D): curve, collection
     betas = np.stack([PRIOR_LABELS * (1 - mean), np.full_like(mean, 0.5 * (1 - overall) / overall)])
     log_evidence = _betaln(alphas + hits, betas + labels - hits) - _betaln(alphas, betas)  # + log C(n, k), shared
-    trust_curve = 1 / (1 + np.exp(np.clip(log_evidence[1] - log_evidence[0], -50, 50)))  # (D,) posterior weight
+    trust_curve = sigmoid(log_evidence[0] - log_evidence[1])  # (D,) the curve's posterior weight
     pick = np.where(rng.random(len(mean)) < trust_curve, 0, 1)
     columns = np.arange(len(mean))
     return rng.beta(alphas[pick, columns] + hits, betas[pick, columns] + labels - hits)
