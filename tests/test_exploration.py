@@ -1,14 +1,14 @@
-"""Exploration: a few items a batch from outside the search's pool, only while the pool looks full of matches."""
+"""Exploration: items from outside the search's pool, only while the pool looks full of matches or empty of them."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from tests.helpers.index_contract import unit_rows
-from trainer.exploration import EXPLORE_ITEMS, FULL_POOL, explore
+from trainer.exploration import EMPTY_POOL, EXPLORE_ITEMS, FULL_POOL, explore
 from trainer.index.local import LocalIndex
 from trainer.session import Session
-from trainer.synthetic import average_precision, clustered_concept
+from trainer.synthetic import average_precision, clustered_concept, partial_concept
 
 IDS = [f"item-{i:03d}" for i in range(200)]
 
@@ -26,10 +26,22 @@ def test_a_full_pool_adds_items_from_outside_it_and_outside_what_was_shown():
         assert not (set(outside) & (set(pool) | shown))
 
 
+def test_an_empty_pool_fills_half_the_batch_from_outside_it_and_outside_what_was_shown():
+    pool, shown = IDS[:50], set(IDS[50:100])
+    empty = np.full(50, 0.99 * EMPTY_POOL / 50)  # the classifier expects just under EMPTY_POOL matches in all
+    for k in (10, 7, 3):
+        outside = explore(local_index(), pool, empty, k, shown, np.random.default_rng(k))
+        assert len(outside) == k // 2 == len(set(outside))
+        assert not (set(outside) & (set(pool) | shown))
+    assert explore(local_index(), pool, empty, 1, shown, np.random.default_rng(0)) == []  # a batch of one stays
+
+
 def test_a_pool_that_is_not_full_or_a_small_batch_or_an_index_that_cannot_sample_adds_nothing():
     pool, rng = IDS[:50], np.random.default_rng(0)
     just_under = np.where(np.arange(50) < FULL_POOL * 50 - 1, 0.9, 0.1)
     assert explore(local_index(), pool, just_under, 10, set(), rng) == []
+    just_over_empty = np.full(50, 1.01 * EMPTY_POOL / 50)
+    assert explore(local_index(), pool, just_over_empty, 10, set(), rng) == []
     assert explore(local_index(), pool, np.full(50, 0.9), 2 * EXPLORE_ITEMS - 1, set(), rng) == []
 
     class QueryOnly:  # a Pinecone round is one query: no sampling
@@ -59,3 +71,14 @@ def test_mixed_finds_the_clusters_the_prompt_does_not_point_at_and_top_does_not(
     assert max(top) < 0.6 < 0.75 < max(mixed)  # measured: 0.47 and 0.86
     monkeypatch.setattr("trainer.session.explore", lambda *args: [])
     assert max(aps_over_rounds(concept, "mixed", 25, pool_size=300)) < 0.6  # what exploration adds
+
+
+def test_mixed_learns_the_attribute_the_prompt_does_not_name_once_its_pool_looks_empty(monkeypatch):
+    # The concept is attribute 0 AND attribute 1; the prompt names only 0, and its best items lack 1. After the first
+    # batch says so, the classifier expects no match in its pool of 1,000, and without looking outside it every
+    # later batch is more of the same: AP stays at zero-shot.
+    concept = partial_concept(n=8000, dim=512, seed=0)
+    exploring = aps_over_rounds(concept, "mixed", 8, pool_size=1000)
+    assert max(exploring) > 0.9  # measured: 1.00 by round 6
+    monkeypatch.setattr("trainer.session.explore", lambda *args: [])
+    assert max(aps_over_rounds(concept, "mixed", 8, pool_size=1000)) < 0.3  # measured: 0.17, zero-shot
