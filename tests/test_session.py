@@ -8,7 +8,7 @@ import pytest
 from tests.helpers.planted import NoQueries, run_rounds
 from trainer.index.local import LocalIndex
 from trainer.session import Session
-from trainer.strategies import get_strategy
+from trainer.strategies import STRATEGIES, get_strategy
 from trainer.synthetic import planted_concept
 
 
@@ -176,10 +176,11 @@ def test_resume_takes_over_labels_and_trains_the_same_classifier(concept_index, 
 
 def test_a_session_trained_round_by_round_equals_one_fitted_once_on_its_labels(concept_index, concept):
     """Each round's fit reuses the last one's (the labels' Gram matrix, warm starts); a resumed session fits its
-    labels from nothing. Twenty rounds on, they hold the same classifier and choose the same next batch."""
-    first = Session(concept_index, concept.prompt_vector, seed=3)
+    labels from nothing. Twenty rounds on, they hold the same classifier and choose the same next batch. (With
+    ``boundary``: ``mixed``'s make-up also follows which shown items were its top picks, which labels do not say.)"""
+    first = Session(concept_index, concept.prompt_vector, strategy="boundary", seed=3)
     run_rounds(first, concept, rounds=20)
-    again = Session(concept_index, concept.prompt_vector, seed=3)
+    again = Session(concept_index, concept.prompt_vector, strategy="boundary", seed=3)
     batch = again.resume(first.labels)
     assert len(first.labels) == 200 and again.classifier.last_strength == first.classifier.last_strength
     size = np.abs(first.classifier.weight).max()
@@ -331,3 +332,26 @@ def test_a_session_keeps_its_own_unit_prompt_vector_and_negative_prompt(concept_
     np.testing.assert_allclose(session.prompt_vector, concept.prompt_vector / np.linalg.norm(concept.prompt_vector))
     assert (session.prompt, session.negative_prompt) == ("it", "not that")
     assert not session.prompt_vector.flags.writeable
+
+
+def test_mixed_gives_the_top_one_slot_while_its_top_picks_are_all_matches_and_half_after_a_miss(
+    monkeypatch, concept_index, concept
+):
+    asked: list[int | None] = []  # mixed's top_count in each batch, as the session set it
+    real = STRATEGIES["mixed"]
+
+    def spy(proba, k, rng, top_count=None):
+        asked.append(top_count)
+        return real(proba, k, rng, top_count)
+
+    monkeypatch.setitem(STRATEGIES, "mixed", spy)
+    session = Session(concept_index, concept.prompt_vector, batch_size=10, seed=0)
+    assert asked == [5]  # nothing labelled: half and half
+    for _ in range(2):
+        session.label(dict.fromkeys([h.id for h in session.batch()], 1.0))  # every top pick a match
+        session.train_and_requery()
+        assert asked[-1] == 1
+    top_pick = session.batch()[0].id  # mixed's top slots are the pool's best, shown first
+    session.label({top_pick: -1.0, session.batch()[-1].id: 0.0})  # the top pick was not a match; a skip counts not
+    session.train_and_requery()
+    assert asked[-1] in (4, 5)  # half of what the pool gives: exploration may take 2 of the 10 (measured: 4)

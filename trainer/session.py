@@ -23,7 +23,7 @@ from .logistic import sigmoid
 from .record import RoundStats, SessionRecord
 from .saved_state import MAX_BATCH_SIZE, SavedCopies, fetch_known
 from .session_quality import QualityChecks
-from .strategies import STRATEGIES, get_strategy
+from .strategies import STRATEGIES, TOP_WINDOW, get_strategy, top_slots
 
 __all__ = ["KEEP", "MAX_BATCH_SIZE", "RECIPE_NAMES", "Session"]
 
@@ -95,6 +95,9 @@ class Session(QualityChecks, SavedCopies):
         self._history: list[RoundStats] = []
         self._rounds_before = 0  # rounds trained before a saved copy was taken over (``from_saved``)
         self._candidates = np.empty(0)  # the logits of the unseen candidates the last search returned
+        # The ids ``mixed`` picked from the top of each batch, oldest first: their labels set the next batches' make-up.
+        # Not saved: a session rebuilt from a saved copy starts half/half again.
+        self._top_picks: list[list[str]] = []
         self._undo: list[dict] = []
         self.exhausted = False
         self._init_quality_checks()
@@ -397,7 +400,12 @@ class Session(QualityChecks, SavedCopies):
         if self.strategy in EXPLORING:
             shown = self._seen | self._audit.keys() | taken
             outside = explore(self.index, [h.id for h in pool], proba, k, shown, self._rng)
-        positions = self._select(proba, k - len(outside), self._rng)
+        options = {}
+        if self.strategy == "mixed":  # the labels set the batch's make-up: see strategies.top_slots
+            recent = [self._labels[i] > 0 for ids in self._top_picks[-TOP_WINDOW:] for i in ids if self._labels.get(i)]
+            options["top_count"] = top_slots(k - len(outside), recent)
+            self._top_picks.append([h.id for h in pool[: options["top_count"]]])
+        positions = self._select(proba, k - len(outside), self._rng, **options)
         chosen = sorted(int(p) for p in positions)  # show in ranking order, best first
         return [Hit(pool[p].id, float(proba[p])) for p in chosen] + self._rescored([Hit(i, 0.0) for i in outside])
 
@@ -427,6 +435,7 @@ class Session(QualityChecks, SavedCopies):
             "rng": copy.deepcopy(self._rng.bit_generator.state),
             "exhausted": self.exhausted,
             "candidates": self._candidates,
+            "top_picks": list(self._top_picks),
         }
 
     def _restore(self, state: dict) -> None:
@@ -440,6 +449,7 @@ class Session(QualityChecks, SavedCopies):
         self._rng.bit_generator.state = state["rng"]
         self.exhausted = state["exhausted"]
         self._candidates = state["candidates"]
+        self._top_picks = state["top_picks"]
 
 
 def _calibrate(scores: list[float]) -> tuple[float, float]:
