@@ -10,7 +10,13 @@ from tests.helpers.planted import run_rounds
 from trainer.classifier import LinearProbe
 from trainer.index.local import LocalIndex
 from trainer.session import Session
-from trainer.suspects import NEIGHBOUR_WEIGHT, held_out_logits, neighbour_disagreement, suspect_labels
+from trainer.suspects import (
+    NEIGHBOUR_WEIGHT,
+    held_out_logits,
+    neighbour_disagreement,
+    principal_coordinates,
+    suspect_labels,
+)
 from trainer.synthetic import planted_concept
 
 
@@ -86,6 +92,42 @@ def test_neighbours_count_the_nearest_other_labels_of_the_other_class():
     assert shares[4:].tolist() == [0.0] * 4
     assert neighbour_disagreement(vectors[:1], labels[:1]).tolist() == [0.0]  # a lone label has no neighbours
     assert neighbour_disagreement(vectors[:2], labels[:2], k=5).tolist() == [0.0, 0.0]  # k beyond the others
+
+
+def test_neighbours_are_found_along_the_labelled_images_leading_axes_not_in_their_noise():
+    # The concept lives in a few attribute directions of 256; most of each vector is noise spread over all of them.
+    # By cosine in all 256 dimensions a label's nearest labelled images are near by chance (2 of the 8 flipped
+    # labels ranked among the 8 most contradicted before the axes, 4 about the mean); along the labelled images'
+    # leading principal axes they share its attributes, and the flipped labels' neighbours carry their true class.
+    concept = planted_concept(n=3000, dim=256, seed=0, noise=3.0, distractor=0.0)
+    rng = np.random.default_rng(0)
+    positives = rng.choice(np.flatnonzero(concept.truth), 40, replace=False)
+    negatives = rng.choice(np.flatnonzero(~concept.truth), 40, replace=False)
+    rows = np.concatenate([positives, negatives])
+    labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
+    flipped = np.arange(0, 80, 10)  # four positives called negative, four negatives called positive
+    labels[flipped] *= -1
+    shares = neighbour_disagreement(concept.vectors[rows], labels)
+    found = np.isin(np.argsort(-shares, kind="stable")[:8], flipped).sum()
+    assert found >= 5
+    # With as many axes as there are labels nothing is dropped: cosine in all dimensions (about the mean) finds fewer.
+    everything = neighbour_disagreement(concept.vectors[rows], labels, axes=80)
+    assert np.isin(np.argsort(-everything, kind="stable")[:8], flipped).sum() < found
+
+
+def test_principal_coordinates_keep_the_leading_axes_about_the_mean():
+    rng = np.random.default_rng(0)
+    vectors = 5.0 + rng.normal(size=(30, 6)) * np.array([10.0, 3.0, 1.0, 0.1, 0.1, 0.1])
+    coordinates = principal_coordinates(vectors, 2)
+    assert coordinates.shape == (30, 2)
+    assert coordinates.mean(axis=0) == pytest.approx([0.0, 0.0], abs=1e-9)
+    centred = vectors - vectors.mean(axis=0)
+    # The first two axes are (nearly) the first two dimensions: the largest spreads, up to sign.
+    assert np.abs(coordinates[:, 0]) == pytest.approx(np.abs(centred[:, 0]), rel=0.05, abs=0.3)
+    assert principal_coordinates(vectors[:3], 8).shape == (3, 3)  # no more axes than the vectors span
+    # Pairwise distances survive in full when every axis is kept.
+    full = principal_coordinates(vectors, 6)
+    assert np.linalg.norm(full[0] - full[1]) == pytest.approx(np.linalg.norm(vectors[0] - vectors[1]))
 
 
 def test_a_label_its_neighbours_contradict_outranks_one_only_the_classifier_doubts():
