@@ -89,6 +89,18 @@ def test_a_round_trains_shows_new_images_and_undo_brings_back_the_batch_and_its_
     assert {c["id"]: c["label"] for c in back["batch"]} == {i: labels.get(i, 0.0) for i in ids(first)}
 
 
+def test_a_round_marks_its_random_picks_from_outside_the_search_and_undo_takes_the_marks_back(client):
+    first = start(client)  # "a red circle", all "not it": the search then holds no likely match
+    assert not any(card.get("explore") for card in first["batch"]) and first["stats"]["explored"] == 0
+    second = client.predict(label_all(first, positives=0), api_name="/round")
+    marked = [card["id"] for card in second["batch"] if card.get("explore")]
+    assert len(marked) == second["stats"]["explored"] == 5 and marked == ids(second)[5:]  # after the search's picks
+    assert second["stats"]["explore_note"].startswith("5 of 10 images are random picks from outside the search")
+    back = client.predict(api_name="/undo")
+    assert ids(back) == ids(first) and not any(card.get("explore") for card in back["batch"])
+    assert back["stats"]["explore_note"] is None
+
+
 def test_more_like_this_brings_the_nearest_unseen_neighbours_into_the_next_batch(client, bundle_workspace):
     first = start(client, "a large red heart", batch_size=10)
     chosen = first["batch"][0]["id"]

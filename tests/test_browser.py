@@ -565,6 +565,51 @@ def test_the_stats_line_says_when_the_matches_run_out(visitor):
     visitor.shot("browser-running-out.png", full_page=True)
 
 
+def test_random_picks_from_outside_the_search_carry_a_quiet_mark_and_the_stats_line_says_why(visitor, browser, app_url):
+    page = visitor.page
+    visitor.search("a red circle")
+    page.locator(".ct-card").first.focus()
+    visitor.label_by_keys("n" * 10)  # nothing is it: the search's best candidates then hold no likely match
+    visitor.wait_for_round(2, 10)
+    marked = page.locator(".ct-card.ct-explore")
+    expect(marked).to_have_count(5)
+    assert marked.evaluate_all("cards => cards.map(c => c.dataset.id)") == visitor.cards()[5:]  # after the search's
+    badge = marked.first.locator(".ct-explore-mark")
+    expect(badge).to_be_visible()
+    assert badge.inner_text() == "explore" and "from outside the search" in badge.get_attribute("title")
+    assert ", a random pick from outside the search." in marked.first.get_attribute("aria-label")
+    expect(page.locator(".ct-card:not(.ct-explore) .ct-explore-mark")).to_have_count(5)
+    assert not page.locator(".ct-card:not(.ct-explore) .ct-explore-mark").first.is_visible()
+    assert (
+        "5 of 10 images are random picks from outside the search: the search holds no likely match" in visitor.stats()
+    )
+    visitor.shot("browser-explore.png", full_page=True)
+    # On a phone, in dark mode: the badge stays inside its card and reads on the image.
+    phone = Visitor(
+        browser,
+        app_url,
+        query="?__theme=dark",
+        color_scheme="dark",
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+    )
+    phone.search("a red circle")
+    phone.page.locator(".ct-card").first.focus()
+    phone.label_by_keys("n" * 10)
+    phone.wait_for_round(2, 10)
+    card = phone.page.locator(".ct-card.ct-explore").first
+    card.scroll_into_view_if_needed()
+    inside = card.evaluate(
+        "c => { const b = c.querySelector('.ct-explore-mark').getBoundingClientRect(), r = c.getBoundingClientRect();"
+        " return b.width > 0 && b.left >= r.left && b.right <= r.right; }"
+    )
+    assert inside
+    phone.shot("browser-explore-phone-dark.png")
+    assert phone.errors == []
+    phone.close()
+
+
 # ------------------------------------------------------------------------------------------------ escaping
 @pytest.fixture
 def tripwire():

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.helpers.exploring import exploring_session
 from tests.helpers.planted import NoQueries, run_rounds
+from trainer.exploration import EXPLORE_ITEMS
 from trainer.index.local import LocalIndex
-from trainer.session import Session
+from trainer.session import EXPLORE_EMPTY, EXPLORE_FULL, Session
 from trainer.strategies import STRATEGIES, get_strategy
 from trainer.synthetic import planted_concept
 
@@ -355,3 +357,33 @@ def test_mixed_gives_the_top_one_slot_while_its_top_picks_are_all_matches_and_ha
     session.label({top_pick: -1.0, session.batch()[-1].id: 0.0})  # the top pick was not a match; a skip counts not
     session.train_and_requery()
     assert asked[-1] in (4, 5)  # half of what the pool gives: exploration may take 2 of the 10 (measured: 4)
+
+
+def test_a_batch_says_which_of_its_items_come_from_outside_the_search_and_why():
+    empty = exploring_session(bias=-40.0)
+    pool = {h.id for h in empty.index.query(empty.classifier.weight, 20)}
+    batch = [h.id for h in empty.batch()]
+    assert len(empty.explored) == 5 and empty.explored == set(batch[5:])  # half the batch, after the pool's picks
+    assert not empty.explored & pool and set(batch[:5]) <= pool
+    assert empty.explore_reason == EXPLORE_EMPTY
+    full = exploring_session(bias=40.0)
+    assert len(full.explored) == EXPLORE_ITEMS and full.explore_reason == EXPLORE_FULL
+    # "top" never explores, nor does a pool the classifier expects to hold a match or two but not mostly matches.
+    for quiet in (exploring_session(bias=-40.0, strategy="top"), exploring_session(bias=-2.2)):
+        assert quiet.explored == frozenset() and quiet.explore_reason is None
+
+
+def test_undo_brings_back_the_earlier_batchs_items_from_outside_the_search_and_a_resume_its_own():
+    session = exploring_session(bias=-40.0)
+    first = session.explored
+    session.label({h.id: -1.0 for h in session.batch()})
+    session.train_and_requery()
+    second = session.explored
+    assert second and second <= {h.id for h in session.batch()} and not second & first
+    session.undo()
+    assert session.explored == first and session.explore_reason == EXPLORE_EMPTY
+    picked = next(i for i in session.index.ids if i not in session.seen)
+    session.add_to_batch([picked])  # a point picked on the map joins the batch, not as an exploration
+    assert session.explored == first
+    session.resume({h.id: -1.0 for h in session.batch()})
+    assert session.explored and session.explored <= {h.id for h in session.batch()} and not session.explored & first

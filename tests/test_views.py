@@ -8,11 +8,14 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers.exploring import exploring_session
+from trainer.exploration import EXPLORE_ITEMS
 from trainer.session import Session
 from trainer.views import (
     MAP_GRID,
     batch_value,
     describe_changes,
+    explore_note,
     labels_per_round,
     map_view,
     panel_value,
@@ -162,3 +165,35 @@ def test_the_panel_value_has_the_counts_per_round_and_the_map_as_bytes(bundle_wo
     marked = {id_: (x, y, kind) for id_, x, y, kind in value["map"]["marked"]}
     assert marked[first[0]][2] == "it" and marked[first[1]][2] == "not it"
     assert all(0 <= x <= MAP_GRID and 0 <= y <= MAP_GRID for x, y, _ in marked.values())
+
+
+def test_random_picks_from_outside_the_search_are_marked_and_the_stats_line_says_why(bundle_workspace):
+    # "a red circle" labelled all "not it": the classifier expects no match among its search's best candidates, so
+    # half of the next batch comes from outside the search (trainer/exploration.py).
+    ws = bundle_workspace.wait(timeout=600)
+    bench = Workbench()
+    bench.start(ws.new_session("a red circle", batch_size=10))
+    first = batch_value(ws, bench)
+    assert not any(c.get("explore") for c in first["batch"]) and first["stats"]["explore_note"] is None
+    bench.session.label({c["id"]: -1.0 for c in first["batch"]})
+    bench.session.train_and_requery()
+    value = batch_value(ws, bench)
+    marked = [c["id"] for c in value["batch"] if c.get("explore")]
+    assert set(marked) == bench.session.explored and len(marked) == value["stats"]["explored"] == 5
+    assert value["stats"]["explore_note"] == (
+        "5 of 10 images are random picks from outside the search: the search holds no likely match, so the "
+        "classifier looks elsewhere."
+    )
+    json.dumps(value)  # plain JSON, as the API sends it
+    bench.session.audit(4)  # a quality check on screen: its cards are no exploration
+    assert not any(c.get("explore") for c in batch_value(ws, bench)["batch"])
+
+
+def test_the_note_on_random_picks_says_how_many_and_why_or_nothing():
+    full = exploring_session(bias=40.0)  # the classifier expects every candidate to match: the concept may go on
+    assert explore_note(full) == (
+        f"{EXPLORE_ITEMS} of 10 images are random picks from outside the search: the search is full of likely "
+        "matches, and the concept may reach beyond it."
+    )
+    assert explore_note(exploring_session(bias=40.0, batch_size=1)) is None  # too small a batch to spare one
+    assert explore_note(exploring_session(bias=-40.0, batch_size=3)).startswith("1 of 3 images is a random pick ")

@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["EMPTY_POOL", "EXPLORE_ITEMS", "FULL_POOL", "SamplingIndex", "explore"]
+__all__ = ["EMPTY_POOL", "EXPLORE_ITEMS", "FULL_POOL", "SamplingIndex", "explore", "pool_looks_empty"]
 
 # The share of the pool the classifier must expect to be matches (P > 0.5) before a batch looks outside it. On the
 # bundle's families but the single sizes it stays under 0.25 in rounds 1-5; on the clustered concept it is ~0.5.
@@ -46,6 +46,12 @@ EXPLORE_ITEMS = 3
 # synthetic kinds where the prompt names the concept it stays above 40, and on the bundle it fell below 0.5 in 25
 # of 384 rounds of its two rarest families, 20 of them after every match had been found.
 EMPTY_POOL = 0.5
+
+
+def pool_looks_empty(pool_proba: np.ndarray) -> bool:
+    """Whether the classifier expects under ``EMPTY_POOL`` matches among the whole pool (its P for each item): then
+    half a batch comes from outside it. The session tells a person which of the two reasons a batch explores for."""
+    return float(np.asarray(pool_proba).sum()) < EMPTY_POOL
 
 
 @runtime_checkable
@@ -69,7 +75,7 @@ def explore(
     proba = np.asarray(pool_proba)
     if not len(proba) or not isinstance(index, SamplingIndex):
         return []
-    if proba.sum() < EMPTY_POOL:
+    if pool_looks_empty(proba):
         count = k // 2
     elif k >= 2 * EXPLORE_ITEMS and (proba > 0.5).mean() >= FULL_POOL:
         count = EXPLORE_ITEMS

@@ -17,7 +17,7 @@ import torch
 
 from . import checks
 from .classifier import FitReport, LinearProbe, check_prior_strength
-from .exploration import explore
+from .exploration import explore, pool_looks_empty
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .record import RoundStats, SessionRecord
@@ -25,7 +25,7 @@ from .saved_state import MAX_BATCH_SIZE, SavedCopies, fetch_known
 from .session_quality import QualityChecks
 from .strategies import STRATEGIES, TOP_WINDOW, get_strategy, top_slots
 
-__all__ = ["KEEP", "MAX_BATCH_SIZE", "RECIPE_NAMES", "Session"]
+__all__ = ["EXPLORE_EMPTY", "EXPLORE_FULL", "KEEP", "MAX_BATCH_SIZE", "RECIPE_NAMES", "Session"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ RECIPE_NAMES = (*STRATEGIES, "original")
 # The strategies that look beyond the search's pool when it looks full (trainer/exploration.py); "top" stays the
 # article's selection, and "random" draws from the widest pool already.
 EXPLORING = ("mixed", "boundary")
+# Why a batch holds items from outside the search (``Session.explore_reason``): the classifier expects the search's
+# pool to hold no likely match, or to be mostly matches (the concept may reach beyond it).
+EXPLORE_EMPTY = "empty"
+EXPLORE_FULL = "full"
 # How many prompt scores calibrate the zero-shot probabilities (see Session._prior).
 _CALIBRATION_SAMPLE = 256
 # ``configure``'s default for a setting to leave as it is (None is a value there: the automatic prior strength).
@@ -99,6 +103,9 @@ class Session(QualityChecks, SavedCopies):
         # Not saved: a session rebuilt from a saved copy starts half/half again.
         self._top_picks: list[list[str]] = []
         self._undo: list[dict] = []
+        # Items of the batch drawn from outside the search (trainer/exploration.py), and why: the app marks them.
+        self._explored: frozenset[str] = frozenset()
+        self._explore_reason: str | None = None
         self.exhausted = False
         self._init_quality_checks()
 
@@ -128,6 +135,18 @@ class Session(QualityChecks, SavedCopies):
     def batch(self) -> list[Hit]:
         """The batch to label now, with each item's current P(concept) as its score. Empty once exhausted."""
         return list(self._batch)
+
+    @property
+    def explored(self) -> frozenset[str]:
+        """The items of :meth:`batch` drawn at random from outside the search's pool, not ranked by the classifier
+        (``mixed`` and ``boundary`` on an index that can sample: see trainer/exploration.py). Often empty."""
+        return frozenset(h.id for h in self._batch if h.id in self._explored)
+
+    @property
+    def explore_reason(self) -> str | None:
+        """Why :attr:`explored` is not empty: ``EXPLORE_EMPTY`` (the classifier expects no likely match among the
+        search's candidates) or ``EXPLORE_FULL`` (it expects them to be mostly matches); None when it is empty."""
+        return self._explore_reason if self.explored else None
 
     @property
     def round(self) -> int:
@@ -392,6 +411,7 @@ class Session(QualityChecks, SavedCopies):
         the bias to get P(concept). ``mixed`` and ``boundary`` may add a few items from outside the pool, never one
         of ``taken`` (already on the batch): see trainer/exploration.py."""
         self._candidates = np.asarray([h.score for h in pool], dtype=np.float64) + self.classifier.bias
+        self._explored, self._explore_reason = frozenset(), None
         if not pool:
             return []
         k = self.batch_size if k is None else k
@@ -400,6 +420,9 @@ class Session(QualityChecks, SavedCopies):
         if self.strategy in EXPLORING:
             shown = self._seen | self._audit.keys() | taken
             outside = explore(self.index, [h.id for h in pool], proba, k, shown, self._rng)
+            if outside:
+                self._explored = frozenset(outside)
+                self._explore_reason = EXPLORE_EMPTY if pool_looks_empty(proba) else EXPLORE_FULL
         options = {}
         if self.strategy == "mixed":  # the labels set the batch's make-up: see strategies.top_slots
             recent = [self._labels[i] > 0 for ids in self._top_picks[-TOP_WINDOW:] for i in ids if self._labels.get(i)]
@@ -436,6 +459,7 @@ class Session(QualityChecks, SavedCopies):
             "exhausted": self.exhausted,
             "candidates": self._candidates,
             "top_picks": list(self._top_picks),
+            "explored": (self._explored, self._explore_reason),
         }
 
     def _restore(self, state: dict) -> None:
@@ -450,6 +474,7 @@ class Session(QualityChecks, SavedCopies):
         self.exhausted = state["exhausted"]
         self._candidates = state["candidates"]
         self._top_picks = state["top_picks"]
+        self._explored, self._explore_reason = state["explored"]
 
 
 def _calibrate(scores: list[float]) -> tuple[float, float]:

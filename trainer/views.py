@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .index import Hit
-from .session import Session
+from .session import EXPLORE_EMPTY, Session
 from .workbench import Workbench
 from .workspace import Workspace
 
@@ -25,6 +25,7 @@ __all__ = [
     "RoundCount",
     "batch_value",
     "describe_changes",
+    "explore_note",
     "labels_per_round",
     "map_payload",
     "map_view",
@@ -84,7 +85,26 @@ def summary(session: Session) -> dict[str, object]:
         # Matches expected among the unseen candidates, and whether the next batch's best hold hardly any.
         "positives_left": round(left.expected, 1),
         "running_out": left.running_out,
+        # How many of the batch's items are random picks from outside the search, and the line that says why.
+        "explored": len(session.explored),
+        "explore_note": explore_note(session),
     }
+
+
+def explore_note(session: Session) -> str | None:
+    """What the stats line says when part of the batch comes from outside the search (trainer/exploration.py), so
+    that random-looking non-matches among the best matches do not make the classifier look broken; None if none."""
+    explored = len(session.explored)
+    if not explored:
+        return None
+    shown = len(session.batch())
+    are = "is a random pick" if explored == 1 else "are random picks"
+    why = (
+        "the search holds no likely match, so the classifier looks elsewhere"
+        if session.explore_reason == EXPLORE_EMPTY
+        else "the search is full of likely matches, and the concept may reach beyond it"
+    )
+    return f"{explored} of {shown} images {are} from outside the search: {why}."
 
 
 def labels_per_round(session: Session) -> list[RoundCount]:
@@ -149,8 +169,9 @@ def batch_value(
     suspects: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The grid's value, and the scripting API's reply: ``{"round", "batch", "stats", ...}``; each card
-    ``{"id", "thumbnail", "score", "label", "alt"}`` (``"audit": true`` while a quality check is on screen). Cards
-    and stats are open dicts: other features add keys (e.g. ``suspect`` on a card). ``key`` changes whenever a
+    ``{"id", "thumbnail", "score", "label", "alt"}`` (``"audit": true`` while a quality check is on screen,
+    ``"explore": true`` for a random pick from outside the search). Cards and stats are open dicts: other features
+    add keys (e.g. ``suspect`` on a card). ``key`` changes whenever a
     different batch is on screen; ``changes`` (from :func:`describe_changes`) and ``notice`` are shown as text.
     ``suspects``: ids of labels brought back by "Recheck", marked ``"suspect": true`` on their cards."""
     session = bench.session if bench else None
@@ -158,6 +179,7 @@ def batch_value(
         return {"key": "none", "round": 0, "batch": [], "stats": None, "notice": notice}
     check = session.pending_audit()  # a quality check on screen until each of its images has a label
     labels = session.labels
+    explored = frozenset() if check else session.explored
     batch = [
         {
             "id": hit.id,
@@ -167,6 +189,7 @@ def batch_value(
             "alt": workspace.collection.caption(hit.id) or hit.id,
             **({"audit": True} if check else {}),
             **({"suspect": True} if hit.id in suspects else {}),
+            **({"explore": True} if hit.id in explored else {}),
         }
         for hit in check or session.batch()
     ]

@@ -13,6 +13,9 @@
 //
 // "Recheck" (check my labels) sends trigger('suspects', {labels}): the labels the classifier most disagrees with come back
 // onto the batch (cards marked `suspect`, with their labels), to be corrected and trained on like any other.
+//
+// A card marked `explore` is a random pick from outside the search (trainer/exploration.py): it carries a small
+// "explore" badge and says so in its label, and the stats line says how many there are and why (stats.explore_note).
 
 const root = element.querySelector('.ct-grid');
 const STEPS = [-1, -0.5, 0, 0.5, 1];
@@ -172,14 +175,18 @@ function drawStats() {
   if (s.changes && s.changes.length) {
     stats.append(el('span', { class: 'ct-changes', text: ` · now: ${s.changes.join('; ')}` }));
   }
+  if (s.explore_note) stats.append(el('span', { class: 'ct-explore-note', text: ` · ${s.explore_note}` }));
   if (s.exhausted) {
     stats.append(el('span', { class: 'ct-done', text: ' · You have seen the whole collection: classify it or export the classifier.' }));
   } else if (s.running_out) {
     // The next batch is what the person will see; the total over the unseen candidates is an estimate they
     // cannot act on, and next to "fewer than one" it read as a contradiction, so it stays in the JSON only.
+    // Boundary looks further down the search's ranking than mixed; a batch that already holds picks from outside
+    // the search looks further still (boundary would explore the same way), and the original recipe cannot switch.
+    const switchable = !s.explored && !['boundary', 'original'].includes(s.strategy);
     stats.append(el('span', { class: 'ct-running-out', text: ' · Matches are running out: fewer than one is ' +
-      'expected in the next batch. Try the boundary strategy to look further afield, or Check quality to see ' +
-      'how good the classifier is.' }));
+      'expected in the next batch. ' + (switchable ? 'Try the boundary strategy to look further afield, or ' +
+      'Check quality to see how good the classifier is.' : 'Check quality to see how good the classifier is.') }));
   }
 }
 
@@ -188,7 +195,7 @@ function cardLabel(card, index) {
   const score = card.audit ? '' : ` Score ${card.score.toFixed(2)}.`; // a check hides the score: it would hint
   return `Image ${index + 1} of ${shown.batch.length}: ${name}. ${labelWords(labels[card.id] || 0)}` +
     (more.has(card.id) ? ', more like this' : '') + (card.suspect ? ', a label the classifier doubts' : '') +
-    `.${score}`;
+    (card.explore ? ', a random pick from outside the search' : '') + `.${score}`;
 }
 
 function drawCards() {
@@ -210,7 +217,9 @@ function buildCard(card, index) {
     el('img', { src: card.thumbnail, alt: name, width: 192, height: 192, decoding: 'async', draggable: 'false' }),
     el('span', { class: 'ct-score', title: "The classifier's current score: its estimated chance that this is it",
       text: card.score.toFixed(2) }),
-    el('span', { class: 'ct-tag', 'aria-hidden': 'true' }));
+    el('span', { class: 'ct-tag', 'aria-hidden': 'true' }),
+    el('span', { class: 'ct-explore-mark', 'aria-hidden': 'true', text: 'explore',
+      title: 'A random pick from outside the search: it shows the classifier what it has not seen' }));
   thumb.addEventListener('click', () => focusCard(index));
   const choice = el('div', { class: 'ct-choice' },
     el('button', { class: 'ct-no', type: 'button', tabindex: -1, 'aria-label': `Not it: ${name}`,
@@ -234,7 +243,7 @@ function paintCard(node, card, index) {
   node.dataset.label = value > 0 ? 'it' : value < 0 ? 'not-it' : 'none';
   node.style.setProperty('--strength', String(Math.abs(value)));
   node.setAttribute('aria-label', cardLabel(card, index));
-  for (const extra of ['suspect', 'audit']) node.classList.toggle(`ct-${extra}`, Boolean(card[extra]));
+  for (const extra of ['suspect', 'audit', 'explore']) node.classList.toggle(`ct-${extra}`, Boolean(card[extra]));
   node.querySelector('.ct-tag').textContent = value ? (value > 0 ? '✓ ' : '✗ ') + signed(value) : '';
   node.querySelector('.ct-no').setAttribute('aria-pressed', String(value < 0));
   node.querySelector('.ct-yes').setAttribute('aria-pressed', String(value > 0));
