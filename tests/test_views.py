@@ -20,6 +20,7 @@ from trainer.views import (
     map_view,
     panel_value,
     rank,
+    running_out_note,
     summary,
 )
 from trainer.workbench import Workbench
@@ -197,3 +198,19 @@ def test_the_note_on_random_picks_says_how_many_and_why_or_nothing():
     )
     assert explore_note(exploring_session(bias=40.0, batch_size=1)) is None  # too small a batch to spare one
     assert explore_note(exploring_session(bias=-40.0, batch_size=3)).startswith("1 of 3 images is a random pick ")
+
+
+def test_the_running_out_note_suggests_boundary_only_where_it_would_look_further():
+    start = "Matches are running out: fewer than one is expected in the next batch. "
+    mixed = exploring_session(bias=-2.2)  # its search holds a likely match or two: no random picks
+    assert running_out_note(mixed, False) is None
+    assert running_out_note(mixed, True) == (
+        start + "Try the boundary strategy to look further afield, or Check quality to see how good the classifier is."
+    )
+    # Already boundary; the original recipe, which cannot switch; a batch already looking outside the search.
+    for session in (
+        exploring_session(bias=-2.2, strategy="boundary"),
+        exploring_session(bias=-2.2, strategy="original"),
+        exploring_session(bias=-40.0),
+    ):
+        assert running_out_note(session, True) == start + "Check quality to see how good the classifier is."

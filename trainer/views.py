@@ -31,6 +31,7 @@ __all__ = [
     "map_view",
     "panel_value",
     "rank",
+    "running_out_note",
     "summary",
     "suspects_notice",
 ]
@@ -88,7 +89,25 @@ def summary(session: Session) -> dict[str, object]:
         # How many of the batch's items are random picks from outside the search, and the line that says why.
         "explored": len(session.explored),
         "explore_note": explore_note(session),
+        "running_out_note": running_out_note(session, left.running_out),
     }
+
+
+def running_out_note(session: Session, running_out: bool) -> str | None:
+    """What the stats line says while the matches run out (``positives_left().running_out``), or None.
+
+    The next batch is what the person will see; the total over the unseen candidates is an estimate they cannot
+    act on, and next to "fewer than one" it read as a contradiction, so it stays in the numbers only. Boundary looks
+    further down the search's ranking than mixed and top; a batch that already holds random picks from outside the
+    search looks further still (boundary would explore the same way), and the original recipe cannot switch, so
+    there the note suggests only a quality check.
+    """
+    if not running_out or session.exhausted:
+        return None
+    check = "Check quality to see how good the classifier is."
+    switch = not session.explored and session.strategy not in ("boundary", "original")
+    advice = f"Try the boundary strategy to look further afield, or {check}" if switch else check
+    return f"Matches are running out: fewer than one is expected in the next batch. {advice}"
 
 
 def explore_note(session: Session) -> str | None:

@@ -178,15 +178,8 @@ function drawStats() {
   if (s.explore_note) stats.append(el('span', { class: 'ct-explore-note', text: ` · ${s.explore_note}` }));
   if (s.exhausted) {
     stats.append(el('span', { class: 'ct-done', text: ' · You have seen the whole collection: classify it or export the classifier.' }));
-  } else if (s.running_out) {
-    // The next batch is what the person will see; the total over the unseen candidates is an estimate they
-    // cannot act on, and next to "fewer than one" it read as a contradiction, so it stays in the JSON only.
-    // Boundary looks further down the search's ranking than mixed; a batch that already holds picks from outside
-    // the search looks further still (boundary would explore the same way), and the original recipe cannot switch.
-    const switchable = !s.explored && !['boundary', 'original'].includes(s.strategy);
-    stats.append(el('span', { class: 'ct-running-out', text: ' · Matches are running out: fewer than one is ' +
-      'expected in the next batch. ' + (switchable ? 'Try the boundary strategy to look further afield, or ' +
-      'Check quality to see how good the classifier is.' : 'Check quality to see how good the classifier is.') }));
+  } else if (s.running_out_note) {  // worded by the server (trainer/views.py running_out_note)
+    stats.append(el('span', { class: 'ct-running-out', text: ` · ${s.running_out_note}` }));
   }
 }
 
