@@ -55,8 +55,8 @@ NEIGHBOURS = 5
 NEIGHBOUR_WEIGHT = 0.5
 # The labelled images' leading principal axes that nearness is measured along. Chosen side by side on the careless
 # labeller's sessions and the bundle's (benchmarks/RESULTS-learning.md): in all 512 dimensions `hard`'s flipped labels
-# filled 57% of the 10 most suspect (20 seeds), along 8 axes 65%, and no kind or bundle family did worse; 3-6 axes did
-# about as well, and weighting the neighbours more lost on the bundle.
+# filled 57-59% of the 10 most suspect (20 seeds), along 8 axes 63-65%, and no kind or bundle family lost more than a
+# label; 3-12 axes did about as well, and weighting the neighbours more lost on the bundle.
 PRINCIPAL_AXES = 8
 
 
