@@ -48,6 +48,7 @@ weights by the labels' held-out ones.
 from __future__ import annotations
 
 import functools
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +65,7 @@ __all__ = [
     "fit_map",
     "leave_one_out_logits",
     "max_turn",
+    "one_blas_thread",
     "within_angle",
 ]
 
@@ -150,7 +152,7 @@ def fit_map(
     norm2 = float(w0 @ w0) or 1.0
     # One BLAS thread: these matrices are far too small to gain from threads, and on a busy 2-core machine
     # OpenBLAS's threads spin-wait on each other: measured 128 ms for one 200 x 200 solve, against 1.3 ms limited.
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         gram, start = (cache or GramCache()).gram_of(x)
         base = gram + _BIAS_FREEDOM  # G at pull_w = 1/2
         z0 = x @ w0 + b0
@@ -318,7 +320,7 @@ def leave_one_out_logits(
     optimum, w0 = np.asarray(fit.optimum, dtype=np.float64), np.asarray(w0, dtype=np.float64)
     norm2 = float(w0 @ w0) or 1.0
     scale = norm2 / (2 * fit.strength)  # 1 / (2 pull_w)
-    with _blas_controller().limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         z = x @ optimum + fit.bias
         # In units of the residuals (a label's weight): how far the optimum is from the fit's own condition.
         residual = c * (sigmoid(z) - t)
@@ -383,6 +385,13 @@ def _loo_logits(gram: np.ndarray, t: np.ndarray, c: np.ndarray, z: np.ndarray, f
     half = _checked(dtrtrs(factor, (gram * root[None, :]).T, lower=1), "dtrtrs")
     leverage = np.diag(gram) - np.einsum("ij,ij->j", half, half)  # diag of H = G - G sqrt(W) B^-1 sqrt(W) G
     return z + leverage * c * (s - t) / np.maximum(1 - w * leverage, 1e-12)
+
+
+def one_blas_thread() -> AbstractContextManager:
+    """A context in which BLAS runs on one thread: the label-space matrices (n x n, n at most a few hundred) are far
+    too small to gain from threads, and on a busy machine OpenBLAS's threads spin-wait on each other. The fit and
+    trainer/suspects.py both use it."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 @functools.cache

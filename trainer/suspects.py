@@ -24,13 +24,12 @@ model a round trains. ``trainer/quality.py``'s optimistic estimate uses the same
 from __future__ import annotations
 
 import copy
-import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
+from . import map_fit
 from .classifier import LinearProbe
 from .logistic import sigmoid
 
@@ -136,7 +135,7 @@ def principal_coordinates(vectors: np.ndarray, axes: int) -> np.ndarray:
     # U S, and U, S^2 are its eigenvectors and eigenvalues. One BLAS thread, as in the fit: on a busy machine
     # OpenBLAS's threads stall each other (measured at load 6: an SVD of 100 x 512 took 25 ms, 1.6 s at the 90th
     # percentile; this, single-threaded, 1.4 ms and 3 ms).
-    with _blas().limit(limits=1, user_api="blas"):
+    with map_fit.one_blas_thread():
         values, vectors_of_gram = np.linalg.eigh(centred @ centred.T)
     top = np.argsort(values)[::-1][: min(axes, centred.shape[1])]
     return vectors_of_gram[:, top] * np.sqrt(np.maximum(values[top], 0.0))
@@ -171,8 +170,3 @@ def suspect_labels(
     suspects = [Suspect(i, float(y), float(d), float(m)) for i, y, d, m in rows]
     order = np.argsort([-s.doubt for s in suspects], kind="stable")[:k]
     return [suspects[i] for i in order]
-
-
-@functools.cache
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()  # inspects the loaded BLAS libraries once, on first use
