@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from tests.helpers.index_contract import unit_rows
-from trainer.exploration import EMPTY_POOL, EXPLORE_ITEMS, FULL_POOL, explore
+from trainer.exploration import EMPTY_POOL, EXPLORE_EMPTY, EXPLORE_FULL, EXPLORE_ITEMS, FULL_POOL, Exploration, explore
 from trainer.index.local import LocalIndex
 from trainer.session import Session
 from trainer.synthetic import average_precision, clustered_concept, partial_concept
@@ -21,7 +21,8 @@ def test_a_full_pool_adds_items_from_outside_it_and_outside_what_was_shown():
     pool, shown = IDS[:50], set(IDS[50:100])
     full = np.full(50, 0.9)
     for seed in range(20):
-        outside = explore(local_index(), pool, full, 10, shown, np.random.default_rng(seed))
+        outside, reason = explore(local_index(), pool, full, 10, shown, np.random.default_rng(seed))
+        assert reason == EXPLORE_FULL
         assert len(outside) == EXPLORE_ITEMS == len(set(outside))
         assert not (set(outside) & (set(pool) | shown))
 
@@ -30,25 +31,26 @@ def test_an_empty_pool_fills_half_the_batch_from_outside_it_and_outside_what_was
     pool, shown = IDS[:50], set(IDS[50:100])
     empty = np.full(50, 0.99 * EMPTY_POOL / 50)  # the classifier expects just under EMPTY_POOL matches in all
     for k in (10, 7, 3):
-        outside = explore(local_index(), pool, empty, k, shown, np.random.default_rng(k))
+        outside, reason = explore(local_index(), pool, empty, k, shown, np.random.default_rng(k))
+        assert reason == EXPLORE_EMPTY
         assert len(outside) == k // 2 == len(set(outside))
         assert not (set(outside) & (set(pool) | shown))
-    assert explore(local_index(), pool, empty, 1, shown, np.random.default_rng(0)) == []  # a batch of one stays
+    assert explore(local_index(), pool, empty, 1, shown, np.random.default_rng(0)) == ([], None)  # a batch of one stays
 
 
 def test_a_pool_that_is_not_full_or_a_small_batch_or_an_index_that_cannot_sample_adds_nothing():
     pool, rng = IDS[:50], np.random.default_rng(0)
     just_under = np.where(np.arange(50) < FULL_POOL * 50 - 1, 0.9, 0.1)
-    assert explore(local_index(), pool, just_under, 10, set(), rng) == []
+    assert explore(local_index(), pool, just_under, 10, set(), rng) == ([], None)
     just_over_empty = np.full(50, 1.01 * EMPTY_POOL / 50)
-    assert explore(local_index(), pool, just_over_empty, 10, set(), rng) == []
-    assert explore(local_index(), pool, np.full(50, 0.9), 2 * EXPLORE_ITEMS - 1, set(), rng) == []
+    assert explore(local_index(), pool, just_over_empty, 10, set(), rng) == ([], None)
+    assert explore(local_index(), pool, np.full(50, 0.9), 2 * EXPLORE_ITEMS - 1, set(), rng) == ([], None)
 
     class QueryOnly:  # a Pinecone round is one query: no sampling
         def query(self, vector, top_k, exclude=None):
             raise AssertionError("exploration never searches")
 
-    assert explore(QueryOnly(), pool, np.full(50, 0.9), 10, set(), rng) == []
+    assert explore(QueryOnly(), pool, np.full(50, 0.9), 10, set(), rng) == ([], None)
 
 
 def aps_over_rounds(concept, strategy: str, rounds: int, pool_size: int) -> list[float]:
@@ -69,7 +71,7 @@ def test_mixed_finds_the_clusters_the_prompt_does_not_point_at_and_top_does_not(
     top = aps_over_rounds(concept, "top", 25, pool_size=300)
     mixed = aps_over_rounds(concept, "mixed", 25, pool_size=300)
     assert max(top) < 0.6 < 0.75 < max(mixed)  # measured: 0.47 and 0.86
-    monkeypatch.setattr("trainer.session.explore", lambda *args: [])
+    monkeypatch.setattr("trainer.session.explore", lambda *args: Exploration([], None))
     assert max(aps_over_rounds(concept, "mixed", 25, pool_size=300)) < 0.6  # what exploration adds
 
 
@@ -80,5 +82,5 @@ def test_mixed_learns_the_attribute_the_prompt_does_not_name_once_its_pool_looks
     concept = partial_concept(n=8000, dim=512, seed=0)
     exploring = aps_over_rounds(concept, "mixed", 8, pool_size=1000)
     assert max(exploring) > 0.9  # measured: 1.00 by round 6
-    monkeypatch.setattr("trainer.session.explore", lambda *args: [])
+    monkeypatch.setattr("trainer.session.explore", lambda *args: Exploration([], None))
     assert max(aps_over_rounds(concept, "mixed", 8, pool_size=1000)) < 0.3  # measured: 0.17, zero-shot

@@ -27,11 +27,20 @@ uniformly from a namespace, so there the pool is all a round sees, as before.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["EMPTY_POOL", "EXPLORE_ITEMS", "FULL_POOL", "SamplingIndex", "explore", "pool_looks_empty"]
+__all__ = [
+    "EMPTY_POOL",
+    "EXPLORE_EMPTY",
+    "EXPLORE_FULL",
+    "EXPLORE_ITEMS",
+    "FULL_POOL",
+    "Exploration",
+    "SamplingIndex",
+    "explore",
+]
 
 # The share of the pool the classifier must expect to be matches (P > 0.5) before a batch looks outside it. On the
 # bundle's families but the single sizes it stays under 0.25 in rounds 1-5; on the clustered concept it is ~0.5.
@@ -48,10 +57,15 @@ EXPLORE_ITEMS = 3
 EMPTY_POOL = 0.5
 
 
-def pool_looks_empty(pool_proba: np.ndarray) -> bool:
-    """Whether the classifier expects under ``EMPTY_POOL`` matches among the whole pool (its P for each item): then
-    half a batch comes from outside it. The session tells a person which of the two reasons a batch explores for."""
-    return float(np.asarray(pool_proba).sum()) < EMPTY_POOL
+# Why a batch holds items from outside the search (``Exploration.reason``, ``Session.explore_reason``): the
+# classifier expects the search's pool to hold no likely match, or to be mostly matches (the concept may reach beyond).
+EXPLORE_EMPTY = "empty"
+EXPLORE_FULL = "full"
+
+
+class Exploration(NamedTuple):
+    ids: list[str]  # the items to show from outside the pool (often none)
+    reason: str | None  # EXPLORE_EMPTY or EXPLORE_FULL when ``ids`` is not empty, else None
 
 
 @runtime_checkable
@@ -66,19 +80,20 @@ def explore(
     k: int,
     exclude: Iterable[str],
     rng: np.random.Generator,
-) -> list[str]:
-    """Ids of the items to show from outside the pool this batch (often none): see the module docstring.
+) -> Exploration:
+    """The items to show from outside the pool this batch (often none), and why: see the module docstring.
 
     ``pool_ids`` and ``pool_proba``: the pool and the classifier's P(concept) for each; ``k``: the batch's size;
     ``exclude``: the items no batch may show (seen, held out, already on the batch).
     """
     proba = np.asarray(pool_proba)
     if not len(proba) or not isinstance(index, SamplingIndex):
-        return []
-    if pool_looks_empty(proba):
-        count = k // 2
+        return Exploration([], None)
+    if float(proba.sum()) < EMPTY_POOL:  # the pool looks empty
+        count, reason = k // 2, EXPLORE_EMPTY
     elif k >= 2 * EXPLORE_ITEMS and (proba > 0.5).mean() >= FULL_POOL:
-        count = EXPLORE_ITEMS
+        count, reason = EXPLORE_ITEMS, EXPLORE_FULL
     else:
-        return []
-    return index.sample(count, rng, exclude=[*exclude, *pool_ids]) if count else []
+        return Exploration([], None)
+    ids = index.sample(count, rng, exclude=[*exclude, *pool_ids]) if count else []
+    return Exploration(ids, reason if ids else None)

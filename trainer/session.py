@@ -17,7 +17,7 @@ import torch
 
 from . import checks
 from .classifier import FitReport, LinearProbe, check_prior_strength
-from .exploration import explore, pool_looks_empty
+from .exploration import EXPLORE_EMPTY, EXPLORE_FULL, explore
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .record import RoundStats, SessionRecord
@@ -34,10 +34,6 @@ RECIPE_NAMES = (*STRATEGIES, "original")
 # The strategies that look beyond the search's pool when it looks full (trainer/exploration.py); "top" stays the
 # article's selection, and "random" draws from the widest pool already.
 EXPLORING = ("mixed", "boundary")
-# Why a batch holds items from outside the search (``Session.explore_reason``): the classifier expects the search's
-# pool to hold no likely match, or to be mostly matches (the concept may reach beyond it).
-EXPLORE_EMPTY = "empty"
-EXPLORE_FULL = "full"
 # How many prompt scores calibrate the zero-shot probabilities (see Session._prior).
 _CALIBRATION_SAMPLE = 256
 # ``configure``'s default for a setting to leave as it is (None is a value there: the automatic prior strength).
@@ -419,10 +415,8 @@ class Session(QualityChecks, SavedCopies):
         outside: list[str] = []
         if self.strategy in EXPLORING:
             shown = self._seen | self._audit.keys() | taken
-            outside = explore(self.index, [h.id for h in pool], proba, k, shown, self._rng)
-            if outside:
-                self._explored = frozenset(outside)
-                self._explore_reason = EXPLORE_EMPTY if pool_looks_empty(proba) else EXPLORE_FULL
+            outside, self._explore_reason = explore(self.index, [h.id for h in pool], proba, k, shown, self._rng)
+            self._explored = frozenset(outside)
         options = {}
         if self.strategy == "mixed":  # the labels set the batch's make-up: see strategies.top_slots
             recent = [self._labels[i] > 0 for ids in self._top_picks[-TOP_WINDOW:] for i in ids if self._labels.get(i)]
