@@ -15,11 +15,12 @@ import numpy as np
 
 from .audit import choose_audit
 from .classifier import LinearProbe
+from .exploration import SamplingIndex
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .quality import Quality, cross_validated_quality, estimate_quality
 from .remaining import Remaining, positives_left
-from .suspects import Suspect, held_out_logits, suspect_labels
+from .suspects import COLLECTION_SAMPLE, Axes, Suspect, held_out_logits, leading_axes, suspect_labels
 
 __all__ = ["QualityChecks"]
 
@@ -41,10 +42,12 @@ class QualityChecks:
     _candidates: np.ndarray  # the logits of the unseen candidates the last search returned
     batch_size: int
     _left_memo: dict[tuple, Remaining]  # recent states' positives_left answers (see there)
+    _collection_axes: Axes | None  # the suspects' collection axes, once drawn (see _suspect_axes)
 
     def _init_quality_checks(self) -> None:
         """The state only the quality checks keep; ``Session.__init__`` calls this."""
         self._left_memo = {}
+        self._collection_axes = None
 
     @property
     def audit_labels(self) -> dict[str, float]:
@@ -118,14 +121,18 @@ class QualityChecks:
 
     def suspect_labels(self, k: int = 10) -> list[Suspect]:
         """The ``k`` training labels most in doubt, most suspect first: each a ``Suspect(id, label, disagreement,
-        neighbours)``, disagreement being the cross-validated classifier's probability of the other class and
-        neighbours the share of its nearest labelled images labelled the other way; ranked by ``Suspect.doubt``, the
-        two together (see trainer/suspects.py). For "check these": relabel one with :meth:`label` (after
-        :meth:`add_to_batch`)."""
+        neighbours, collection_neighbours)``, disagreement being the cross-validated classifier's probability of the
+        other class and neighbours the share of its nearest labelled images labelled the other way, nearness measured
+        along the labels' leading axes and (collection_neighbours) along the collection's; ranked by
+        ``Suspect.doubt``, the witnesses together (see trainer/suspects.py). The collection's axes need an index that
+        can sample (``LocalIndex``); on one that cannot (Pinecone) collection_neighbours is None and the other two
+        rank alone. For "check these": relabel one with :meth:`label` (after :meth:`add_to_batch`)."""
         given = {i: v for i, v in self._labels.items() if v != 0}
         vectors = self._vectors_of(list(given))
         labels = np.asarray(list(given.values()), dtype=np.float32)
-        return suspect_labels(self.classifier, list(given), vectors, labels, k, seed=[self.seed, len(given)])
+        seed = [self.seed, len(given)]
+        axes = self._suspect_axes() if given else None
+        return suspect_labels(self.classifier, list(given), vectors, labels, k, seed=seed, collection_axes=axes)
 
     def positives_left(self) -> Remaining:
         """How many matches the unseen candidates of the last search still hold, and whether they are running out
@@ -162,6 +169,19 @@ class QualityChecks:
         while len(memo) > _LEFT_MEMO:  # the oldest first: dicts keep insertion order
             del memo[next(iter(memo))]
         return left
+
+    def _suspect_axes(self) -> Axes | None:
+        """The collection's leading axes for the suspects' third witness, or None where the index cannot sample.
+
+        From ``COLLECTION_SAMPLE`` vectors drawn once, on the session's first ask, from a stream of its own seed (so
+        the same session, saved and rebuilt with its seed, draws the same, and no batch's random choice moves) and
+        kept for the session's life: about 10 ms once, and the axes of a large collection hardly move as it grows."""
+        if not isinstance(self.index, SamplingIndex):
+            return None
+        if self._collection_axes is None:
+            ids = self.index.sample(COLLECTION_SAMPLE, np.random.default_rng([self.seed, 0x5A3B1E]))
+            self._collection_axes = leading_axes(self.index.fetch(ids))
+        return self._collection_axes
 
     def _collection_logits(self) -> tuple[list[str], np.ndarray]:
         """Every item's id and current logit ``w . x + b``, in one pass over the index."""

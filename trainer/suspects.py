@@ -1,5 +1,5 @@
 """Which labels look wrong? Cross-validated scores of the training labels, their nearest labelled neighbours, and
-the labels both most disagree with.
+the labels they most disagree with.
 
 A person who labels quickly gets some answers wrong. A label the classifier was trained on cannot judge itself
 (the fit bends towards it), so each label is judged by a copy of the classifier fitted, from its prior, on the
@@ -13,9 +13,17 @@ that carry the other class. A flipped label sits among images labelled the other
 cannot fit still agrees with its neighbours. Nearness is measured along what the labelled images differ in most:
 their ``PRINCIPAL_AXES`` leading principal axes (centred on their mean), by cosine. In all of an embedding's
 dimensions most of a distance is variation no label is about, and a label's nearest images are near by chance.
-``suspect_labels`` ranks by the held-out probability of the other class plus ``NEIGHBOUR_WEIGHT`` times that share
-(``Suspect.doubt``, rescaled to [0, 1]) and returns the most doubted labels, for the app to offer as "check these".
-Measured in ``benchmarks/RESULTS-learning.md``.
+
+A few dozen labels are a poor guide to what the images differ in, though: where each image carries much noise
+(``hard``), the labels' own leading axes are partly noise. A third witness asks the same question along the leading
+axes of the *collection*, from a sample of ``COLLECTION_SAMPLE`` of its vectors (``leading_axes``), which the session
+draws once where its index can sample (``LocalIndex``; trainer/session_quality.py) and passes in. Pinecone cannot
+sample (one query a round), so there ``Suspect.collection_neighbours`` is None and the ranking is the two witnesses
+above.
+
+``suspect_labels`` ranks by the held-out probability of the other class plus ``NEIGHBOUR_WEIGHT`` times each
+neighbour witness's share (``Suspect.doubt``, rescaled to [0, 1]) and returns the most doubted labels, for the app to
+offer as "check these". Measured in ``benchmarks/RESULTS-learning.md``.
 
 The classifier's own ``fit`` is used as it is (whatever its recipe and prior do), so what is judged is exactly the
 model a round trains. ``trainer/quality.py``'s optimistic estimate uses the same held-out logits.
@@ -34,12 +42,15 @@ from .classifier import LinearProbe
 from .logistic import sigmoid
 
 __all__ = [
+    "COLLECTION_SAMPLE",
     "FOLDS",
     "NEIGHBOURS",
     "NEIGHBOUR_WEIGHT",
     "PRINCIPAL_AXES",
+    "Axes",
     "Suspect",
     "held_out_logits",
+    "leading_axes",
     "neighbour_disagreement",
     "principal_coordinates",
     "suspect_labels",
@@ -58,6 +69,26 @@ NEIGHBOUR_WEIGHT = 0.5
 # filled 57-59% of the 10 most suspect (20 seeds), along 8 axes 63-65%, and no kind or bundle family lost more than a
 # label; 3-12 axes did about as well, and weighting the neighbours more lost on the bundle.
 PRINCIPAL_AXES = 8
+# The collection vectors the third witness's axes (as many as PRINCIPAL_AXES) come from. Chosen side by side on the
+# careless labeller's sessions (seeds 0-19 per kind, then checked on seeds 20-39) and the bundle's 81
+# (benchmarks/RESULTS-learning.md): with the collection's neighbours as a third witness at NEIGHBOUR_WEIGHT, `hard`'s
+# flipped labels filled 63% -> 72-75% of the 10 most suspect and no kind lost; 500 or 2,000 vectors did about as well
+# as 1,000. The collection's axes *instead of* the labels' did as well on `hard` but lost on the bundle. Found by
+# subspace iteration (``leading_axes``): about 10 ms once a session, where an exact SVD of 1,000 x 512 took 200 ms.
+COLLECTION_SAMPLE = 1000
+# Subspace iterations and the extra directions iterated with the wanted ones: the synthetic kinds' structured axes
+# come out as an exact SVD's (cosine >= 0.95; the others are noise either way), and the suspects' figures as the
+# exact axes' within a label.
+_ITERATIONS = 4
+_EXTRA_AXES = 10
+
+
+class Axes(NamedTuple):
+    """Directions to measure nearness along: vectors are centred on ``mean`` (D,) and projected on ``basis``'s
+    orthonormal columns (D, axes)."""
+
+    mean: np.ndarray
+    basis: np.ndarray
 
 
 class Suspect(NamedTuple):
@@ -65,11 +96,16 @@ class Suspect(NamedTuple):
     label: float  # the score the person gave, in [-1, 1]
     disagreement: float  # the held-out classifier's probability of the other class, in [0, 1]
     neighbours: float = 0.0  # the share of its nearest labelled neighbours that carry the other class, in [0, 1]
+    # The same share with nearness along the collection's leading axes; None where the index cannot sample.
+    collection_neighbours: float | None = None
 
     @property
     def doubt(self) -> float:
-        """What the suspects are ranked by: both witnesses together, in [0, 1]."""
-        return (self.disagreement + NEIGHBOUR_WEIGHT * self.neighbours) / (1 + NEIGHBOUR_WEIGHT)
+        """What the suspects are ranked by: the witnesses together, in [0, 1]."""
+        if self.collection_neighbours is None:
+            return (self.disagreement + NEIGHBOUR_WEIGHT * self.neighbours) / (1 + NEIGHBOUR_WEIGHT)
+        both = self.neighbours + self.collection_neighbours
+        return (self.disagreement + NEIGHBOUR_WEIGHT * both) / (1 + 2 * NEIGHBOUR_WEIGHT)
 
 
 def held_out_logits(
@@ -108,16 +144,24 @@ def held_out_logits(
 
 
 def neighbour_disagreement(
-    vectors: np.ndarray, labels: np.ndarray, *, k: int = NEIGHBOURS, axes: int = PRINCIPAL_AXES
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    *,
+    k: int = NEIGHBOURS,
+    axes: int = PRINCIPAL_AXES,
+    along: Axes | None = None,
 ) -> np.ndarray:
     """For each label, the share of its ``k`` nearest *other* labelled vectors whose class differs, (n,) float64; 0
     for a lone label. ``labels`` are non-zero scores in [-1, 1]. Nearness is cosine along the vectors' ``axes``
-    leading principal axes, centred on their mean (see the module docstring)."""
+    leading principal axes, centred on their mean, or along ``along`` when given (see the module docstring)."""
     n = len(vectors)
     k = min(k, n - 1)
     if k < 1:
         return np.zeros(n)
-    coordinates = principal_coordinates(vectors, axes)
+    if along is None:
+        coordinates = principal_coordinates(vectors, axes)
+    else:
+        coordinates = (np.asarray(vectors, dtype=np.float64) - along.mean) @ along.basis
     unit = coordinates / np.maximum(np.linalg.norm(coordinates, axis=1, keepdims=True), 1e-12)
     similarity = unit @ unit.T
     np.fill_diagonal(similarity, -np.inf)  # never one's own neighbour
@@ -141,6 +185,25 @@ def principal_coordinates(vectors: np.ndarray, axes: int) -> np.ndarray:
     return vectors_of_gram[:, top] * np.sqrt(np.maximum(values[top], 0.0))
 
 
+def leading_axes(vectors: np.ndarray, axes: int = PRINCIPAL_AXES) -> Axes:
+    """The ``axes`` leading principal axes of ``vectors`` (m, D), about their mean (fewer when m or D is smaller).
+
+    By subspace iteration, started from the vectors' own first rows (a sample's rows are random, and lean towards the
+    leading axes), so the same vectors always give the same axes. One BLAS thread, as in ``principal_coordinates``.
+    """
+    sample = np.asarray(vectors, dtype=np.float64)
+    mean = sample.mean(axis=0)
+    centred = sample - mean
+    width = min(axes + _EXTRA_AXES, *centred.shape)
+    with map_fit.one_blas_thread():
+        basis = np.linalg.qr(centred[:width].T)[0]
+        for _ in range(_ITERATIONS):
+            basis = np.linalg.qr(centred.T @ (centred @ basis))[0]
+        # Rayleigh-Ritz: the directions within the subspace, in order of the variance along them.
+        _, _, turn = np.linalg.svd(centred @ basis, full_matrices=False)
+    return Axes(mean, basis @ turn[: min(axes, width)].T)
+
+
 def suspect_labels(
     probe: LinearProbe,
     ids: Sequence[str],
@@ -150,9 +213,11 @@ def suspect_labels(
     *,
     folds: int = FOLDS,
     seed: object = 0,
+    collection_axes: Axes | None = None,
 ) -> list[Suspect]:
     """The ``k`` most doubted labels, most suspect first: by the cross-validated classifier's disagreement and
-    their nearest labelled neighbours' (``Suspect.doubt``).
+    their nearest labelled neighbours' (``Suspect.doubt``), along the labels' leading axes and, when
+    ``collection_axes`` are given (``leading_axes`` of a sample of the collection), along those too.
 
     Labels of 0 ("seen, no opinion") are skipped: they claim nothing. Fewer than ``k`` when there are fewer labels.
     """
@@ -166,7 +231,11 @@ def suspect_labels(
     other = np.where(labels > 0, -z, z)  # the logit of the class the person did not choose
     disagreement = sigmoid(other)
     neighbours = neighbour_disagreement(vectors, labels)
-    rows = zip(ids, labels, disagreement, neighbours, strict=True)
-    suspects = [Suspect(i, float(y), float(d), float(m)) for i, y, d, m in rows]
+    if collection_axes is None:
+        along_collection: list[float | None] = [None] * len(ids)
+    else:
+        along_collection = neighbour_disagreement(vectors, labels, along=collection_axes).tolist()
+    rows = zip(ids, labels, disagreement, neighbours, along_collection, strict=True)
+    suspects = [Suspect(i, float(y), float(d), float(m), c) for i, y, d, m, c in rows]
     order = np.argsort([-s.doubt for s in suspects], kind="stable")[:k]
     return [suspects[i] for i in order]
