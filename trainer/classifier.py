@@ -27,7 +27,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from . import checks, map_fit
+from . import checks, map_fit, prior_axes
 from .logistic import sigmoid
 
 __all__ = [
@@ -125,6 +125,12 @@ class LinearProbe(
         self.last_strength = self.prior_strength or map_fit.candidate_strengths(1)[0]
         self._gram_cache = map_fit.GramCache()  # the labels' Gram matrix, kept between fits (not saved)
         self._last_fit: map_fit.MapFit | None = None  # the last label-space fit, its optimum for leave-one-out
+        # The collection's leading axes, along which an automatic fit may let the labels move the weights more freely
+        # (trainer/prior_axes.py): set by the session that knows the collection, not saved. ``_last_stretch``: the
+        # stretch the last fit was made under (its optimum is in that stretch's variables), if any.
+        self.stretch: prior_axes.Stretch | None = None
+        self._stretched_cache = map_fit.GramCache()
+        self._last_stretch: prior_axes.Stretch | None = None
         self.threshold = checks.number(threshold, "threshold", low=0, high=1)
         self.linear = nn.Linear(self.dim, 1)
         # The prompt's prior travels with the weights, so a pulled classifier can keep training toward it.
@@ -249,19 +255,19 @@ class LinearProbe(
         if used.sum() <= KERNEL_MAX_LABELS:
             # In numpy, not torch: torch's conversions wake its thread pool, which stalls for milliseconds on a
             # busy machine (measured 4 ms per .double() of a 200 x 512 tensor at load 11).
-            fitted = map_fit.fit_map(
+            problem = (
                 vectors[used].astype(np.float64),
                 targets[used].astype(np.float64),
                 c.astype(np.float64),
                 self.prior_weight.numpy().astype(np.float64),
                 float(self.prior_bias),
-                self.prior_strength,
-                cache=self._gram_cache,
-                max_iter=max_iter,
             )
-            self.last_strength, self._last_fit = fitted.strength, fitted
+            fitted, stretch = self._fit_map(*problem, cache=self._gram_cache, max_iter=max_iter)
+            self.last_strength, self._last_fit, self._last_stretch = fitted.strength, fitted, stretch
+            with map_fit.one_blas_thread():  # a small product: BLAS threads would only wait on each other
+                weight = fitted.weight if stretch is None else stretch.weights(fitted.weight)
             with torch.no_grad():
-                self.linear.weight.copy_(torch.from_numpy(fitted.weight)[None, :])
+                self.linear.weight.copy_(torch.from_numpy(weight)[None, :])
                 self.linear.bias.fill_(fitted.bias)
             return FitReport(loss=fitted.loss, **report)
         # Beyond the label-space limit: L-BFGS in weight space, at the given strength or, when it is automatic, at
@@ -313,14 +319,34 @@ class LinearProbe(
         c = _balanced_weights(targets, weights).astype(np.float64)
         prior = (self.prior_weight.numpy().astype(np.float64), float(self.prior_bias))
         if self._last_fit is not None:
-            held_out = map_fit.leave_one_out_logits(x, t, c, self._last_fit, *prior, cache=self._gram_cache)
+            caches = (self._gram_cache, self._stretched_cache)
+            held_out = _held_out(x, t, c, self._last_fit, self._last_stretch, prior, caches)
             if held_out is not None:
                 return held_out
         # Fitted on other labels (some given since, or an undo back to earlier weights): the fit on these, on the
-        # side, its Gram matrix starting from a copy of this probe's.
-        side = copy.copy(self._gram_cache)
-        fit = map_fit.fit_map(x, t, c, *prior, self.prior_strength, cache=side)
-        return map_fit.leave_one_out_logits(x, t, c, fit, *prior, cache=side)
+        # side, its Gram matrices starting from copies of this probe's.
+        side = (copy.copy(self._gram_cache), copy.copy(self._stretched_cache))
+        fit, stretch = self._fit_map(x, t, c, *prior, cache=side[0], stretched_cache=side[1])
+        return _held_out(x, t, c, fit, stretch, prior, side)
+
+    def _fit_map(
+        self,
+        x: np.ndarray,
+        t: np.ndarray,
+        c: np.ndarray,
+        w0: np.ndarray,
+        b0: float,
+        *,
+        cache: map_fit.GramCache,
+        stretched_cache: map_fit.GramCache | None = None,
+        max_iter: int = 50,
+    ) -> tuple[map_fit.MapFit, prior_axes.Stretch | None]:
+        """The label-space fit at this probe's strength; an automatic one may take the stretched prior of
+        ``self.stretch`` (trainer/prior_axes.py), and says so: (fit, the stretch it was made under or None)."""
+        if self.prior_strength is not None or self.stretch is None:
+            return map_fit.fit_map(x, t, c, w0, b0, self.prior_strength, cache=cache, max_iter=max_iter), None
+        stretched = self._stretched_cache if stretched_cache is None else stretched_cache
+        return prior_axes.fit(x, t, c, w0, b0, self.stretch, cache=cache, stretched_cache=stretched, max_iter=max_iter)
 
     def _fit_original(self, vectors: np.ndarray, labels: np.ndarray) -> FitReport:
         """The article's update: 5 SGD steps at lr 0.2 on the newest batch, targets (y + 1) / 2."""
@@ -340,6 +366,24 @@ class LinearProbe(
         self.eval()
         positives = int((labels > 0).sum())
         return FitReport(len(labels), positives, int((labels < 0).sum()), float(loss.detach()))
+
+
+def _held_out(
+    x: np.ndarray,
+    t: np.ndarray,
+    c: np.ndarray,
+    fit: map_fit.MapFit,
+    stretch: prior_axes.Stretch | None,
+    prior: tuple[np.ndarray, float],
+    caches: tuple[map_fit.GramCache, map_fit.GramCache],
+) -> np.ndarray | None:
+    """``map_fit.leave_one_out_logits`` of ``fit``, in the stretch's variables where it was made under one (the
+    held-out logits are the same numbers: ``x S . v = x . S v``); ``caches``: the plain and the stretched rows'."""
+    if stretch is None:
+        return map_fit.leave_one_out_logits(x, t, c, fit, *prior, cache=caches[0])
+    with map_fit.one_blas_thread():
+        rows, w0 = stretch.rows(x), stretch.prior(prior[0])
+    return map_fit.leave_one_out_logits(rows, t, c, fit, w0, prior[1], cache=caches[1])
 
 
 def _optional_name(value: object, name: str) -> str | None:

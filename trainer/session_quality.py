@@ -42,12 +42,12 @@ class QualityChecks:
     _candidates: np.ndarray  # the logits of the unseen candidates the last search returned
     batch_size: int
     _left_memo: dict[tuple, Remaining]  # recent states' positives_left answers (see there)
-    _collection_axes: Axes | None  # the suspects' collection axes, once drawn (see _suspect_axes)
+    _collection_axes: dict[int, Axes]  # the collection's leading axes by sample size, once drawn (_leading_axes)
 
     def _init_quality_checks(self) -> None:
         """The state only the quality checks keep; ``Session.__init__`` calls this."""
         self._left_memo = {}
-        self._collection_axes = None
+        self._collection_axes = {}
 
     @property
     def audit_labels(self) -> dict[str, float]:
@@ -131,7 +131,7 @@ class QualityChecks:
         vectors = self._vectors_of(list(given))
         labels = np.asarray(list(given.values()), dtype=np.float32)
         seed = [self.seed, len(given)]
-        axes = self._suspect_axes() if given else None
+        axes = self._leading_axes() if given else None
         return suspect_labels(self.classifier, list(given), vectors, labels, k, seed=seed, collection_axes=axes)
 
     def positives_left(self) -> Remaining:
@@ -170,18 +170,21 @@ class QualityChecks:
             del memo[next(iter(memo))]
         return left
 
-    def _suspect_axes(self) -> Axes | None:
-        """The collection's leading axes for the suspects' third witness, or None where the index cannot sample.
+    def _leading_axes(self, sample: int = COLLECTION_SAMPLE) -> Axes | None:
+        """The collection's leading axes from ``sample`` of its vectors, or None where the index cannot sample: for the
+        suspects' third witness (``COLLECTION_SAMPLE``) and the fit's stretched prior (trainer/prior_axes.py, which
+        needs a larger sample: ``prior_axes.SAMPLE``).
 
-        From ``COLLECTION_SAMPLE`` vectors drawn once, on the session's first ask, from a stream of its own seed (so
-        the same session, saved and rebuilt with its seed, draws the same, and no batch's random choice moves) and
-        kept for the session's life: about 10 ms once, and the axes of a large collection hardly move as it grows."""
+        Drawn once per sample size, on the session's first ask, from a stream of its own seed (so the same session,
+        saved and rebuilt with its seed, draws the same, and no batch's random choice moves) and kept for the
+        session's life: about 10 ms once for 1,000 vectors, and the axes of a large collection hardly move as it
+        grows."""
         if not isinstance(self.index, SamplingIndex):
             return None
-        if self._collection_axes is None:
-            ids = self.index.sample(COLLECTION_SAMPLE, np.random.default_rng([self.seed, 0x5A3B1E]))
-            self._collection_axes = leading_axes(self.index.fetch(ids))
-        return self._collection_axes
+        if sample not in self._collection_axes:
+            ids = self.index.sample(sample, np.random.default_rng([self.seed, 0x5A3B1E]))
+            self._collection_axes[sample] = leading_axes(self.index.fetch(ids))
+        return self._collection_axes[sample]
 
     def _collection_logits(self) -> tuple[list[str], np.ndarray]:
         """Every item's id and current logit ``w . x + b``, in one pass over the index."""

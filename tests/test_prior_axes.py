@@ -1,0 +1,132 @@
+"""The prior that is freer along the collection's leading axes (trainer/prior_axes.py): its change of variables,
+its axes, the labels' choice of it, and a session that finds the axes once its fits have enough labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer import map_fit, prior_axes
+from trainer.classifier import LinearProbe, label_targets
+from trainer.index.local import LocalIndex
+from trainer.session import Session
+from trainer.suspects import leading_axes
+from trainer.synthetic import average_precision, planted_concept
+
+
+@pytest.fixture(scope="module")
+def hard():
+    """Like the benchmarks' `hard` kind, smaller: noisy items, a concept of 4%, a prompt partly off (AP 0.63)."""
+    return planted_concept(n=4000, dim=512, seed=3, noise=4.0, prevalence=0.2)
+
+
+def collection_stretch(concept) -> prior_axes.Stretch:
+    """The stretch a session gives its classifier: along the leading axes of 1,000 of the collection's vectors."""
+    rows = np.random.default_rng(0).choice(len(concept.ids), 1000, replace=False)
+    return prior_axes.Stretch.along(leading_axes(concept.vectors[rows]).basis, concept.prompt_vector)
+
+
+def problem(concept, labels: int, seed: int):
+    """``labels`` labelled rows, 40% of them matches (as a session's batches hold), oracle labels: (x, t, c)."""
+    rng = np.random.default_rng(seed)
+    matches = rng.choice(np.flatnonzero(concept.truth), labels * 2 // 5, replace=False)
+    rows = np.r_[matches, rng.choice(np.flatnonzero(~concept.truth), labels - len(matches), replace=False)]
+    t, c = label_targets(np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32))
+    return concept.vectors[rows].astype(np.float64), t.astype(np.float64), c.astype(np.float64)
+
+
+def test_the_stretch_is_a_change_of_variables():
+    """Ranking ``x`` by ``S v`` is ranking the stretched rows ``x S`` by ``v``; ``prior`` undoes ``weights``."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(20, 4)))[0]
+    stretch = prior_axes.Stretch.along(basis, rng.normal(size=20), freedom=30)
+    x, v = rng.normal(size=(7, 20)), rng.normal(size=20)
+    assert np.allclose(stretch.rows(x) @ v, x @ stretch.weights(v))
+    assert np.allclose(stretch.prior(stretch.weights(v)), v)
+    assert np.allclose(stretch.axes.T @ stretch.axes, np.eye(4))
+
+
+def test_the_axes_are_the_collections_leading_ones_less_the_prompts_own_direction(hard):
+    """The planted attributes are what the collection varies along most, so the leading axes hold several times the
+    collection's variance per direction (the last few of the 8 are noise, with most of the attributes' variance along
+    the prompt taken out); none has any part along the prompt, whose pull stays as it was (a careless
+    labeller's 100 labels on the digits once turned a prompt that lay along the leading axes upside down)."""
+    stretch = collection_stretch(hard)
+    centred = hard.vectors - hard.vectors.mean(axis=0)
+    along = ((centred @ stretch.axes) ** 2).mean(axis=0)
+    assert along[:4].min() > 3 * (centred**2).sum(axis=1).mean() / centred.shape[1]
+    assert np.abs(stretch.axes.T @ hard.prompt_vector).max() < 1e-6
+    assert np.allclose(stretch.prior(hard.prompt_vector), hard.prompt_vector, atol=1e-6)
+
+
+def test_below_its_label_count_the_fit_is_the_plain_one(hard):
+    x, t, c = problem(hard, prior_axes.FROM_LABELS - 1, seed=0)
+    w0 = hard.prompt_vector.astype(np.float64) * 30.0
+    stretch = collection_stretch(hard)
+    fit, used = prior_axes.fit(
+        x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache(), stretched_cache=map_fit.GramCache()
+    )
+    assert used is None
+    assert np.array_equal(fit.weight, map_fit.fit_map(x, t, c, w0, -20.0, None).weight)
+
+
+def test_the_labels_choose_the_collections_axes_and_rank_better_with_them(hard):
+    """150 labels: the stretched prior's leave-one-out loss is lower, and it ranks the collection better; the same
+    stretch along random axes (not the collection's) is refused."""
+    x, t, c = problem(hard, 150, seed=3)
+    w0 = hard.prompt_vector.astype(np.float64) * 30.0
+    stretch = collection_stretch(hard)
+    fit, used = prior_axes.fit(
+        x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache(), stretched_cache=map_fit.GramCache()
+    )
+    plain = map_fit.fit_map(x, t, c, w0, -20.0, None)
+    assert used is stretch
+    ap = average_precision(hard.vectors @ stretch.weights(fit.weight), hard.truth)
+    assert ap > average_precision(hard.vectors @ plain.weight, hard.truth) + 0.02
+    random_axes = np.linalg.qr(np.random.default_rng(2).normal(size=(512, 8)))[0]
+    elsewhere = prior_axes.Stretch(random_axes, stretch.factor)
+    _, used = prior_axes.fit(
+        x, t, c, w0, -20.0, elsewhere, cache=map_fit.GramCache(), stretched_cache=map_fit.GramCache()
+    )
+    assert used is None
+
+
+def test_a_probe_fitted_under_the_stretch_gives_held_out_logits_of_refits(hard):
+    """The held-out logits of a stretched fit are each label's logit under the fit without it (the same prior,
+    the same strength), as the plain fit's are."""
+    x, t, _ = problem(hard, 120, seed=1)
+    probe = LinearProbe.from_prompt(hard.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
+    probe.stretch = collection_stretch(hard)
+    labels = np.where(t > 0.5, 1.0, -1.0).astype(np.float32)
+    probe.fit(x.astype(np.float32), labels)
+    assert probe._last_stretch is probe.stretch  # the labels chose it
+    held_out = probe.leave_one_out_logits(x.astype(np.float32), labels)
+    stretch, w0 = probe.stretch, probe.prior_weight.numpy().astype(np.float64)
+    balanced = np.where(t > 0.5, len(t) / (2 * t.sum()), len(t) / (2 * (1 - t).sum()))  # each class half the weight
+    refits = np.empty(len(t))
+    for i in range(len(t)):  # the other labels' weights unchanged, as the closed form has them
+        left = np.arange(len(t)) != i
+        without = map_fit.fit_map(
+            stretch.rows(x[left]), t[left], balanced[left], stretch.prior(w0), -20.0, probe.last_strength
+        )
+        refits[i] = stretch.rows(x[i : i + 1])[0] @ without.weight + without.bias
+    gap = np.abs(held_out - refits)
+    assert np.median(gap) < 0.05
+    assert np.allclose(probe.weight, stretch.weights(probe._last_fit.weight), atol=1e-5)
+
+
+def test_a_session_finds_the_axes_once_its_fits_have_enough_labels(hard):
+    """None before FROM_LABELS labels (no sample drawn, the session as before), the collection's from then on; a
+    fixed prior strength never asks for them."""
+    index = LocalIndex.from_vectors(hard.ids, hard.vectors)
+    session = Session(index, hard.prompt_vector, seed=0)
+    fixed = Session(index, hard.prompt_vector, seed=0, prior_strength=10.0)
+    for _ in range(prior_axes.FROM_LABELS // 10):
+        assert session.classifier.stretch is None
+        for s in (session, fixed):
+            s.label(hard.oracle([h.id for h in s.batch()]))
+            s.train_and_requery()
+    assert session.classifier.stretch is not None and fixed.classifier.stretch is None
+    axes = session.classifier.stretch.axes
+    assert np.allclose(axes.T @ axes, np.eye(axes.shape[1]), atol=1e-8)
+    assert np.abs(axes.T @ hard.prompt_vector).max() < 1e-6
