@@ -262,7 +262,7 @@ class LinearProbe(
                 self.prior_weight.numpy().astype(np.float64),
                 float(self.prior_bias),
             )
-            fitted, stretch = self._fit_map(*problem, cache=self._gram_cache, max_iter=max_iter)
+            fitted, stretch = self._fit_map(*problem, (self._gram_cache, self._stretched_cache), max_iter=max_iter)
             self.last_strength, self._last_fit, self._last_stretch = fitted.strength, fitted, stretch
             with map_fit.one_blas_thread():  # a small product: BLAS threads would only wait on each other
                 weight = fitted.weight if stretch is None else stretch.weights(fitted.weight)
@@ -326,7 +326,7 @@ class LinearProbe(
         # Fitted on other labels (some given since, or an undo back to earlier weights): the fit on these, on the
         # side, its Gram matrices starting from copies of this probe's.
         side = (copy.copy(self._gram_cache), copy.copy(self._stretched_cache))
-        fit, stretch = self._fit_map(x, t, c, *prior, cache=side[0], stretched_cache=side[1])
+        fit, stretch = self._fit_map(x, t, c, *prior, side)
         return _held_out(x, t, c, fit, stretch, prior, side)
 
     def _fit_map(
@@ -336,17 +336,17 @@ class LinearProbe(
         c: np.ndarray,
         w0: np.ndarray,
         b0: float,
+        caches: tuple[map_fit.GramCache, map_fit.GramCache],
         *,
-        cache: map_fit.GramCache,
-        stretched_cache: map_fit.GramCache | None = None,
         max_iter: int = 50,
     ) -> tuple[map_fit.MapFit, prior_axes.Stretch | None]:
         """The label-space fit at this probe's strength; an automatic one may take the stretched prior of
-        ``self.stretch`` (trainer/prior_axes.py), and says so: (fit, the stretch it was made under or None)."""
+        ``self.stretch`` (trainer/prior_axes.py), and says so: (fit, the stretch it was made under or None).
+        ``caches``: the plain and the stretched rows' Gram matrices, as ``_held_out`` takes them."""
+        plain, stretched = caches
         if self.prior_strength is not None or self.stretch is None:
-            return map_fit.fit_map(x, t, c, w0, b0, self.prior_strength, cache=cache, max_iter=max_iter), None
-        stretched = self._stretched_cache if stretched_cache is None else stretched_cache
-        return prior_axes.fit(x, t, c, w0, b0, self.stretch, cache=cache, stretched_cache=stretched, max_iter=max_iter)
+            return map_fit.fit_map(x, t, c, w0, b0, self.prior_strength, cache=plain, max_iter=max_iter), None
+        return prior_axes.fit(x, t, c, w0, b0, self.stretch, cache=plain, stretched_cache=stretched, max_iter=max_iter)
 
     def _fit_original(self, vectors: np.ndarray, labels: np.ndarray) -> FitReport:
         """The article's update: 5 SGD steps at lr 0.2 on the newest batch, targets (y + 1) / 2."""
