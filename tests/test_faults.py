@@ -23,14 +23,13 @@ import trainer.hub
 import trainer.hub_calls
 import trainer.indexing
 from tests.helpers.fake_hub import SECRET, FakeHub, http_error
-from tests.helpers.fake_pinecone import FakePinecone
+from tests.helpers.fake_pinecone import SETTINGS, FakePinecone, connect
 from tests.helpers.images import write_image_folder
 from trainer.classifier import LinearProbe
 from trainer.config import Settings
 from trainer.export import export_classifier
 from trainer.hub import load_classifier
 from trainer.hub_calls import HubError, HubRetry
-from trainer.index.pinecone import PineconeIndex
 from trainer.index.pinecone_calls import RetryPolicy
 from trainer.workspace import WorkspaceLoader, load_workspace
 
@@ -93,17 +92,14 @@ def pinecone_app(bundle_workspace):
     """The app over the bundle, but searching a Pinecone index (the in-memory double) that can be told to fail."""
     ws = bundle_workspace.wait(timeout=600)
     client = FakePinecone()
-    settings = Settings(backend="pinecone", pinecone_index="ct-faults")
-    index = PineconeIndex.connect(
-        settings, ws.index.dim, "faults", client=client, sleep=lambda s: None, retry=RetryPolicy(attempts=3)
-    )
+    index = connect(client, ws.index.dim, "faults", retry=RetryPolicy(attempts=3))
     index.add(ws.embeddings.ids, np.asarray(ws.embeddings.vectors))
     loader = WorkspaceLoader(lambda progress: dataclasses.replace(ws, index=index)).start()
     loader.wait(timeout=60)
     demo = app.build_demo(loader)
     demo.queue(default_concurrency_limit=2)
     _, url, _ = demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app.LAUNCH_KWARGS)
-    yield url, client.store("ct-faults")
+    yield url, client.store(SETTINGS.pinecone_index)
     demo.close()
 
 

@@ -10,9 +10,9 @@ import traceback
 import numpy as np
 import pytest
 
-from tests.helpers.fake_pinecone import MAX_UPSERT_BYTES, FakePinecone
+from tests.helpers.fake_pinecone import MAX_UPSERT_BYTES, NAMESPACE, SETTINGS, FakePinecone, connect
 from tests.helpers.index_contract import DIM, IndexContract, brute_force, unit_rows
-from trainer.config import PROJECT_ROOT, Settings
+from trainer.config import PROJECT_ROOT
 from trainer.index import IndexUnavailable
 from trainer.index.pinecone import (
     FETCH_URL_BYTES,
@@ -23,14 +23,7 @@ from trainer.index.pinecone import (
 )
 from trainer.index.pinecone_calls import RetryPolicy
 
-SETTINGS = Settings(backend="pinecone", pinecone_index="ct-test", pinecone_cloud="gcp", pinecone_region="europe-west4")
-NAMESPACE = namespace_for("test/tiny-clip", "test/shapes", "train")
 KEY = "pcsk_2Hq7_secretsecretsecret"
-
-
-def connect(client: FakePinecone, dim: int = DIM, namespace: str = NAMESPACE, **options) -> PineconeIndex:
-    options.setdefault("sleep", lambda seconds: None)  # tests never wait for real
-    return PineconeIndex.connect(SETTINGS, dim, namespace, client=client, **options)
 
 
 def filled(n: int = 50, dim: int = DIM, **options) -> tuple[FakePinecone, PineconeIndex, list[str], np.ndarray]:

@@ -6,12 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.helpers.fake_pinecone import FakePinecone
+from tests.helpers.fake_pinecone import FakePinecone, connect
 from tests.helpers.planted import run_rounds
 from trainer.classifier import LinearProbe
-from trainer.config import Settings
 from trainer.index.local import LocalIndex
-from trainer.index.pinecone import PineconeIndex, namespace_for
 from trainer.session import Session
 from trainer.suspects import (
     NEIGHBOUR_WEIGHT,
@@ -194,14 +192,6 @@ def test_doubt_counts_each_neighbour_witness_at_the_neighbour_weight():
     assert Suspect("a", 1.0, 1.0, 1.0, 1.0).doubt == pytest.approx(1.0)
 
 
-def pinecone_index(concept) -> PineconeIndex:
-    settings = Settings(backend="pinecone", pinecone_index="ct-test", pinecone_cloud="gcp", pinecone_region="x")
-    namespace = namespace_for("test/model", "test/collection", "train")
-    index = PineconeIndex.connect(settings, 32, namespace, client=FakePinecone(), sleep=lambda seconds: None)
-    index.add(concept.ids, concept.vectors)
-    return index
-
-
 def careless_session(index, concept, seed: int = 0) -> Session:
     """Three rounds of a labeller who gets every fifth answer wrong."""
     session = Session(index, concept.prompt_vector, seed=seed, prompt="a planted concept")
@@ -218,7 +208,9 @@ def test_a_session_asks_the_collections_axes_where_its_index_can_sample_and_the_
     assert len(suspects) == 10 and all(s.collection_neighbours is not None for s in suspects)
     # Pinecone cannot sample (one query a round): the same labels are judged by the two other witnesses alone,
     # exactly as suspect_labels ranks them without the collection's axes.
-    remote = careless_session(pinecone_index(concept), concept)
+    remote_index = connect(FakePinecone(), concept.vectors.shape[1])
+    remote_index.add(concept.ids, concept.vectors)
+    remote = careless_session(remote_index, concept)
     assert remote.labels == local.labels
     fallback = remote.suspect_labels(10)
     assert all(s.collection_neighbours is None for s in fallback)
@@ -263,3 +255,4 @@ def test_suspects_survive_a_saved_copy_and_an_undo(concept_index, concept):
         (s.id, s.label, s.neighbours, s.collection_neighbours) for s in labelled
     ]
     assert [s.disagreement for s in undone] == pytest.approx([s.disagreement for s in labelled], abs=1e-6)
+

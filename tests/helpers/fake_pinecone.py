@@ -15,6 +15,8 @@ It answers with the SDK's own response models and raises the SDK's own exception
 Scores are float32 dot products, best first; namespaces are isolated; upserts overwrite. Every request is logged in
 ``store.requests`` (shared by every ``Index`` object on one index, so a reopened index sees the same log), and
 ``fail(op, status, times, after)`` makes the next calls to ``op`` fail the way Pinecone fails.
+
+``connect`` opens a ``PineconeIndex`` over the double: the one way the tests build one.
 """
 
 from __future__ import annotations
@@ -52,12 +54,20 @@ from pinecone.models.vectors.responses import (
 )
 from pinecone.models.vectors.vector import ScoredVector, Vector
 
+from tests.helpers.index_contract import DIM
+from trainer.config import Settings
+from trainer.index.pinecone import PineconeIndex, namespace_for
+
 MAX_UPSERT_RECORDS = 1_000
 MAX_UPSERT_BYTES = 2_000_000
 MAX_METADATA_BYTES = 40_000
 MAX_TOP_K = 10_000
 MAX_FETCH_IDS = 1_000
 MAX_FILTER_VALUES = 10_000
+
+# What ``connect`` opens by default: an index the double creates on first use, and a namespace as the app names one.
+SETTINGS = Settings(backend="pinecone", pinecone_index="ct-test", pinecone_cloud="gcp", pinecone_region="europe-west4")
+NAMESPACE = namespace_for("test/tiny-clip", "test/shapes", "train")
 
 _ERRORS = {
     401: UnauthorizedError,
@@ -396,3 +406,10 @@ def _holds(op: str, arg: Any, values: list[Any]) -> bool:
         return arg not in values
     members = set(arg)
     return any(v in members for v in values) == (op == "$in")
+
+
+def connect(client: FakePinecone, dim: int = DIM, namespace: str = NAMESPACE, **options: Any) -> PineconeIndex:
+    """``PineconeIndex.connect`` over ``client`` (``client.store(SETTINGS.pinecone_index)`` holds its records), with
+    ``options`` passed on; its retries never wait for real unless a ``sleep`` is given."""
+    options.setdefault("sleep", lambda seconds: None)
+    return PineconeIndex.connect(SETTINGS, dim, namespace, client=client, **options)
