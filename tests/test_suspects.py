@@ -10,6 +10,7 @@ from tests.helpers.fake_pinecone import FakePinecone, connect
 from tests.helpers.planted import run_rounds
 from trainer.classifier import LinearProbe
 from trainer.index.local import LocalIndex
+from trainer.prior_axes import FROM_LABELS, Stretch
 from trainer.session import Session
 from trainer.suspects import (
     NEIGHBOUR_WEIGHT,
@@ -214,6 +215,7 @@ def test_a_session_asks_the_collections_axes_where_its_index_can_sample_and_the_
     assert remote.labels == local.labels
     fallback = remote.suspect_labels(10)
     assert all(s.collection_neighbours is None for s in fallback)
+    assert remote.collection_sample() is None and remote.collection_axes() is None
     given = {i: v for i, v in remote.labels.items() if v != 0}
     vectors = np.stack([concept.vectors[concept.ids.index(i)] for i in given])
     labels = np.asarray(list(given.values()), dtype=np.float32)
@@ -256,3 +258,57 @@ def test_suspects_survive_a_saved_copy_and_an_undo(concept_index, concept):
     ]
     assert [s.disagreement for s in undone] == pytest.approx([s.disagreement for s in labelled], abs=1e-6)
 
+
+class CountingSamples(LocalIndex):
+    """A local index that counts its ``sample`` calls: with ``strategy="top"`` (which never explores) every call is
+    a session drawing its sample of the collection."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.draws: list[int] = []
+
+    def sample(self, k, rng, exclude=None):
+        self.draws.append(k)
+        return super().sample(k, rng, exclude)
+
+
+def test_a_session_draws_one_sample_of_the_collection_for_its_suspects_and_its_fit(concept):
+    """One draw and one set of axes a session, for the suspects' third witness and the prior freer along the
+    collection's axes alike, whichever asks first; undo draws nothing again, and a saved copy rebuilt with the seed
+    draws the same once, so its suspects and weights are the saved session's."""
+    index = CountingSamples.from_vectors(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, strategy="top", seed=0, prompt="a planted concept")
+    assert index.draws == [] and session.suspect_labels(10) == []  # nothing asked, nothing drawn
+    while len(session.labels) < FROM_LABELS:
+        session.label(concept.oracle([h.id for h in session.batch()]))
+        session.train_and_requery()
+        session.suspect_labels(10)  # the suspects ask from the first round; the fit from FROM_LABELS labels
+    assert len(index.draws) == 1
+    axes = session.collection_axes()
+    drawn = leading_axes(index.fetch(session.collection_sample()))
+    np.testing.assert_array_equal(axes.basis, drawn.basis)
+    np.testing.assert_array_equal(axes.mean, drawn.mean)
+    assert session.classifier.stretch is not None  # the fit's stretch is along the same axes
+    np.testing.assert_array_equal(
+        session.classifier.stretch.axes, Stretch.along(axes.basis, session.prompt_vector).axes
+    )
+
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    before = session.classifier.weight.copy()
+    session.train_and_requery()
+    after, later = session.classifier.weight.copy(), session.suspect_labels(10)
+    session.undo()
+    np.testing.assert_array_equal(session.classifier.weight, before)
+    session.train_and_requery()
+    np.testing.assert_allclose(session.classifier.weight, after, atol=1e-6)
+    assert [s.id for s in session.suspect_labels(10)] == [s.id for s in later]
+    assert len(index.draws) == 1
+
+    rebuilt_index = CountingSamples.from_vectors(concept.ids, concept.vectors)
+    rebuilt = Session.from_saved(rebuilt_index, session.to_saved(), seed=0)
+    # One fit of every label, where the session warm-started each round's: equal to Newton's tolerance.
+    np.testing.assert_allclose(rebuilt.classifier.weight, session.classifier.weight, rtol=1e-4, atol=1e-4)
+    assert [(s.id, s.neighbours, s.collection_neighbours) for s in rebuilt.suspect_labels(10)] == [
+        (s.id, s.neighbours, s.collection_neighbours) for s in session.suspect_labels(10)
+    ]
+    assert rebuilt.collection_sample() == session.collection_sample() and len(rebuilt_index.draws) == 1

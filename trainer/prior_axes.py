@@ -19,9 +19,9 @@ never did between 100 and 150 labels (every concept's AP as without it). Below `
 choice is too noisy: offered from 50 labels, it took the stretched prior on a few bundle concepts and sank them up
 to 0.49 AP below zero-shot.
 
-The axes are found as the suspect labels' third witness finds its own (``suspects.leading_axes``), from ``SAMPLE``
-vectors drawn once a session; an index that cannot sample (Pinecone) has none, and its fits are the plain ones, as
-before.
+The axes are the session's collection axes (``QualityChecks.collection_axes``: ``suspects.leading_axes`` of the one
+sample of the collection a session draws, which the suspect labels' third witness uses too); an index that cannot
+sample (Pinecone) has none, and its fits are the plain ones, as before.
 The prompt's own direction is taken out of them: freed along it too, a careless labeller's 100 labels on the digits
 (whose prompt lies mostly along the leading axes) turned one classifier upside down (AP 0.92 -> 0.07).
 """
@@ -34,7 +34,7 @@ import numpy as np
 
 from . import map_fit
 
-__all__ = ["FREEDOM", "FROM_LABELS", "MARGIN", "SAMPLE", "Stretch", "fit"]
+__all__ = ["FREEDOM", "FROM_LABELS", "MARGIN", "Stretch", "fit"]
 
 # How much freer (the prior's variance along the axes is 1 + FREEDOM times that across them). On `hard`, x 30 reached
 # AP 0.9 in 100 labels (median, 5 seeds) and x 10 in 100 too, but with a smaller margin over the plain fit
@@ -43,10 +43,6 @@ FREEDOM = 30.0
 # From how many labels an automatic fit may take the stretched prior; below, its leave-one-out choice misleads (the
 # module docstring). The bundle (8 rounds of 10) never reaches it.
 FROM_LABELS = 100
-# The collection vectors the axes come from (``suspects.leading_axes``, drawn once a session). Where each item carries
-# much noise, a small sample's axes are partly noise: on `hard` (15 seeds, labels to AP 0.9, mean / median) 1,000
-# vectors (the suspects' sample) gave 161 / 160, 2,000 138 / 120, 4,000 131 / 120; an exact SVD of 4,000 127 / 110.
-SAMPLE = 4000
 # The stretched fit must beat the plain one's leave-one-out log loss by more than this share (as map_fit's _MARGIN).
 MARGIN = 0.02
 

@@ -20,7 +20,7 @@ from .classifier import FitReport, LinearProbe, check_prior_strength
 from .exploration import EXPLORE_EMPTY, EXPLORE_FULL, explore
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
-from .prior_axes import FROM_LABELS, SAMPLE, Stretch
+from .prior_axes import FROM_LABELS, Stretch
 from .record import RoundStats, SessionRecord
 from .saved_state import MAX_BATCH_SIZE, SavedCopies, fetch_known
 from .session_quality import QualityChecks
@@ -435,7 +435,7 @@ class Session(QualityChecks, SavedCopies):
         vectors = np.stack([self._vector(i) for i in ids])
         automatic = self.classifier.recipe == "balanced" and self.classifier.prior_strength is None
         if automatic and len(ids) >= FROM_LABELS and self.classifier.stretch is None:
-            axes = self._leading_axes(SAMPLE)  # trainer/session_quality.py: None where the index cannot sample
+            axes = self.collection_axes()  # trainer/session_quality.py: None where the index cannot sample
             self.classifier.stretch = None if axes is None else Stretch.along(axes.basis, self.prompt_vector)
         return self.classifier.fit(vectors, np.asarray([source[i] for i in ids], dtype=np.float32))
 

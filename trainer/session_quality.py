@@ -1,6 +1,8 @@
 """A session's quality checks: audits drawn from the items never shown, the estimate of how good the classifier is
 on the whole collection (trainer/quality.py), the training labels it most disagrees with (trainer/suspects.py), and
-how many matches the unseen candidates still hold (trainer/remaining.py, from the fit's leave-one-out logits).
+how many matches the unseen candidates still hold (trainer/remaining.py, from the fit's leave-one-out logits); and the
+session's one sample of the collection and its leading axes (``collection_sample``, ``collection_axes``), which the
+suspects and the fit's prior (trainer/prior_axes.py) both use.
 
 ``QualityChecks`` is mixed into ``Session``, whose state it reads: the index and the classifier, the training
 labels, and the audited items (id -> design weight) with their labels, which the session holds out from training
@@ -20,9 +22,20 @@ from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .quality import Quality, cross_validated_quality, estimate_quality
 from .remaining import Remaining, positives_left
-from .suspects import COLLECTION_SAMPLE, Axes, Suspect, held_out_logits, leading_axes, suspect_labels
+from .suspects import Axes, Suspect, held_out_logits, leading_axes, suspect_labels
 
-__all__ = ["QualityChecks"]
+__all__ = ["COLLECTION_SAMPLE", "QualityChecks"]
+
+# The collection vectors a session draws, once, where its index can sample (``QualityChecks.collection_sample``): one
+# sample and its leading axes (``suspects.leading_axes``) for both their users (benchmarks/RESULTS-learning.md,
+# 2026-12-03 02:00 UTC). The fit's prior freer along the collection's axes (trainer/prior_axes.py) needs this many:
+# where each item carries much noise a small sample's axes are partly noise (on `hard`, 15 seeds, labels to AP 0.9
+# mean / median: 1,000 vectors 161 / 160, 2,000 138 / 120, 4,000 131 / 120; an exact SVD of 4,000 127 / 110). The
+# suspects' third witness, which had a draw of 1,000 of its own, does as well along these axes (flipped labels among
+# the 10 most suspect, 40 seeds: `hard` 72.5% -> 74.2%, every other kind within a point). The draw and its axes cost
+# about 40 ms once a session at 512 dimensions (10k-100k vectors; 1,000 cost 8-11 ms): a session that asks for
+# suspects before 100 labels pays it on that ask instead of on the round that reaches 100 labels.
+COLLECTION_SAMPLE = 4000
 
 # An index without ``scores_all`` is scored whole through one query; a query returns at most this many hits.
 MAX_QUERY = 10_000
@@ -42,12 +55,13 @@ class QualityChecks:
     _candidates: np.ndarray  # the logits of the unseen candidates the last search returned
     batch_size: int
     _left_memo: dict[tuple, Remaining]  # recent states' positives_left answers (see there)
-    _collection_axes: dict[int, Axes]  # the collection's leading axes by sample size, once drawn (_leading_axes)
+    # The session's one sample of the collection (ids) and its leading axes, once drawn (``collection_sample``).
+    _collection: tuple[list[str], Axes] | None
 
     def _init_quality_checks(self) -> None:
         """The state only the quality checks keep; ``Session.__init__`` calls this."""
         self._left_memo = {}
-        self._collection_axes = {}
+        self._collection = None
 
     @property
     def audit_labels(self) -> dict[str, float]:
@@ -131,7 +145,7 @@ class QualityChecks:
         vectors = self._vectors_of(list(given))
         labels = np.asarray(list(given.values()), dtype=np.float32)
         seed = [self.seed, len(given)]
-        axes = self._leading_axes() if given else None
+        axes = self.collection_axes() if given else None
         return suspect_labels(self.classifier, list(given), vectors, labels, k, seed=seed, collection_axes=axes)
 
     def positives_left(self) -> Remaining:
@@ -170,21 +184,31 @@ class QualityChecks:
             del memo[next(iter(memo))]
         return left
 
-    def _leading_axes(self, sample: int = COLLECTION_SAMPLE) -> Axes | None:
-        """The collection's leading axes from ``sample`` of its vectors, or None where the index cannot sample: for the
-        suspects' third witness (``COLLECTION_SAMPLE``) and the fit's stretched prior (trainer/prior_axes.py, which
-        needs a larger sample: ``prior_axes.SAMPLE``).
+    def collection_sample(self) -> list[str] | None:
+        """The ids of the session's one sample of the collection (``COLLECTION_SAMPLE`` of them, fewer in a smaller
+        index), or None where the index cannot sample (Pinecone: one query a round). Its vectors: ``index.fetch``.
 
-        Drawn once per sample size, on the session's first ask, from a stream of its own seed (so the same session,
-        saved and rebuilt with its seed, draws the same, and no batch's random choice moves) and kept for the
-        session's life: about 10 ms once for 1,000 vectors, and the axes of a large collection hardly move as it
-        grows."""
+        Drawn on the first ask (the first ``suspect_labels``, or the first automatic fit with
+        ``prior_axes.FROM_LABELS`` labels), from a stream of the session's own seed, and kept for the session's
+        life: no batch's random choice moves, undo keeps it, and the same session rebuilt from its saved copy with
+        its seed draws the same. One draw for every user of "a sample of the collection" in a session."""
+        drawn = self._drawn_collection()
+        return None if drawn is None else list(drawn[0])
+
+    def collection_axes(self) -> Axes | None:
+        """The leading axes of :meth:`collection_sample` (``suspects.leading_axes``: ``PRINCIPAL_AXES`` of them about
+        the sample's mean), or None where the index cannot sample. Computed once with the draw; the suspects' third
+        witness measures nearness along them, and the fit's prior is freer along them (trainer/prior_axes.py)."""
+        drawn = self._drawn_collection()
+        return None if drawn is None else drawn[1]
+
+    def _drawn_collection(self) -> tuple[list[str], Axes] | None:
         if not isinstance(self.index, SamplingIndex):
             return None
-        if sample not in self._collection_axes:
-            ids = self.index.sample(sample, np.random.default_rng([self.seed, 0x5A3B1E]))
-            self._collection_axes[sample] = leading_axes(self.index.fetch(ids))
-        return self._collection_axes[sample]
+        if self._collection is None:
+            ids = self.index.sample(COLLECTION_SAMPLE, np.random.default_rng([self.seed, 0x5A3B1E]))
+            self._collection = (ids, leading_axes(self.index.fetch(ids)))
+        return self._collection
 
     def _collection_logits(self) -> tuple[list[str], np.ndarray]:
         """Every item's id and current logit ``w . x + b``, in one pass over the index."""

@@ -16,10 +16,10 @@ dimensions most of a distance is variation no label is about, and a label's near
 
 A few dozen labels are a poor guide to what the images differ in, though: where each image carries much noise
 (``hard``), the labels' own leading axes are partly noise. A third witness asks the same question along the leading
-axes of the *collection*, from a sample of ``COLLECTION_SAMPLE`` of its vectors (``leading_axes``), which the session
-draws once where its index can sample (``LocalIndex``; trainer/session_quality.py) and passes in. Pinecone cannot
-sample (one query a round), so there ``Suspect.collection_neighbours`` is None and the ranking is the two witnesses
-above.
+axes of the *collection* (``leading_axes`` of a sample of its vectors): the session's one sample, drawn once where its
+index can sample (``LocalIndex``; ``QualityChecks.collection_axes`` in trainer/session_quality.py, whose axes the
+fit's prior uses too) and passed in. Pinecone cannot sample (one query a round), so there
+``Suspect.collection_neighbours`` is None and the ranking is the two witnesses above.
 
 ``suspect_labels`` ranks by the held-out probability of the other class plus ``NEIGHBOUR_WEIGHT`` times each
 neighbour witness's share (``Suspect.doubt``, rescaled to [0, 1]) and returns the most doubted labels, for the app to
@@ -42,7 +42,6 @@ from .classifier import LinearProbe
 from .logistic import sigmoid
 
 __all__ = [
-    "COLLECTION_SAMPLE",
     "FOLDS",
     "NEIGHBOURS",
     "NEIGHBOUR_WEIGHT",
@@ -69,13 +68,14 @@ NEIGHBOUR_WEIGHT = 0.5
 # filled 57-59% of the 10 most suspect (20 seeds), along 8 axes 63-65%, and no kind or bundle family lost more than a
 # label; 3-12 axes did about as well, and weighting the neighbours more lost on the bundle.
 PRINCIPAL_AXES = 8
-# The collection vectors the third witness's axes (as many as PRINCIPAL_AXES) come from. Chosen side by side on the
-# careless labeller's sessions (seeds 0-19 per kind, then checked on seeds 20-39) and the bundle's 81
-# (benchmarks/RESULTS-learning.md): with the collection's neighbours as a third witness at NEIGHBOUR_WEIGHT, `hard`'s
-# flipped labels filled 63% -> 72-75% of the 10 most suspect and no kind lost; 500 or 2,000 vectors did about as well
-# as 1,000. The collection's axes *instead of* the labels' did as well on `hard` but lost on the bundle. Found by
-# subspace iteration (``leading_axes``): about 10 ms once a session, where an exact SVD of 1,000 x 512 took 200 ms.
-COLLECTION_SAMPLE = 1000
+# The third witness (nearness along the collection's leading axes, as many as PRINCIPAL_AXES) was chosen side by side
+# on the careless labeller's sessions (seeds 0-19 per kind, then checked on seeds 20-39) and the bundle's 81
+# (benchmarks/RESULTS-learning.md): at NEIGHBOUR_WEIGHT, `hard`'s flipped labels filled 63% -> 72-75% of the 10 most
+# suspect and no kind lost. The axes came from 1,000 collection vectors then; from the session's one sample of 4,000
+# (shared with the fit's prior: trainer/session_quality.py), 40 seeds, `hard` 72.5% -> 74.2% and every other kind
+# within a point; on the bundle 414 of 810 suspects flipped either way, each family within 2 labels. The collection's
+# axes *instead of* the labels' did as well on `hard` but lost on the bundle. Found by subspace iteration
+# (``leading_axes``), where an exact SVD of 1,000 x 512 took 200 ms.
 # Subspace iterations and the extra directions iterated with the wanted ones: the synthetic kinds' structured axes
 # come out as an exact SVD's (cosine >= 0.95; the others are noise either way), and the suspects' figures as the
 # exact axes' within a label.
