@@ -57,21 +57,25 @@ def calibrate(held_out: np.ndarray, truth: np.ndarray, *, prior_labels: float = 
     centre = np.array([1.0, 0.0])
     prior = np.full(2, prior_labels / 4)  # a label at p = 0.5 carries Fisher information 1/4
 
-    def loss(theta: np.ndarray) -> float:
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """The objective at ``theta``, and the curve's logits there (the next step's, once ``theta`` is taken)."""
         u = features @ theta
-        return float((np.logaddexp(0, u) - t * u).sum() + 0.5 * prior @ (theta - centre) ** 2)
+        return float((np.logaddexp(0, u) - t * u).sum() + 0.5 * prior @ (theta - centre) ** 2), u
 
-    theta, value = centre.copy(), loss(centre)
+    theta = centre.copy()
+    value, u = loss(theta)
     for _ in range(100):  # damped Newton: convex, two parameters, converges in a handful of steps
-        p = sigmoid(features @ theta)
+        # Each point is evaluated once: the step taken is the last one tried (a third of the time, 0.2 ms a round).
+        p = sigmoid(u)
         gradient = features.T @ (p - t) + prior * (theta - centre)
         hessian = (features * (p * (1 - p))[:, None]).T @ features + np.diag(prior)
         step = np.linalg.solve(hessian, gradient)
         size = 1.0
-        while loss(theta - size * step) > value and size > 1e-6:
+        value_there, u_there = loss(theta - size * step)
+        while value_there > value and size > 1e-6:
             size /= 2
-        theta = theta - size * step
-        value = loss(theta)
+            value_there, u_there = loss(theta - size * step)
+        theta, value, u = theta - size * step, value_there, u_there
         if np.abs(size * step).max() < 1e-9:
             break
     if theta[0] < 0:
