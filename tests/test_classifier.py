@@ -252,6 +252,44 @@ def test_leave_one_out_logits_of_a_fit_the_trust_region_limits_come_from_its_opt
     assert np.abs(probe.logits(x) - refits).max() > 1  # what the closed form corrects
 
 
+def test_leave_one_out_logits_of_the_labels_fitted_are_the_fits_own_and_of_others_computed_anew(concept, monkeypatch):
+    """After a fit on 80 labels (past the trust region), the held-out logits of the same labels are the ones the
+    fit's choice computed: no factorisation. Relabel one, or undo to other weights, and they are computed anew: the
+    same as a fresh probe's on those labels."""
+    rng = np.random.default_rng(4)
+    rows = np.r_[
+        rng.choice(np.flatnonzero(concept.truth), 20, replace=False),
+        rng.choice(np.flatnonzero(~concept.truth), 60, replace=False),
+    ]
+    labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
+    x = concept.vectors[rows]
+
+    def fresh(labels: np.ndarray) -> np.ndarray:
+        probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
+        probe.fit(x, labels)
+        return probe.leave_one_out_logits(x, labels)
+
+    probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
+    probe.fit(x, labels)
+    checkpoint = {name: tensor.clone() for name, tensor in probe.state_dict().items()}  # as a session keeps for undo
+    factorisations = []
+    real = map_fit.dpotrf
+    monkeypatch.setattr(map_fit, "dpotrf", lambda *a, **k: factorisations.append(1) or real(*a, **k))
+    same = probe.leave_one_out_logits(x, labels)
+    assert not factorisations
+    np.testing.assert_allclose(same, fresh(labels), rtol=0, atol=1e-6)
+    relabelled = labels.copy()
+    relabelled[3] = -relabelled[3]
+    factorisations.clear()
+    other = probe.leave_one_out_logits(x, relabelled)
+    assert factorisations  # a fit on the side, and its closed form
+    np.testing.assert_allclose(other, fresh(relabelled), rtol=0, atol=1e-3)
+    assert np.abs(other - same).max() > 0.1
+    probe.fit(x, relabelled)  # the next round
+    probe.load_state_dict(checkpoint)  # and its undo: the weights before it, the last fit still the relabelled one
+    np.testing.assert_allclose(probe.leave_one_out_logits(x, labels), same, rtol=0, atol=1e-3)
+
+
 def test_leave_one_out_logits_of_labels_given_since_the_fit_are_those_of_a_fit_on_them(concept):
     rows = balanced_rows(concept, 2)
     labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)

@@ -182,6 +182,40 @@ def test_leave_one_out_takes_a_fit_as_near_its_optimum_as_newton_leaves_one(conc
     assert map_fit.leave_one_out_logits(x, t, c, far, w0, b0) is None
 
 
+@pytest.mark.parametrize("labels", [80, 160])
+def test_an_automatic_fit_keeps_the_held_out_logits_its_choice_scored_for_the_same_rows(concept, labels):
+    """The automatic choice computes every candidate's held-out logits; the chosen one's are kept
+    (``MapFit.held_out``) and handed back for the very rows of the fit (``same_rows``) instead of a second
+    factorisation and solve. They are the ones computed again from the fit up to rounding (the optimum's logits as
+    Newton left them against ``x . optimum + b``, magnified where a label's leverage nearly cancels it: measured at
+    most 5e-8, against the 0.01 a fit's own convergence may move them), and they score its loss."""
+    x, t, c, w0, b0 = problem(concept, labels, seed=6)
+    fit = map_fit.fit_map(x, t, c, w0, b0, None)
+    kept = map_fit.leave_one_out_logits(x, t, c, fit, w0, b0, same_rows=True)
+    assert np.array_equal(kept, fit.held_out)
+    np.testing.assert_allclose(kept, map_fit.leave_one_out_logits(x, t, c, fit, w0, b0), rtol=0, atol=1e-6)
+    assert fit.loo_loss == float(c @ (np.logaddexp(0, kept) - t * kept))
+    assert map_fit.fit_map(x, t, c, w0, b0, 10.0).held_out is None  # a fixed strength scores no candidate
+
+
+def test_held_out_logits_within_the_trust_region_are_computed_whatever_the_fit_kept(concept):
+    """Where the trust region binds, each label's logit is the optimum without it held within the region of the
+    labels left: not the kept closed form (which has no trust region), even for the same rows."""
+    rng = np.random.default_rng(0)
+    rows = np.r_[
+        rng.choice(np.flatnonzero(concept.truth), 3, replace=False),
+        rng.choice(np.flatnonzero(~concept.truth), 17, replace=False),
+    ]
+    x = concept.vectors[rows].astype(np.float64)
+    t = concept.truth[rows].astype(np.float64)
+    c, w0, b0 = np.ones(len(rows)), concept.prompt_vector * 30.0, -20.0
+    fit = map_fit.fit_map(x, t, c, w0, b0, None)
+    assert not np.allclose(fit.weight, fit.optimum)  # the trust region binds
+    within = map_fit.leave_one_out_logits(x, t, c, fit, w0, b0)
+    assert np.array_equal(map_fit.leave_one_out_logits(x, t, c, fit, w0, b0, same_rows=True), within)
+    assert np.abs(within - fit.held_out).max() > 0.1
+
+
 def test_the_trust_region_grows_with_the_labels_and_faster_with_the_positives():
     assert map_fit.max_turn(10, 0) == pytest.approx(0.04) and map_fit.max_turn(10, 5) == pytest.approx(0.04)
     assert map_fit.max_turn(20, 2) == pytest.approx(0.16)

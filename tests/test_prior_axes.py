@@ -93,6 +93,21 @@ def test_the_labels_choose_the_collections_axes_and_rank_better_with_them(hard):
     assert used is None
 
 
+def test_a_stretched_fit_keeps_the_held_out_logits_that_chose_it(hard):
+    """The stretched fit is chosen by its held-out logits; they are kept with it (``MapFit.held_out``), the very
+    numbers its leave-one-out computes again, so a session's estimate after the round takes them as they are."""
+    x, t, c = problem(hard, 150, seed=3)
+    w0 = hard.prompt_vector.astype(np.float64) * 30.0
+    stretch = collection_stretch(hard)
+    stretched = map_fit.GramCache()
+    fit, used = prior_axes.fit(x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache(), stretched_cache=stretched)
+    assert used is stretch
+    with map_fit.one_blas_thread():  # as the fit's products are taken: the same rounding
+        rows, prior = stretch.rows(x), stretch.prior(w0)
+    again = map_fit.leave_one_out_logits(rows, t, c, fit, prior, -20.0, cache=stretched)
+    assert np.array_equal(fit.held_out, again)
+
+
 def test_a_probe_fitted_under_the_stretch_gives_held_out_logits_of_refits(hard):
     """The held-out logits of a stretched fit are each label's logit under the fit without it (the same prior,
     the same strength), as the plain fit's are."""

@@ -125,6 +125,9 @@ class LinearProbe(
         self.last_strength = self.prior_strength or map_fit.candidate_strengths(1)[0]
         self._gram_cache = map_fit.GramCache()  # the labels' Gram matrix, kept between fits (not saved)
         self._last_fit: map_fit.MapFit | None = None  # the last label-space fit, its optimum for leave-one-out
+        # What the last label-space fit was made of, (x, t, c, w0, b0) in float64: leave-one-out logits of exactly
+        # these are the ones the fit computed (``map_fit.leave_one_out_logits``'s ``same_rows``).
+        self._fitted_on: tuple[np.ndarray, ...] = ()
         # The collection's leading axes, along which an automatic fit may let the labels move the weights more freely
         # (trainer/prior_axes.py): set by the session that knows the collection, not saved. ``_last_stretch``: the
         # stretch the last fit was made under (its optimum is in that stretch's variables), if any.
@@ -245,7 +248,7 @@ class LinearProbe(
         report = dict(labels_used=int(used.sum()), positives=int((used & (targets == 1)).sum()))
         report["negatives"] = report["labels_used"] - report["positives"]
         self.reset_to_prior()
-        self._last_fit = None
+        self._last_fit, self._fitted_on = None, ()
         if not used.any():
             return FitReport(loss=0.0, **report)
         c = _balanced_weights(targets[used], weights[used])
@@ -264,6 +267,7 @@ class LinearProbe(
             )
             fitted, stretch = self._fit_map(*problem, (self._gram_cache, self._stretched_cache), max_iter=max_iter)
             self.last_strength, self._last_fit, self._last_stretch = fitted.strength, fitted, stretch
+            self._fitted_on = (*problem[:4], np.float64(problem[4]))
             with map_fit.one_blas_thread():  # a small product: BLAS threads would only wait on each other
                 weight = fitted.weight if stretch is None else stretch.weights(fitted.weight)
             with torch.no_grad():
@@ -320,14 +324,16 @@ class LinearProbe(
         prior = (self.prior_weight.numpy().astype(np.float64), float(self.prior_bias))
         if self._last_fit is not None:
             caches = (self._gram_cache, self._stretched_cache)
-            held_out = _held_out(x, t, c, self._last_fit, self._last_stretch, prior, caches)
+            given = (x, t, c, prior[0], np.float64(prior[1]))
+            same = len(given) == len(self._fitted_on) and all(map(np.array_equal, given, self._fitted_on))
+            held_out = _held_out(x, t, c, self._last_fit, self._last_stretch, prior, caches, same)
             if held_out is not None:
                 return held_out
         # Fitted on other labels (some given since, or an undo back to earlier weights): the fit on these, on the
         # side, its Gram matrices starting from copies of this probe's.
         side = (copy.copy(self._gram_cache), copy.copy(self._stretched_cache))
         fit, stretch = self._fit_map(x, t, c, *prior, side)
-        return _held_out(x, t, c, fit, stretch, prior, side)
+        return _held_out(x, t, c, fit, stretch, prior, side, same_rows=True)
 
     def _fit_map(
         self,
@@ -376,14 +382,16 @@ def _held_out(
     stretch: prior_axes.Stretch | None,
     prior: tuple[np.ndarray, float],
     caches: tuple[map_fit.GramCache, map_fit.GramCache],
+    same_rows: bool = False,
 ) -> np.ndarray | None:
     """``map_fit.leave_one_out_logits`` of ``fit``, in the stretch's variables where it was made under one (the
-    held-out logits are the same numbers: ``x S . v = x . S v``); ``caches``: the plain and the stretched rows'."""
+    held-out logits are the same numbers: ``x S . v = x . S v``); ``caches``: the plain and the stretched rows';
+    ``same_rows``: ``fit`` was made of exactly ``x``, ``t``, ``c`` and ``prior`` (its own held-out logits serve)."""
     if stretch is None:
-        return map_fit.leave_one_out_logits(x, t, c, fit, *prior, cache=caches[0])
+        return map_fit.leave_one_out_logits(x, t, c, fit, *prior, cache=caches[0], same_rows=same_rows)
     with map_fit.one_blas_thread():
         rows, w0 = stretch.rows(x), stretch.prior(prior[0])
-    return map_fit.leave_one_out_logits(rows, t, c, fit, w0, prior[1], cache=caches[1])
+    return map_fit.leave_one_out_logits(rows, t, c, fit, w0, prior[1], cache=caches[1], same_rows=same_rows)
 
 
 def _optional_name(value: object, name: str) -> str | None:

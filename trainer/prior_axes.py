@@ -28,7 +28,7 @@ The prompt's own direction is taken out of them: freed along it too, a careless 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -106,5 +106,5 @@ def fit(
         return plain, None
     loss = float(c @ (np.logaddexp(0, held_out) - t * held_out))
     if loss < float(plain.loo_loss) * (1 - MARGIN):  # type: ignore[arg-type]: an automatic fit has one
-        return freer, stretch
+        return replace(freer, held_out=held_out), stretch  # its held-out logits, for the same rows' leave-one-out
     return plain, None
