@@ -214,9 +214,7 @@ def within_angle(weight: np.ndarray, unit: np.ndarray, limit: float) -> np.ndarr
     return length * (np.cos(limit) * unit + np.sin(limit) * across / off)
 
 
-def _choose(
-    solve, start: np.ndarray, labels: int, c: np.ndarray
-) -> tuple[float, float, np.ndarray, float, np.ndarray]:
+def _choose(solve, start: np.ndarray, labels: int, c: np.ndarray) -> tuple[float, float, np.ndarray, float, np.ndarray]:
     """The strongest candidate whose leave-one-out loss is within ``_MARGIN`` of the lowest: (strength, its
     leave-one-out loss, g, the objective, the held-out logits the loss is of). The first fit starts from ``start``
     (``g / strength`` of the last fit), each next one from the previous optimum carried along its tangent

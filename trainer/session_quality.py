@@ -17,12 +17,12 @@ import numpy as np
 
 from .audit import choose_audit
 from .classifier import LinearProbe
-from .exploration import SamplingIndex
+from .collection_sample import collection_sample
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .quality import Quality, cross_validated_quality, estimate_quality
 from .remaining import Remaining, positives_left
-from .suspects import Axes, Suspect, held_out_logits, leading_axes, suspect_labels
+from .suspects import Axes, Suspect, held_out_logits, suspect_labels
 
 __all__ = ["COLLECTION_SAMPLE", "QualityChecks"]
 
@@ -191,7 +191,8 @@ class QualityChecks:
         Drawn on the first ask (the first ``suspect_labels``, or the first automatic fit with
         ``prior_axes.FROM_LABELS`` labels), from a stream of the session's own seed, and kept for the session's
         life: no batch's random choice moves, undo keeps it, and the same session rebuilt from its saved copy with
-        its seed draws the same. One draw for every user of "a sample of the collection" in a session."""
+        its seed draws the same. One draw for every user of "a sample of the collection" in a session, and one for
+        every session of the same seed on this index (trainer/collection_sample.py)."""
         drawn = self._drawn_collection()
         return None if drawn is None else list(drawn[0])
 
@@ -203,11 +204,12 @@ class QualityChecks:
         return None if drawn is None else drawn[1]
 
     def _drawn_collection(self) -> tuple[list[str], Axes] | None:
-        if not isinstance(self.index, SamplingIndex):
-            return None
         if self._collection is None:
-            ids = self.index.sample(COLLECTION_SAMPLE, np.random.default_rng([self.seed, 0x5A3B1E]))
-            self._collection = (ids, leading_axes(self.index.fetch(ids)))
+            # Every session of this seed draws the same: the draw is made once for all of them.
+            drawn = collection_sample(self.index, COLLECTION_SAMPLE, self.seed)
+            if drawn is None:
+                return None
+            self._collection = (list(drawn[0]), drawn[1])
         return self._collection
 
     def _collection_logits(self) -> tuple[list[str], np.ndarray]:
