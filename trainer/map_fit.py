@@ -395,7 +395,7 @@ def _loo_logits(gram: np.ndarray, t: np.ndarray, c: np.ndarray, z: np.ndarray, f
     root = np.sqrt(w)
     factor = _factor(gram, root) if factor is None else factor  # B = L L^T
     # L^-1 sqrt(W) G; (G sqrt(W))^T is sqrt(W) G in column order, as G is symmetric.
-    half = _checked(dtrtrs(factor, (gram * root[None, :]).T, lower=1), "dtrtrs")
+    half = _checked(dtrtrs(factor, (gram * root[None, :]).T, lower=1, overwrite_b=1), "dtrtrs")  # a temporary
     leverage = np.diag(gram) - np.einsum("ij,ij->j", half, half)  # diag of H = G - G sqrt(W) B^-1 sqrt(W) G
     return z + leverage * c * (s - t) / np.maximum(1 - w * leverage, 1e-12)
 
