@@ -140,6 +140,16 @@ def balanced_rows(concept, seed: int, per_class: int = 10) -> np.ndarray:
     return np.r_[positives, rng.choice(np.flatnonzero(~concept.truth), per_class, replace=False)]
 
 
+def oracle_labels(concept, *, positives: int, negatives: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(vectors, labels): ``positives`` matches and ``negatives`` others drawn at random, labelled +1 / -1."""
+    rng = np.random.default_rng(seed)
+    rows = np.r_[
+        rng.choice(np.flatnonzero(concept.truth), positives, replace=False),
+        rng.choice(np.flatnonzero(~concept.truth), negatives, replace=False),
+    ]
+    return concept.vectors[rows], np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
+
+
 def test_automatic_strength_stays_strong_when_the_prompt_explains_the_labels(concept):
     """Labels drawn from the zero-shot classifier's own probabilities: the prompt is the truth, nothing to unlearn.
     The choice is a noisy estimate, so it is judged over 20 draws (measured: 26 of 30 keep the strongest)."""
@@ -226,13 +236,7 @@ def test_leave_one_out_logits_of_a_fit_the_trust_region_limits_come_from_its_opt
     """Three positives of ten: the automatic fit's weights are held near the prompt (``map_fit.max_turn``), so they
     are no optimum. The held-out logits still match refits without each label (at the same strength, then held
     within the trust region of the labels left, as the weights that rank are), and asking fits nothing."""
-    rng = np.random.default_rng(0)
-    rows = np.r_[
-        rng.choice(np.flatnonzero(concept.truth), 3, replace=False),
-        rng.choice(np.flatnonzero(~concept.truth), 7, replace=False),
-    ]
-    labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
-    x = concept.vectors[rows]
+    x, labels = oracle_labels(concept, positives=3, negatives=7, seed=0)
     unit = concept.prompt_vector / np.linalg.norm(concept.prompt_vector)
     probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
     probe.fit(x, labels)
@@ -256,13 +260,7 @@ def test_leave_one_out_logits_of_the_labels_fitted_are_the_fits_own_and_of_other
     """After a fit on 80 labels (past the trust region), the held-out logits of the same labels are the ones the
     fit's choice computed: no factorisation. Relabel one, or undo to other weights, and they are computed anew: the
     same as a fresh probe's on those labels."""
-    rng = np.random.default_rng(4)
-    rows = np.r_[
-        rng.choice(np.flatnonzero(concept.truth), 20, replace=False),
-        rng.choice(np.flatnonzero(~concept.truth), 60, replace=False),
-    ]
-    labels = np.where(concept.truth[rows], 1.0, -1.0).astype(np.float32)
-    x = concept.vectors[rows]
+    x, labels = oracle_labels(concept, positives=20, negatives=60, seed=4)
 
     def fresh(labels: np.ndarray) -> np.ndarray:
         probe = LinearProbe.from_prompt(concept.prompt_vector, scale=30.0, bias=-20.0, prior_strength=None)
