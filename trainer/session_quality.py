@@ -56,7 +56,7 @@ class QualityChecks:
     batch_size: int
     _left_memo: dict[tuple, Remaining]  # recent states' positives_left answers (see there)
     # The session's one sample of the collection (ids) and its leading axes, once drawn (``collection_sample``).
-    _collection: tuple[list[str], Axes] | None
+    _collection: tuple[tuple[str, ...], Axes] | None
 
     def _init_quality_checks(self) -> None:
         """The state only the quality checks keep; ``Session.__init__`` calls this."""
@@ -203,13 +203,11 @@ class QualityChecks:
         drawn = self._drawn_collection()
         return None if drawn is None else drawn[1]
 
-    def _drawn_collection(self) -> tuple[list[str], Axes] | None:
+    def _drawn_collection(self) -> tuple[tuple[str, ...], Axes] | None:
         if self._collection is None:
-            # Every session of this seed draws the same: the draw is made once for all of them.
-            drawn = collection_sample(self.index, COLLECTION_SAMPLE, self.seed)
-            if drawn is None:
-                return None
-            self._collection = (list(drawn[0]), drawn[1])
+            # Every session of this seed draws the same: the draw is made once for all of them, and kept here as
+            # shared (read-only ids and arrays), so that a grown index does not change this session's sample.
+            self._collection = collection_sample(self.index, COLLECTION_SAMPLE, self.seed)
         return self._collection
 
     def _collection_logits(self) -> tuple[list[str], np.ndarray]:
