@@ -3,10 +3,14 @@ each session's own draw, made once, and made anew for another seed, size or a gr
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
+from tests.helpers.fake_pinecone import FakePinecone, connect
 from trainer import collection_sample as shared
+from trainer.index import IndexUnavailable
 from trainer.index.local import LocalIndex
 from trainer.session import Session
 from trainer.suspects import leading_axes
@@ -35,7 +39,80 @@ def test_the_draw_is_a_sessions_own_made_once_for_every_session_of_the_seed(conc
     assert shared.collection_sample(index, 300, seed=7)[0] != ids and len(computed) == 3  # another size
     index.add(["extra"], concept.vectors[:1])
     assert shared.collection_sample(index, 400, seed=7)[1] is not axes and len(computed) == 4  # a grown index
-    assert shared.collection_sample(object(), 400, seed=7) is None  # an index that cannot sample: no draw
+    assert shared.collection_sample(object(), 400, seed=7) is None  # an index that can neither sample nor list
+
+
+def pinecone_with(concept, client: FakePinecone | None = None):
+    index = connect(client or FakePinecone(), concept.vectors.shape[1])
+    index.upsert_all(concept.ids, concept.vectors)  # as the app builds it: the index knows the ids it wrote
+    return index
+
+
+def test_an_index_that_lists_its_ids_draws_uniformly_among_them_from_the_seeds_stream(concept):
+    """Pinecone cannot sample, but it can list its ids: the draw is a uniform choice among them (sorted, so that
+    which ids, not the order a backend learnt them, decides), from the same stream as a local draw."""
+    client = FakePinecone()
+    index = pinecone_with(concept, client)
+    ids, axes = shared.collection_sample(index, 400, seed=7)
+    ordered = sorted(concept.ids)
+    rows = np.random.default_rng([7, shared.STREAM]).choice(len(ordered), size=400, replace=False)
+    assert list(ids) == [ordered[r] for r in rows]
+    expected = leading_axes(concept.vectors[[concept.ids.index(i) for i in ids]])
+    np.testing.assert_allclose(axes.basis, expected.basis, atol=1e-5)
+    store = client.store("ct-test")
+    store.requests.clear()
+    assert shared.collection_sample(index, 400, seed=7)[1] is axes  # made once: the second ask costs the count only
+    assert [r.op for r in store.requests] == ["describe_index_stats"]
+    listed = connect(client, index.dim)  # a process that did not write the namespace lists it: the same draw
+    assert shared.collection_sample(listed, 400, seed=7)[0] == ids and store.requests_of("list")
+    assert len(shared.collection_sample(index, 4000, seed=7)[0]) == len(concept.ids)  # all, where it holds fewer
+
+
+def test_a_pinecone_sessions_rounds_stay_one_query_and_the_draw_is_made_once_for_every_session(concept):
+    """ARCHITECTURE.md: on Pinecone, one query call a round. The draw is a one-off, at the first need (here the
+    round that reaches 100 labels), for every session of the seed: a few fetch calls and no list call where the
+    process wrote the namespace; every other round reads the same as before (a query, the labels' fetch, a count)."""
+    client = FakePinecone()
+    index = pinecone_with(concept, client)
+    store = client.store("ct-test")
+
+    def rounds(session: Session, n: int) -> list[Counter]:
+        calls = []
+        for _ in range(n):
+            store.requests.clear()
+            session.label(concept.oracle([h.id for h in session.batch()]))
+            session.train_and_requery()
+            calls.append(Counter(r.op for r in store.requests))
+        return calls
+
+    first = Session(index, concept.prompt_vector, batch_size=20, seed=3)
+    calls = rounds(first, 6)
+    assert len(first.labels) >= 100 and first.collection_sample() is not None
+    assert all(c["query"] == 1 for c in calls) and not any(c["upsert"] or c["list"] for c in calls)
+    drawn = [c for c in calls if c["fetch"] > 1]
+    assert len(drawn) == 1 and calls.index(drawn[0]) == 4  # round 5: 100 labels, the first fit that takes the axes
+    assert all(c == Counter(query=1, fetch=1, describe_index_stats=1) for c in calls if c is not drawn[0])
+    second = Session(index, concept.prompt_vector, batch_size=20, seed=3)
+    assert all(c["query"] == 1 and c["fetch"] == 1 for c in rounds(second, 6))  # the first session's draw serves
+    assert second.collection_sample() == first.collection_sample()
+    assert second.suspect_labels(5)[0].collection_neighbours is not None
+
+
+def test_a_draw_pinecone_refuses_is_noted_and_the_session_goes_on_without_it(concept):
+    client = FakePinecone()
+    index = pinecone_with(concept, client)
+    session = Session(index, concept.prompt_vector, batch_size=20, seed=5)
+    client.store("ct-test").fail("fetch", 403, after=1, message="key lacks read access")  # the labels' fetch passes
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    suspects = session.suspect_labels(5)  # the first need: the draw fails, the suspects rank without its witness
+    assert suspects and all(s.collection_neighbours is None for s in suspects)
+    assert session.collection_sample() is None and session.collection_axes() is None
+    assert session.collection_note.startswith("No sample of the collection: Pinecone refused to fetch")
+    assert "key lacks read access" in session.collection_note and session.collection_note.endswith("without it.")
+    with pytest.raises(IndexUnavailable):  # not kept: a later session (or the shared draw) tries again
+        client.store("ct-test").fail("fetch", 403)
+        shared.collection_sample(index, 4000, seed=5)
+    assert Session(index, concept.prompt_vector, seed=5).collection_sample() is not None
 
 
 def test_sessions_sharing_the_draw_fit_as_sessions_drawing_their_own(concept):

@@ -114,3 +114,18 @@ def test_faults_are_raised_as_the_sdk_raises_them(index):
     with pytest.raises(ServiceError) as err:
         index.query(vector=[1.0] * DIM, top_k=1, namespace="n")
     assert err.value.status_code == 503
+
+
+def test_list_pages_ids_in_sorted_order_100_at_most_as_the_sdk_and_pinecone_do(index):
+    index.upsert(vectors=[record(i) for i in (5, 30, 12, 250, 7)], namespace="n")
+    first = index.list_paginated(namespace="n", limit=2)
+    assert [v.id for v in first.vectors] == ["r12", "r250"]  # sorted as bytes: "r12" < "r250" < "r30" < "r5"
+    second = index.list_paginated(namespace="n", limit=2, pagination_token=first.pagination.next)
+    last = index.list_paginated(namespace="n", limit=2, pagination_token=second.pagination.next)
+    assert [v.id for v in second.vectors] + [v.id for v in last.vectors] == ["r30", "r5", "r7"]
+    assert last.pagination is None  # the last page carries no token
+    assert [v.id for v in index.list_paginated(namespace="n", prefix="r2").vectors] == ["r250"]
+    assert index.list_paginated(namespace="empty").vectors == []
+    for limit in (0, 101):
+        with pytest.raises(PineconeValueError):  # the SDK refuses before sending
+            index.list_paginated(namespace="n", limit=limit)

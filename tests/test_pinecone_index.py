@@ -381,3 +381,62 @@ def test_namespace_names_are_safe_stable_and_distinct():
         assert n.isascii() and len(n) <= 512 and set(n) <= set("abcdefghijklmnopqrstuvwxyz0123456789-.")
     with pytest.raises(ValueError, match="non-empty"):
         namespace_for("model", "", "train")
+
+
+# ----------------------------------------------------------------------------------------------- listing ids
+def test_list_ids_answers_from_the_ids_written_without_a_list_call():
+    client, index, ids, _ = filled(250)
+    store = client.store("ct-test")
+    store.requests.clear()
+    assert index.list_ids() == ids
+    assert [r.op for r in store.requests] == ["describe_index_stats"]  # the count only: no list call
+    seeded = connect(client)  # another process seeding the same namespace: every id found present, none written
+    assert seeded.upsert_all(ids, unit_rows(250)) == 0
+    store.requests.clear()
+    assert seeded.list_ids() == ids and not store.requests_of("list")
+
+
+def test_list_ids_lists_a_namespace_this_object_did_not_write_in_pages_of_100():
+    client, _, ids, _ = filled(250)
+    opened = connect(client)  # a script opening a namespace another process filled
+    store = client.store("ct-test")
+    store.requests.clear()
+    assert sorted(opened.list_ids()) == sorted(ids)
+    pages = store.requests_of("list")
+    assert len(pages) == 3 and all(r.detail["limit"] == 100 for r in pages)
+    store.requests.clear()
+    assert sorted(opened.list_ids()) == sorted(ids) and not store.requests_of("list")  # listed once
+
+
+def test_list_ids_refuses_a_namespace_too_large_to_list_before_any_list_call(monkeypatch):
+    from trainer.index import pinecone_ids
+
+    monkeypatch.setattr(pinecone_ids, "MAX_LIST_CALLS", 2)
+    client, _, _, _ = filled(250)
+    opened = connect(client)
+    with pytest.raises(IndexUnavailable, match=r"holds 250 records: listing its ids .* takes 3 calls, over the 2"):
+        opened.list_ids()
+    assert not client.store("ct-test").requests_of("list")
+
+
+def test_list_ids_stops_at_its_bound_when_the_namespace_is_larger_than_its_count_said(monkeypatch):
+    from trainer.index import pinecone_ids
+
+    monkeypatch.setattr(pinecone_ids, "MAX_LIST_CALLS", 2)
+    client, _, _, _ = filled(250)
+    opened = connect(client)
+    monkeypatch.setattr(PineconeIndex, "__len__", lambda self: 150)  # Pinecone's count lags writes
+    with pytest.raises(IndexUnavailable, match=r"holds more than 200 records"):
+        opened.list_ids()
+    assert len(client.store("ct-test").requests_of("list")) == 2
+
+
+def test_a_failed_listing_is_retried_then_explained():
+    client, _, _, _ = filled(50)
+    opened = connect(client)
+    store = client.store("ct-test")
+    store.fail("list", 500)
+    assert len(opened.list_ids()) == 50  # a server error is retried
+    store.fail("list", 400, message="list is not supported for pod-based indexes")
+    with pytest.raises(IndexUnavailable, match="pod-based"):
+        connect(client).list_ids()

@@ -203,19 +203,28 @@ def careless_session(index, concept, seed: int = 0) -> Session:
     return session
 
 
-def test_a_session_asks_the_collections_axes_where_its_index_can_sample_and_the_labels_alone_where_not(concept):
+def test_a_session_asks_the_collections_axes_where_its_index_gives_a_sample_and_the_labels_alone_where_not(concept):
     local = careless_session(LocalIndex.from_vectors(concept.ids, concept.vectors), concept)
     suspects = local.suspect_labels(10)
     assert len(suspects) == 10 and all(s.collection_neighbours is not None for s in suspects)
-    # Pinecone cannot sample (one query a round): the same labels are judged by the two other witnesses alone,
-    # exactly as suspect_labels ranks them without the collection's axes.
-    remote_index = connect(FakePinecone(), concept.vectors.shape[1])
-    remote_index.add(concept.ids, concept.vectors)
-    remote = careless_session(remote_index, concept)
+
+    # Pinecone cannot sample (one query a round) but lists its ids: its session has the third witness too.
+    def remote_index(client: FakePinecone):
+        index = connect(client, concept.vectors.shape[1])
+        index.add(concept.ids, concept.vectors)
+        return index
+
+    drawn = careless_session(remote_index(FakePinecone()), concept).suspect_labels(10)
+    assert all(s.collection_neighbours is not None for s in drawn)
+    # Where its draw fails, the same labels are judged by the two other witnesses alone, exactly as suspect_labels
+    # ranks them without the collection's axes, and the session says why.
+    client = FakePinecone()
+    remote = careless_session(remote_index(client), concept)
+    client.store("ct-test").fail("fetch", 503, times=5)  # every retry of the draw's first fetch
     assert remote.labels == local.labels
     fallback = remote.suspect_labels(10)
     assert all(s.collection_neighbours is None for s in fallback)
-    assert remote.collection_sample() is None and remote.collection_axes() is None
+    assert remote.collection_sample() is None and remote.collection_axes() is None and remote.collection_note
     given = {i: v for i, v in remote.labels.items() if v != 0}
     vectors = np.stack([concept.vectors[concept.ids.index(i)] for i in given])
     labels = np.asarray(list(given.values()), dtype=np.float32)

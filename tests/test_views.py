@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.exploring import exploring_session
+from tests.helpers.fake_pinecone import FakePinecone, connect
 from trainer.exploration import EXPLORE_ITEMS
 from trainer.session import Session
 from trainer.views import (
@@ -85,6 +86,19 @@ def test_summary_names_the_counts_the_stats_line_shows(concept_index, concept):
     assert stats["positives"] + stats["negatives"] == stats["labels"]
     left = session.positives_left()
     assert stats["positives_left"] == round(left.expected, 1) and stats["running_out"] is left.running_out
+    assert stats["collection_note"] is None
+
+
+def test_the_stats_line_says_why_a_pinecone_session_has_no_sample_of_the_collection(concept):
+    client = FakePinecone()
+    index = connect(client, concept.vectors.shape[1])
+    index.add(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, batch_size=6, seed=11)
+    session.label(concept.oracle([h.id for h in session.batch()]))
+    client.store("ct-test").fail("fetch", 429, times=5, message="monthly read units used up")
+    session.suspect_labels(3)  # the first need of the sample: Pinecone keeps refusing the draw
+    note = summary(session)["collection_note"]
+    assert note.startswith("No sample of the collection: Pinecone kept rate-limiting") and "read units" in note
 
 
 def test_the_map_marks_labelled_and_current_items_and_predicts_the_sample(bundle_workspace):

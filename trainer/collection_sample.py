@@ -8,6 +8,14 @@ again, 5 ms on the bundle (4,000 of its 2,500 items asked for, 64 dimensions) an
 round past 100 labels of every visitor. Here they are computed for the first session that asks and kept for the
 index's life, keyed by the seed, the sample size and the index's length (a local index only grows, and a grown one
 draws anew). The answer is the very one a session's own draw gives; the arrays are read-only, as they are shared.
+
+Where the index cannot sample but can list its ids (``ListingIndex``: Pinecone, whose rounds are one query each),
+the draw is a uniform choice among those ids (sorted) from the same stream, and their vectors one ``fetch``: on
+Pinecone no call for the ids where the process wrote the namespace (the app), else at most 100 list calls; the fetch,
+1,000 ids a request at most, is 10-14 requests for 4,000 ids of 9-20 characters (the URL budget,
+trainer/index/pinecone.py). Once per index, seed and count for every session, like the local draw; a failure raises
+``IndexUnavailable`` (or ``KeyError`` for an id gone from the index) for the session to note, and is not kept: the
+next session tries again.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import weakref
 import numpy as np
 
 from .exploration import SamplingIndex
-from .index import VectorIndex
+from .index import ListingIndex, VectorIndex
 from .suspects import Axes, leading_axes
 
 __all__ = ["STREAM", "collection_sample"]
@@ -32,18 +40,23 @@ _lock = threading.Lock()
 
 def collection_sample(index: VectorIndex, size: int, seed: int) -> tuple[tuple[str, ...], Axes] | None:
     """``size`` ids drawn from ``index`` (fewer when it holds fewer) with ``np.random.default_rng([seed, STREAM])``,
-    and the leading axes of their vectors; None where the index cannot sample (Pinecone: one query a round).
+    and the leading axes of their vectors; None where the index can neither sample nor list its ids.
 
     Computed on the first ask for this index, seed, size and length, and shared after: two sessions asking at once
     may both compute it (the same answer); the first one kept serves from then on."""
-    if not isinstance(index, SamplingIndex):
+    if not isinstance(index, (SamplingIndex, ListingIndex)):
         return None
     key = (seed, size, len(index))
     with _lock:
         found = _draws.get(index, {}).get(key)
     if found is not None:
         return found
-    ids = tuple(index.sample(size, np.random.default_rng([seed, STREAM])))
+    rng = np.random.default_rng([seed, STREAM])
+    if isinstance(index, SamplingIndex):
+        ids = tuple(index.sample(size, rng))
+    else:
+        every = sorted(index.list_ids())  # the draw depends on which ids, not on the order a backend learnt them
+        ids = tuple(every[row] for row in rng.choice(len(every), size=min(size, len(every)), replace=False).tolist())
     axes = leading_axes(index.fetch(list(ids)))
     for array in axes:
         array.flags.writeable = False

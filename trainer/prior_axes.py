@@ -20,8 +20,8 @@ choice is too noisy: offered from 50 labels, it took the stretched prior on a fe
 to 0.49 AP below zero-shot.
 
 The axes are the session's collection axes (``QualityChecks.collection_axes``: ``suspects.leading_axes`` of the one
-sample of the collection a session draws, which the suspect labels' third witness uses too); an index that cannot
-sample (Pinecone) has none, and its fits are the plain ones, as before.
+sample of the collection a session draws, which the suspect labels' third witness uses too); a session without that
+sample (an index that can neither sample nor list its ids, or a draw Pinecone refused) fits the plain ones.
 The prompt's own direction is taken out of them: freed along it too, a careless labeller's 100 labels on the digits
 (whose prompt lies mostly along the leading axes) turned one classifier upside down (AP 0.92 -> 0.07).
 """

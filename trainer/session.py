@@ -435,7 +435,7 @@ class Session(QualityChecks, SavedCopies):
         vectors = np.stack([self._vector(i) for i in ids])
         automatic = self.classifier.recipe == "balanced" and self.classifier.prior_strength is None
         if automatic and len(ids) >= FROM_LABELS and self.classifier.stretch is None:
-            axes = self.collection_axes()  # trainer/session_quality.py: None where the index cannot sample
+            axes = self.collection_axes()  # trainer/session_quality.py: None where the session has no sample
             self.classifier.stretch = None if axes is None else Stretch.along(axes.basis, self.prompt_vector)
         return self.classifier.fit(vectors, np.asarray([source[i] for i in ids], dtype=np.float32))
 

@@ -12,13 +12,14 @@ and from every batch.
 from __future__ import annotations
 
 import copy
+import logging
 
 import numpy as np
 
 from .audit import choose_audit
 from .classifier import LinearProbe
 from .collection_sample import collection_sample
-from .index import Hit, VectorIndex
+from .index import Hit, IndexUnavailable, VectorIndex
 from .logistic import sigmoid
 from .quality import Quality, cross_validated_quality, estimate_quality
 from .remaining import Remaining, positives_left
@@ -26,7 +27,7 @@ from .suspects import Axes, Suspect, held_out_logits, suspect_labels
 
 __all__ = ["COLLECTION_SAMPLE", "QualityChecks"]
 
-# The collection vectors a session draws, once, where its index can sample (``QualityChecks.collection_sample``): one
+# The collection vectors a session draws, once, where its index can sample or list its ids (``collection_sample``): one
 # sample and its leading axes (``suspects.leading_axes``) for both their users (benchmarks/RESULTS-learning.md,
 # 2026-12-03 02:00 UTC). The fit's prior freer along the collection's axes (trainer/prior_axes.py) needs this many:
 # where each item carries much noise a small sample's axes are partly noise (on `hard`, 15 seeds, labels to AP 0.9
@@ -36,6 +37,8 @@ __all__ = ["COLLECTION_SAMPLE", "QualityChecks"]
 # about 40 ms once a session at 512 dimensions (10k-100k vectors; 1,000 cost 8-11 ms): a session that asks for
 # suspects before 100 labels pays it on that ask instead of on the round that reaches 100 labels.
 COLLECTION_SAMPLE = 4000
+
+log = logging.getLogger(__name__)
 
 # An index without ``scores_all`` is scored whole through one query; a query returns at most this many hits.
 MAX_QUERY = 10_000
@@ -55,13 +58,16 @@ class QualityChecks:
     _candidates: np.ndarray  # the logits of the unseen candidates the last search returned
     batch_size: int
     _left_memo: dict[tuple, Remaining]  # recent states' positives_left answers (see there)
-    # The session's one sample of the collection (ids) and its leading axes, once drawn (``collection_sample``).
+    # The session's one sample of the collection (ids) and its leading axes, once drawn (``collection_sample``), or
+    # why it could not be drawn (``collection_note``): one try a session, so a failed draw costs no later round.
     _collection: tuple[tuple[str, ...], Axes] | None
+    _collection_note: str | None
 
     def _init_quality_checks(self) -> None:
         """The state only the quality checks keep; ``Session.__init__`` calls this."""
         self._left_memo = {}
         self._collection = None
+        self._collection_note = None
 
     @property
     def audit_labels(self) -> dict[str, float]:
@@ -139,8 +145,9 @@ class QualityChecks:
         other class and neighbours the share of its nearest labelled images labelled the other way, nearness measured
         along the labels' leading axes and (collection_neighbours) along the collection's; ranked by
         ``Suspect.doubt``, the witnesses together (see trainer/suspects.py). The collection's axes need an index that
-        can sample (``LocalIndex``); on one that cannot (Pinecone) collection_neighbours is None and the other two
-        rank alone. For "check these": relabel one with :meth:`label` (after :meth:`add_to_batch`)."""
+        can sample or list its ids (``LocalIndex``, ``PineconeIndex``); where the draw fails (``collection_note``
+        says why) collection_neighbours is None and the other two rank alone. For "check these": relabel one with
+        :meth:`label` (after :meth:`add_to_batch`)."""
         given = {i: v for i, v in self._labels.items() if v != 0}
         vectors = self._vectors_of(list(given))
         labels = np.asarray(list(given.values()), dtype=np.float32)
@@ -186,7 +193,8 @@ class QualityChecks:
 
     def collection_sample(self) -> list[str] | None:
         """The ids of the session's one sample of the collection (``COLLECTION_SAMPLE`` of them, fewer in a smaller
-        index), or None where the index cannot sample (Pinecone: one query a round). Its vectors: ``index.fetch``.
+        index), or None where the index can neither sample nor list its ids, or the draw failed
+        (:attr:`collection_note`). Its vectors: ``index.fetch``.
 
         Drawn on the first ask (the first ``suspect_labels``, or the first automatic fit with
         ``prior_axes.FROM_LABELS`` labels), from a stream of the session's own seed, and kept for the session's
@@ -198,16 +206,31 @@ class QualityChecks:
 
     def collection_axes(self) -> Axes | None:
         """The leading axes of :meth:`collection_sample` (``suspects.leading_axes``: ``PRINCIPAL_AXES`` of them about
-        the sample's mean), or None where the index cannot sample. Computed once with the draw; the suspects' third
+        the sample's mean), or None where there is no sample. Computed once with the draw; the suspects' third
         witness measures nearness along them, and the fit's prior is freer along them (trainer/prior_axes.py)."""
         drawn = self._drawn_collection()
         return None if drawn is None else drawn[1]
 
+    @property
+    def collection_note(self) -> str | None:
+        """Why the session has no sample of the collection though its index could give one (Pinecone refused, or its
+        namespace is too large to list): a line for the person, as the stats line words it. None while the draw
+        has not been tried, and once it succeeded."""
+        return self._collection_note
+
     def _drawn_collection(self) -> tuple[tuple[str, ...], Axes] | None:
-        if self._collection is None:
+        if self._collection is None and self._collection_note is None:
             # Every session of this seed draws the same: the draw is made once for all of them, and kept here as
             # shared (read-only ids and arrays), so that a grown index does not change this session's sample.
-            self._collection = collection_sample(self.index, COLLECTION_SAMPLE, self.seed)
+            try:
+                self._collection = collection_sample(self.index, COLLECTION_SAMPLE, self.seed)
+            except (IndexUnavailable, KeyError) as err:
+                # Not fatal: the suspects rank by their other witnesses and every fit keeps the plain prior.
+                reason = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+                self._collection_note = (
+                    f"No sample of the collection: {reason.rstrip('.')}. Suspect labels and fits go on without it."
+                )
+                log.warning("collection sample not drawn: %s", reason)
         return self._collection
 
     def _collection_logits(self) -> tuple[list[str], np.ndarray]:

@@ -17,9 +17,10 @@ dimensions most of a distance is variation no label is about, and a label's near
 A few dozen labels are a poor guide to what the images differ in, though: where each image carries much noise
 (``hard``), the labels' own leading axes are partly noise. A third witness asks the same question along the leading
 axes of the *collection* (``leading_axes`` of a sample of its vectors): the session's one sample, drawn once where its
-index can sample (``LocalIndex``; ``QualityChecks.collection_axes`` in trainer/session_quality.py, whose axes the
-fit's prior uses too) and passed in. Pinecone cannot sample (one query a round), so there
-``Suspect.collection_neighbours`` is None and the ranking is the two witnesses above.
+index can sample or list its ids (``LocalIndex``, ``PineconeIndex``; ``QualityChecks.collection_axes`` in
+trainer/session_quality.py, whose axes the fit's prior uses too) and passed in. Where there is none (an index that can
+do neither, or a draw Pinecone refused) ``Suspect.collection_neighbours`` is None and the ranking is the two
+witnesses above.
 
 ``suspect_labels`` ranks by the held-out probability of the other class plus ``NEIGHBOUR_WEIGHT`` times each
 neighbour witness's share (``Suspect.doubt``, rescaled to [0, 1]) and returns the most doubted labels, for the app to
@@ -96,7 +97,7 @@ class Suspect(NamedTuple):
     label: float  # the score the person gave, in [-1, 1]
     disagreement: float  # the held-out classifier's probability of the other class, in [0, 1]
     neighbours: float = 0.0  # the share of its nearest labelled neighbours that carry the other class, in [0, 1]
-    # The same share with nearness along the collection's leading axes; None where the index cannot sample.
+    # The same share with nearness along the collection's leading axes; None where the session has no such sample.
     collection_neighbours: float | None = None
 
     @property

@@ -176,6 +176,7 @@ function drawStats() {
     stats.append(el('span', { class: 'ct-changes', text: ` · now: ${s.changes.join('; ')}` }));
   }
   if (s.explore_note) stats.append(el('span', { class: 'ct-explore-note', text: ` · ${s.explore_note}` }));
+  if (s.collection_note) stats.append(el('span', { class: 'ct-collection-note', text: ` · ${s.collection_note}` }));
   if (s.exhausted) {
     stats.append(el('span', { class: 'ct-done', text: ' · You have seen the whole collection: classify it or export the classifier.' }));
   } else if (s.running_out_note) {  // worded by the server (trainer/views.py running_out_note)

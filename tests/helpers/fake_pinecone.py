@@ -10,6 +10,9 @@ It answers with the SDK's own response models and raises the SDK's own exception
 - query: ``top_k`` outside 1..10,000 -> ``PineconeValueError`` (the SDK checks it before sending); a vector of the
   wrong dimension, an unknown filter operator, ``$in``/``$nin`` over 10,000 values -> 400;
 - fetch: no ids -> ``PineconeValueError``; more than 1,000 -> 400;
+- list_paginated: ``limit`` outside 1..100 or a bad prefix -> ``PineconeValueError`` (the SDK checks before sending);
+  ids in sorted order (bitwise "C" collation), a page of ``limit`` (default 100) with an opaque ``pagination.next``
+  while more remain, none on the last page; a namespace nothing was written to lists nothing;
 - delete_namespace: a namespace nothing was ever written to -> 404 ``NotFoundError``.
 
 Scores are float32 dot products, best first; namespaces are isolated; upserts overwrite. Every request is logged in
@@ -48,7 +51,10 @@ from pinecone.models.indexes.schema import DenseVectorField, IndexSchema
 from pinecone.models.vectors.responses import (
     DescribeIndexStatsResponse,
     FetchResponse,
+    ListItem,
+    ListResponse,
     NamespaceSummary,
+    Pagination,
     QueryResponse,
     UpsertResponse,
 )
@@ -63,6 +69,7 @@ MAX_UPSERT_BYTES = 2_000_000
 MAX_METADATA_BYTES = 40_000
 MAX_TOP_K = 10_000
 MAX_FETCH_IDS = 1_000
+MAX_LIST_LIMIT = 100  # ids a list page holds at most, and by default (the SDK's LIST_LIMIT_MAX)
 MAX_FILTER_VALUES = 10_000
 
 # What ``connect`` opens by default: an index the double creates on first use, and a namespace as the app names one.
@@ -263,6 +270,42 @@ class FakeIndex:
             i: Vector(id=i, values=records[i][0].tolist(), metadata=dict(records[i][1])) for i in ids if i in records
         }
         return FetchResponse(vectors=found, namespace=namespace)
+
+    def list_paginated(
+        self,
+        *,
+        prefix: str | None = None,
+        limit: int | None = None,
+        pagination_token: str | None = None,
+        namespace: str = "",
+        timeout: float | None = None,
+    ) -> ListResponse:
+        store = self._store
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT
+        ):
+            raise PineconeValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}, got {limit}")
+        if prefix is not None and (not isinstance(prefix, str) or not prefix.isascii() or "\x00" in prefix):
+            raise PineconeValueError(f"prefix must be an ASCII string without NUL, got {prefix!r}")
+        detail = {"limit": limit, "prefix": prefix, "token": pagination_token}
+        store.requests.append(Request("list", namespace, detail))
+        store.faults.check("list")
+        # The token is opaque to callers; here it is the last id of the page before, behind a marker.
+        after = pagination_token.removeprefix("fake-next:") if pagination_token else None
+        if pagination_token is not None and not pagination_token.startswith("fake-next:"):
+            raise api_error(400, "Invalid pagination token")
+        ids = sorted(
+            i
+            for i in store.namespaces.get(namespace, {})
+            if i.startswith(prefix or "") and (after is None or i > after)
+        )
+        page = ids[: limit or MAX_LIST_LIMIT]
+        more = len(ids) > len(page)
+        return ListResponse(
+            vectors=[ListItem(id=i) for i in page],
+            pagination=Pagination(next=f"fake-next:{page[-1]}") if more else None,
+            namespace=namespace,
+        )
 
     def delete_namespace(self, *, name: str, **_: Any) -> None:
         store = self._store

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from trainer.index import Hit, VectorIndex
+from trainer.index import Hit, ListingIndex, VectorIndex
 
 DIM = 8
 
@@ -98,6 +98,15 @@ class IndexContract:
         index, _, _ = filled
         with pytest.raises(KeyError, match="nope"):
             index.fetch(["nope"])
+
+    def test_list_ids_names_every_id_once_also_after_a_reopen(self, filled, tmp_path):
+        # Optional in the protocol (trainer.index.ListingIndex), and every backend here has it: a uniform sample of
+        # the collection is drawn from it where the index cannot sample itself (trainer/collection_sample.py).
+        index, ids, _ = filled
+        assert isinstance(index, ListingIndex)
+        assert sorted(index.list_ids()) == sorted(ids)
+        assert sorted(self.reopen(index, tmp_path).list_ids()) == sorted(ids)
+        assert self.make_index(DIM).list_ids() == []
 
     def test_add_appends(self, filled):
         index, _, _ = filled

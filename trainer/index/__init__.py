@@ -2,6 +2,10 @@
 
 An index holds only what every user shares: ids, vectors and small metadata. Per-user state ("seen", labels) lives
 in the Session, so two people working on one index never see each other's work.
+
+Beyond the protocol, a backend may list its ids (``ListingIndex``): what a uniform sample of the collection is drawn
+from where the index cannot sample itself (trainer/collection_sample.py). ``LocalIndex`` answers from memory;
+``PineconeIndex`` from the ids it wrote, else in a bounded number of calls, or an ``IndexUnavailable`` saying why.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ __all__ = [
     "NORM_TOLERANCE",
     "Hit",
     "IndexUnavailable",
+    "ListingIndex",
     "VectorIndex",
     "check_ids",
     "check_norms",
@@ -56,6 +61,13 @@ class VectorIndex(Protocol):
     def query(self, vector: np.ndarray, top_k: int, exclude: Iterable[str] | None = None) -> list[Hit]: ...
 
     def fetch(self, ids: Sequence[str]) -> np.ndarray: ...
+
+
+@runtime_checkable
+class ListingIndex(Protocol):
+    def list_ids(self) -> list[str]:
+        """Every id the index holds, once each (any order); IndexUnavailable where a remote index cannot say."""
+        ...
 
 
 def check_ids(ids: Sequence[str], existing: Container[str] | None = None) -> list[str]:

@@ -112,6 +112,10 @@ class LocalIndex:
     def ids(self) -> list[str]:
         return list(self._ids)
 
+    def list_ids(self) -> list[str]:
+        """Every id, in the order added: :attr:`ids`, under the name every backend that can list gives it."""
+        return self.ids
+
     def __len__(self) -> int:
         return len(self._ids)
 

@@ -7,6 +7,9 @@ what lets ``query(..., exclude=seen)`` skip a user's seen images without writing
 
 Cost. A labelling round is one ``query`` call and zero writes. Nothing per user is ever stored in Pinecone (the
 original article kept a shared "seen" flag in the index, so one visitor's labelling hid images from everyone else).
+A uniform sample of the collection (trainer/collection_sample.py) needs its ids: :meth:`PineconeIndex.list_ids`
+answers from the ids this object wrote or found present (``upsert_all``, as the app and the ``index`` command build
+the namespace: no call), else lists the namespace, a bounded number of calls (trainer/index/pinecone_ids.py).
 
 Limits (docs.pinecone.io, "Operation limits"): an upsert carries at most 1,000 records and 2 MB, a record's metadata
 at most 40 KB, a query's ``top_k`` at most 10,000, a fetch at most 1,000 ids. "MB" and "KB" are read as 10**6 and
@@ -36,6 +39,7 @@ import numpy as np
 from ..progress import ProgressFn
 from . import Hit, IndexUnavailable, check_ids, check_norms, check_query, check_vectors
 from .pinecone_calls import Caller, RetryPolicy, make_client
+from .pinecone_ids import list_namespace
 
 if TYPE_CHECKING:
     from trainer.config import Settings
@@ -100,6 +104,9 @@ class PineconeIndex:
         self._namespace = namespace
         self._filter_limit = filter_limit
         self._call = Caller(retry or RetryPolicy(), sleep, rng or random.Random(), secret)
+        # Ids this object wrote or found present, in that order (repeats possible): what list_ids answers from when
+        # they are as many as the namespace holds. A list: 8 bytes an id, the strings being the caller's own.
+        self._known: list[str] = []
 
     # ----------------------------------------------------------------------------------------------- construction
     @classmethod
@@ -257,6 +264,20 @@ class PineconeIndex:
             )
         return np.asarray([found[i] for i in ids], dtype=np.float32).reshape(len(ids), self._dim)
 
+    def list_ids(self) -> list[str]:
+        """Every id in the namespace, once each: the ids this object wrote or found present (``add``,
+        ``upsert_all``) when they are as many as the namespace's count (one ``describe_index_stats`` call), else
+        listed from Pinecone in at most ``pinecone_ids.MAX_LIST_CALLS`` calls (serverless indexes only). Past that
+        bound, or when Pinecone refuses, :class:`~trainer.index.IndexUnavailable` says why: never a partial list,
+        since a list comes in id order and its first pages are no sample of the collection."""
+        count = len(self)
+        known = list(dict.fromkeys(self._known))
+        if known and len(known) >= count:  # >=: Pinecone's count lags writes by a few seconds
+            return known
+        listed = list_namespace(self._index, self._call, self._namespace, count)
+        self._known = listed
+        return list(listed)
+
     def __repr__(self) -> str:
         return f"PineconeIndex(namespace={self._namespace!r}, dim={self._dim})"
 
@@ -317,6 +338,7 @@ class PineconeIndex:
                 )
                 written += len(batch)
             skipped += len(present)
+            self._known.extend(chunk_ids)  # every id of the chunk is in the namespace now, written or found there
             if progress is not None:
                 done = start + len(chunk_ids)
                 progress(done, len(ids), f"{written:,} upserted, {skipped:,} already in {self._namespace}")
