@@ -26,7 +26,8 @@ def test_the_draw_is_a_sessions_own_made_once_for_every_session_of_the_seed(conc
     index = LocalIndex.from_vectors(concept.ids, concept.vectors)
     computed = []
     monkeypatch.setattr(shared, "leading_axes", lambda vectors: computed.append(1) or leading_axes(vectors))
-    ids, axes = shared.collection_sample(index, 400, seed=7)
+    ids, axes, local = shared.collection_sample(index, 400, seed=7)
+    assert local is None  # a local index samples itself: no copy of the sample is kept
     own = index.sample(400, np.random.default_rng([7, shared.STREAM]))
     assert list(ids) == own
     expected = leading_axes(index.fetch(own))
@@ -53,7 +54,8 @@ def test_an_index_that_lists_its_ids_draws_uniformly_among_them_from_the_seeds_s
     which ids, not the order a backend learnt them, decides), from the same stream as a local draw."""
     client = FakePinecone()
     index = pinecone_with(concept, client)
-    ids, axes = shared.collection_sample(index, 400, seed=7)
+    ids, axes, local = shared.collection_sample(index, 400, seed=7)
+    assert local.list_ids() == list(ids)  # the sample as an index of its own: what exploration draws from
     ordered = sorted(concept.ids)
     rows = np.random.default_rng([7, shared.STREAM]).choice(len(ordered), size=400, replace=False)
     assert list(ids) == [ordered[r] for r in rows]
@@ -69,31 +71,37 @@ def test_an_index_that_lists_its_ids_draws_uniformly_among_them_from_the_seeds_s
 
 
 def test_a_pinecone_sessions_rounds_stay_one_query_and_the_draw_is_made_once_for_every_session(concept):
-    """ARCHITECTURE.md: on Pinecone, one query call a round. The draw is a one-off, at the first need (here the
-    round that reaches 100 labels), for every session of the seed: a few fetch calls and no list call where the
-    process wrote the namespace; every other round reads the same as before (a query, the labels' fetch, a count)."""
+    """ARCHITECTURE.md: on Pinecone, one query call a round. The draw is a one-off at the first need (the first batch
+    that looks beyond the search, or the first fit with 100 labels), for every session of the seed: a few fetch calls
+    and no list call where the process wrote the namespace. Every other round reads as before (a query, the labels'
+    fetch, a count), those showing items from outside the search included: their vectors come with the sample."""
     client = FakePinecone()
     index = pinecone_with(concept, client)
     store = client.store("ct-test")
 
-    def rounds(session: Session, n: int) -> list[Counter]:
-        calls = []
+    def rounds(session: Session, n: int) -> tuple[list[Counter], list[bool]]:
+        calls, explored = [], []
         for _ in range(n):
             store.requests.clear()
             session.label(concept.oracle([h.id for h in session.batch()]))
             session.train_and_requery()
             calls.append(Counter(r.op for r in store.requests))
-        return calls
+            explored.append(bool(session.explored))
+        return calls, explored
 
     first = Session(index, concept.prompt_vector, batch_size=20, seed=3)
-    calls = rounds(first, 6)
-    assert len(first.labels) >= 100 and first.collection_sample() is not None
+    calls, explored = rounds(first, 6)
+    assert len(first.labels) >= 100 and first.collection_sample() is not None and any(explored)
+    assert explored[-1] and first.explored <= set(first.collection_sample())  # looking beyond: from the sample
     assert all(c["query"] == 1 for c in calls) and not any(c["upsert"] or c["list"] for c in calls)
-    drawn = [c for c in calls if c["fetch"] > 1]
-    assert len(drawn) == 1 and calls.index(drawn[0]) == 4  # round 5: 100 labels, the first fit that takes the axes
-    assert all(c == Counter(query=1, fetch=1, describe_index_stats=1) for c in calls if c is not drawn[0])
+    need = min(explored.index(True), 4)  # round 5 reaches 100 labels: the first fit that takes the axes
+    assert 1 < calls[need]["fetch"] <= 1 + len(concept.ids) // 300 + 1  # the labels' fetch, then the draw's
+    assert all(c == Counter(query=1, fetch=1, describe_index_stats=1) for r, c in enumerate(calls) if r != need)
     second = Session(index, concept.prompt_vector, batch_size=20, seed=3)
-    assert all(c["query"] == 1 and c["fetch"] == 1 for c in rounds(second, 6))  # the first session's draw serves
+    calls, explored = rounds(second, 6)
+    # The first session's draw serves: at its first need the second session only reads the count (the draw's key).
+    assert any(explored) and all(c["query"] == 1 and c["fetch"] == 1 for c in calls)
+    assert sum(c["describe_index_stats"] for c in calls) == len(calls) + 1
     assert second.collection_sample() == first.collection_sample()
     assert second.suspect_labels(5)[0].collection_neighbours is not None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tests.helpers.fake_pinecone import FakePinecone, connect
 from tests.helpers.index_contract import unit_rows
 from trainer.exploration import EMPTY_POOL, EXPLORE_EMPTY, EXPLORE_FULL, EXPLORE_ITEMS, FULL_POOL, Exploration, explore
 from trainer.index.local import LocalIndex
@@ -53,8 +54,8 @@ def test_a_pool_that_is_not_full_or_a_small_batch_or_an_index_that_cannot_sample
     assert explore(QueryOnly(), pool, np.full(50, 0.9), 10, set(), rng) == ([], None)
 
 
-def aps_over_rounds(concept, strategy: str, rounds: int, pool_size: int) -> list[float]:
-    index = LocalIndex.from_vectors(concept.ids, concept.vectors)
+def aps_over_rounds(concept, strategy: str, rounds: int, pool_size: int, index=None) -> list[float]:
+    index = index or LocalIndex.from_vectors(concept.ids, concept.vectors)
     session = Session(index, concept.prompt_vector, strategy=strategy, seed=0, pool_size=pool_size)
     aps = []
     for _ in range(rounds):
@@ -84,3 +85,12 @@ def test_mixed_learns_the_attribute_the_prompt_does_not_name_once_its_pool_looks
     assert max(exploring) > 0.9  # measured: 1.00 by round 6
     monkeypatch.setattr("trainer.session.explore", lambda *args: Exploration([], None))
     assert max(aps_over_rounds(concept, "mixed", 8, pool_size=1000)) < 0.3  # measured: 0.17, zero-shot
+
+
+def test_on_pinecone_mixed_explores_from_the_sessions_sample_of_the_collection():
+    """Pinecone cannot sample (a round is one query), so a session there looks beyond the search with the items of
+    its one sample of the collection (all of a collection this small), their vectors fetched with the draw."""
+    concept = clustered_concept(n=3000, dim=64, seed=3)
+    index = connect(FakePinecone(), 64)
+    index.add(concept.ids, concept.vectors)
+    assert max(aps_over_rounds(concept, "mixed", 25, pool_size=300, index=index)) > 0.75  # measured: 0.86

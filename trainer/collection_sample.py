@@ -22,23 +22,35 @@ from __future__ import annotations
 
 import threading
 import weakref
+from typing import NamedTuple
 
 import numpy as np
 
 from .exploration import SamplingIndex
 from .index import ListingIndex, VectorIndex
+from .index.local import LocalIndex
 from .suspects import Axes, leading_axes
 
-__all__ = ["STREAM", "collection_sample"]
+__all__ = ["STREAM", "Draw", "collection_sample"]
 
 # The session seed's stream for this draw, apart from its batches' and audits' (so no batch's random choice moves).
 STREAM = 0x5A3B1E
 
-_draws: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # index -> {(seed, size, length): (ids, Axes)}
+_draws: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # index -> {(seed, size, length): Draw}
 _lock = threading.Lock()
 
 
-def collection_sample(index: VectorIndex, size: int, seed: int) -> tuple[tuple[str, ...], Axes] | None:
+class Draw(NamedTuple):
+    """One sample of the collection, shared by every session of a seed: read-only, like everything in it."""
+
+    ids: tuple[str, ...]
+    axes: Axes  # the leading axes of their vectors (``suspects.leading_axes``)
+    # The sample as an index of its own (its ids and vectors), where the index cannot sample itself: what a session
+    # explores beyond its search from (trainer/exploration.py) with no call a round. None on a ``SamplingIndex``.
+    local: LocalIndex | None
+
+
+def collection_sample(index: VectorIndex, size: int, seed: int) -> Draw | None:
     """``size`` ids drawn from ``index`` (fewer when it holds fewer) with ``np.random.default_rng([seed, STREAM])``,
     and the leading axes of their vectors; None where the index can neither sample nor list its ids.
 
@@ -57,8 +69,10 @@ def collection_sample(index: VectorIndex, size: int, seed: int) -> tuple[tuple[s
     else:
         every = sorted(index.list_ids())  # the draw depends on which ids, not on the order a backend learnt them
         ids = tuple(every[row] for row in rng.choice(len(every), size=min(size, len(every)), replace=False).tolist())
-    axes = leading_axes(index.fetch(list(ids)))
+    vectors = index.fetch(list(ids))
+    axes = leading_axes(vectors)
     for array in axes:
         array.flags.writeable = False
+    local = None if isinstance(index, SamplingIndex) else LocalIndex.from_vectors(ids, vectors)
     with _lock:
-        return _draws.setdefault(index, {}).setdefault(key, (ids, axes))
+        return _draws.setdefault(index, {}).setdefault(key, Draw(ids, axes, local))

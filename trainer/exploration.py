@@ -20,8 +20,13 @@ the single sizes (a third of the collection each) fill the pool, and those were 
 pool: on the collection whose concept needs an attribute the prompt does not name, 50 labels to AP 0.9 instead of
 210, and the bundle unchanged (its pools looked empty in 25 rounds of 384, 20 of them after the last match).
 
-Only an index that can sample does this: ``LocalIndex.sample``. A Pinecone round stays one query and cannot draw
-uniformly from a namespace, so there the pool is all a round sees, as before.
+The items come from ``LocalIndex.sample`` where the index can sample. A Pinecone round stays one query, and asking
+Pinecone for random items each round would break that; there they come from the session's one sample of the
+collection instead (trainer/collection_sample.py: 4,000 items drawn once per index and seed, at the first need, their
+vectors kept), so a round that looks beyond the search costs no call. On the SDK double (benchmarks/RESULTS-learning.md,
+2026-12-03) that took Pinecone from 200 labels to AP 0.9 to 50 on the partial kind and from never to 120 on the
+clustered one, as on a local index. Beyond 4,000 items the sample is all a session explores: a part of a concept that
+holds under about 1 in 4,000 of a large collection may not be in it.
 """
 
 from __future__ import annotations

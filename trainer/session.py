@@ -136,7 +136,8 @@ class Session(QualityChecks, SavedCopies):
     @property
     def explored(self) -> frozenset[str]:
         """The items of :meth:`batch` drawn at random from outside the search's pool, not ranked by the classifier
-        (``mixed`` and ``boundary`` on an index that can sample: see trainer/exploration.py). Often empty."""
+        (``mixed`` and ``boundary``; on Pinecone from the session's sample of the collection: see
+        trainer/exploration.py). Often empty."""
         return frozenset(h.id for h in self._batch if h.id in self._explored)
 
     @property
@@ -416,7 +417,7 @@ class Session(QualityChecks, SavedCopies):
         outside: list[str] = []
         if self.strategy in EXPLORING:
             shown = self._seen | self._audit.keys() | taken
-            outside, self._explore_reason = explore(self.index, [h.id for h in pool], proba, k, shown, self._rng)
+            outside, self._explore_reason = explore(self._outside(), [h.id for h in pool], proba, k, shown, self._rng)
             self._explored = frozenset(outside)
         options = {}
         if self.strategy == "mixed":  # the labels set the batch's make-up: see strategies.top_slots

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Iterable
 
 import numpy as np
 
 from .audit import choose_audit
 from .classifier import LinearProbe
-from .collection_sample import collection_sample
+from .collection_sample import Draw, collection_sample
+from .exploration import SamplingIndex
 from .index import Hit, IndexUnavailable, VectorIndex
 from .logistic import sigmoid
 from .quality import Quality, cross_validated_quality, estimate_quality
@@ -60,7 +62,8 @@ class QualityChecks:
     _left_memo: dict[tuple, Remaining]  # recent states' positives_left answers (see there)
     # The session's one sample of the collection (ids) and its leading axes, once drawn (``collection_sample``), or
     # why it could not be drawn (``collection_note``): one try a session, so a failed draw costs no later round.
-    _collection: tuple[tuple[str, ...], Axes] | None
+    _collection: Draw | None
+    _vectors: dict[str, np.ndarray]  # the session's embeddings read so far (trainer/session.py)
     _collection_note: str | None
 
     def _init_quality_checks(self) -> None:
@@ -202,14 +205,14 @@ class QualityChecks:
         its seed draws the same. One draw for every user of "a sample of the collection" in a session, and one for
         every session of the same seed on this index (trainer/collection_sample.py)."""
         drawn = self._drawn_collection()
-        return None if drawn is None else list(drawn[0])
+        return None if drawn is None else list(drawn.ids)
 
     def collection_axes(self) -> Axes | None:
         """The leading axes of :meth:`collection_sample` (``suspects.leading_axes``: ``PRINCIPAL_AXES`` of them about
         the sample's mean), or None where there is no sample. Computed once with the draw; the suspects' third
         witness measures nearness along them, and the fit's prior is freer along them (trainer/prior_axes.py)."""
         drawn = self._drawn_collection()
-        return None if drawn is None else drawn[1]
+        return None if drawn is None else drawn.axes
 
     @property
     def collection_note(self) -> str | None:
@@ -218,7 +221,13 @@ class QualityChecks:
         has not been tried, and once it succeeded."""
         return self._collection_note
 
-    def _drawn_collection(self) -> tuple[tuple[str, ...], Axes] | None:
+    def _outside(self) -> SamplingIndex:
+        """What a batch's items from outside the search are drawn from (trainer/exploration.py): the index where it
+        can sample (``LocalIndex``), else the session's one sample of the collection (Pinecone: its rounds stay one
+        query), drawn at the first need and handing over the picked items' vectors, so showing them costs no call."""
+        return self.index if isinstance(self.index, SamplingIndex) else _FromSample(self)
+
+    def _drawn_collection(self) -> Draw | None:
         if self._collection is None and self._collection_note is None:
             # Every session of this seed draws the same: the draw is made once for all of them, and kept here as
             # shared (read-only ids and arrays), so that a grown index does not change this session's sample.
@@ -250,3 +259,20 @@ class QualityChecks:
     def _audit_rng(self) -> np.random.Generator:
         # Its own stream: an audit must not shift the training batches' random choices (nor undo's replay of them).
         return np.random.default_rng([self.seed, 0xA0D17, len(self._audit)])
+
+
+class _FromSample:
+    """``QualityChecks._outside`` for an index that cannot sample: uniform picks among the unseen items of the
+    session's one sample of the collection (``LocalIndex.sample`` over it), their vectors put in the session's cache.
+    None picked where there is no sample (the draw failed: ``collection_note`` says why)."""
+
+    def __init__(self, checks: QualityChecks) -> None:
+        self._checks = checks
+
+    def sample(self, k: int, rng: np.random.Generator, exclude: Iterable[str] | None = None) -> list[str]:
+        drawn = self._checks._drawn_collection()
+        if drawn is None or drawn.local is None:
+            return []
+        ids = drawn.local.sample(k, rng, exclude)
+        self._checks._vectors.update(zip(ids, drawn.local.fetch(ids), strict=True))
+        return ids
