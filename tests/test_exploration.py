@@ -6,7 +6,17 @@ import numpy as np
 
 from tests.helpers.fake_pinecone import FakePinecone, connect
 from tests.helpers.index_contract import unit_rows
-from trainer.exploration import EMPTY_POOL, EXPLORE_EMPTY, EXPLORE_FULL, EXPLORE_ITEMS, FULL_POOL, Exploration, explore
+from trainer.exploration import (
+    EMPTY_POOL,
+    EXPLORE_EMPTY,
+    EXPLORE_FULL,
+    EXPLORE_ITEMS,
+    FOLLOW_UP,
+    FULL_POOL,
+    Exploration,
+    explore,
+    follow_up,
+)
 from trainer.index.local import LocalIndex
 from trainer.session import Session
 from trainer.synthetic import average_precision, clustered_concept, partial_concept
@@ -94,3 +104,80 @@ def test_on_pinecone_mixed_explores_from_the_sessions_sample_of_the_collection()
     index = connect(FakePinecone(), 64)
     index.add(concept.ids, concept.vectors)
     assert max(aps_over_rounds(concept, "mixed", 25, pool_size=300, index=index)) > 0.75  # measured: 0.86
+
+
+def test_follow_up_takes_the_explored_match_the_classifier_expected_least_where_the_index_can_sample():
+    labels = {"a": 1.0, "b": -1.0, "c": 0.4, "d": 0.0, "e": 1.0}
+    explored = {"a": 0.3, "b": 0.01, "c": 0.2, "d": 0.02, "x": 0.0}  # "e" was not explored, "x" has no label
+    assert follow_up(local_index(), explored, labels) == ["c"]
+    assert follow_up(local_index(), {"b": 0.1, "d": 0.2}, labels) == follow_up(local_index(), {}, labels) == []
+    assert follow_up(connect(FakePinecone(), 8), explored, labels) == []  # a Pinecone round stays one query
+
+
+def first_explored_match(concept, session):
+    """Label batches until one holds an explored match; return it and what was seen before its round is trained."""
+    for _ in range(30):
+        labels = concept.oracle([h.id for h in session.batch()])
+        session.label(labels)
+        shown = {h.id: h.score for h in session.batch() if h.id in session.explored}
+        matches = [i for i in shown if labels[i] > 0]
+        if matches:
+            return min(matches, key=shown.get), session.seen
+        session.train_and_requery()
+    raise AssertionError("no explored item was a match in 30 rounds")
+
+
+def test_an_explored_match_brings_its_nearest_unseen_neighbours_into_the_next_batch():
+    concept = clustered_concept(n=3000, dim=64, seed=3)
+    index = LocalIndex.from_vectors(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, seed=0, pool_size=300)
+    match, seen = first_explored_match(concept, session)
+    nearest = [h.id for h in index.query(index.fetch([match])[0], FOLLOW_UP, exclude=seen)]
+    batch = session.train_and_requery()
+    assert [h.id for h in batch[:FOLLOW_UP]] == nearest and len(batch) == session.batch_size
+    assert not {h.id for h in batch} & seen and len({h.id for h in batch}) == len(batch)
+
+
+def test_the_persons_more_like_this_comes_first_and_the_follow_up_shares_half_a_batch():
+    concept = clustered_concept(n=3000, dim=64, seed=3)
+    index = LocalIndex.from_vectors(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, seed=0, pool_size=300)
+    match, seen = first_explored_match(concept, session)
+    asked = next(i for i in sorted(seen) if i != match)
+    nearest = [h.id for h in index.query(index.fetch([asked])[0], 5, exclude=seen)]
+    batch = [h.id for h in session.train_and_requery(more_like=[asked])]
+    assert batch[:5] == nearest  # half a batch: all of it the person's, none left for the follow-up
+    assert len(batch) == 10 and len(set(batch)) == 10
+
+
+def test_on_pinecone_an_explored_match_is_not_followed_up_and_a_round_stays_one_query():
+    concept = clustered_concept(n=3000, dim=64, seed=3)
+    index = connect(FakePinecone(), 64)
+    index.add(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, seed=0, pool_size=300)
+    first_explored_match(concept, session)
+    queries = []
+    real = index.query
+    index.query = lambda *args, **kwargs: queries.append(args) or real(*args, **kwargs)  # this instance's calls only
+    session.train_and_requery()
+    assert len(queries) == 1
+
+
+def labels_to(concept, target: float, rounds: int) -> int:
+    index = LocalIndex.from_vectors(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, seed=0)
+    for done in range(1, rounds + 1):
+        session.label(concept.oracle([h.id for h in session.batch()]))
+        session.train_and_requery()
+        if average_precision(session.classifier.logits(concept.vectors), concept.truth) >= target:
+            return done * session.batch_size
+    return (rounds + 1) * session.batch_size
+
+
+def test_following_up_explored_matches_learns_the_other_clusters_sooner(monkeypatch):
+    # The concept is three clusters, the prompt points at one; the others are found by exploring, and a first match
+    # there moves the fit little until its neighbours are labelled too (benchmarks/RESULTS-learning.md).
+    concept = clustered_concept(n=8000, dim=512, seed=0)
+    following = labels_to(concept, 0.9, 20)
+    monkeypatch.setattr("trainer.session.FOLLOW_UP", 0)
+    assert following <= 100 < labels_to(concept, 0.9, 20)  # measured: 80 against 130

@@ -350,7 +350,8 @@ def test_mixed_gives_the_top_one_slot_while_its_top_picks_are_all_matches_and_ha
     session = Session(concept_index, concept.prompt_vector, batch_size=10, seed=0)
     assert asked == [5]  # nothing labelled: half and half
     for _ in range(2):
-        session.label(dict.fromkeys([h.id for h in session.batch()], 1.0))  # every top pick a match
+        # Every top pick a match; the explored items not, or their neighbours would lead the next batch (follow_up).
+        session.label({h.id: -1.0 if h.id in session.explored else 1.0 for h in session.batch()})
         session.train_and_requery()
         assert asked[-1] == 1
     top_pick = session.batch()[0].id  # mixed's top slots are the pool's best, shown first

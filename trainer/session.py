@@ -17,7 +17,7 @@ import torch
 
 from . import checks
 from .classifier import FitReport, LinearProbe, check_prior_strength
-from .exploration import EXPLORE_EMPTY, EXPLORE_FULL, explore
+from .exploration import EXPLORE_EMPTY, EXPLORE_FULL, FOLLOW_UP, explore, follow_up
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .prior_axes import FROM_LABELS, Stretch
@@ -227,7 +227,11 @@ class Session(QualityChecks, SavedCopies):
         ``more_like``: ids shown in this session ("more like this"); their nearest unseen neighbours fill the first
         half of the next batch, the strategy the rest.
         """
-        neighbours = self._neighbours(more_like)  # before anything changes: a failed search loses nothing
+        # Before anything changes (a failed search loses nothing): the neighbours asked for, then those of the
+        # explored match the classifier expected least (trainer/exploration.py, ``follow_up``).
+        neighbours = self._neighbours(more_like)
+        explored = {h.id: h.score for h in self._batch if h.id in self._explored}
+        neighbours += self._neighbours(follow_up(self.index, explored, self._labels), FOLLOW_UP, neighbours)
         fit, pool = self._refit_and_query(lambda: self._seen.update(h.id for h in self._batch))
         self._newest = {}
         taken = frozenset(h.id for h in neighbours)
@@ -348,23 +352,27 @@ class Session(QualityChecks, SavedCopies):
         return self.batch()
 
     # ------------------------------------------------------------------------------------------------- internals
-    def _neighbours(self, ids: Sequence[str]) -> list[Hit]:
-        """Up to half a batch of unseen items nearest to ``ids`` (items shown in this session), shared out evenly.
+    def _neighbours(self, ids: Sequence[str], each: int | None = None, taken: Sequence[Hit] = ()) -> list[Hit]:
+        """Unseen items nearest to ``ids`` (items shown in this session), shared out evenly: with ``taken`` (found
+        already, never found again) up to half a batch, and at most ``each`` an id when given.
 
         Their vectors are fetched here, before a round changes anything, so the round itself needs no more reads.
         """
         ids = list(dict.fromkeys(ids))
-        if not ids:
+        want = (self.batch_size + 1) // 2 - len(taken)
+        if each is not None:
+            want = min(want, each * len(ids))
+        if not ids or want <= 0:
             return []
         shown = self.seen
         unknown = [i for i in ids if i not in shown]
         if unknown:
             raise ValueError(f"'more like this' takes items shown in this session; never shown: {unknown[:5]}")
-        want = (self.batch_size + 1) // 2
         quota = -(-want // len(ids))  # ceil: the first items' neighbours fill what the last ones leave
         found: dict[str, Hit] = {}
+        exclude = shown | {h.id for h in taken}
         for query in self._vectors_of(ids):
-            hits = self.index.query(query, quota + len(found), exclude=shown)
+            hits = self.index.query(query, quota + len(found), exclude=exclude)
             fresh = [h for h in hits if h.id not in found][: min(quota, want - len(found))]
             found.update((h.id, h) for h in fresh)
         self._vectors_of(list(found))
