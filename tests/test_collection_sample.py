@@ -27,9 +27,10 @@ def test_the_draw_is_a_sessions_own_made_once_for_every_session_of_the_seed(conc
     computed = []
     monkeypatch.setattr(shared, "leading_axes", lambda vectors: computed.append(1) or leading_axes(vectors))
     ids, axes, local = shared.collection_sample(index, 400, seed=7)
-    assert local is None  # a local index samples itself: no copy of the sample is kept
     own = index.sample(400, np.random.default_rng([7, shared.STREAM]))
     assert list(ids) == own
+    # The sample as an index of its own (where an explored match's neighbours are looked for): its ids and vectors.
+    assert local.ids == own and np.array_equal(local.fetch(own), index.fetch(own))
     expected = leading_axes(index.fetch(own))
     assert np.array_equal(axes.mean, expected.mean) and np.array_equal(axes.basis, expected.basis)
     again = shared.collection_sample(index, 400, seed=7)

@@ -228,10 +228,14 @@ class Session(QualityChecks, SavedCopies):
         half of the next batch, the strategy the rest.
         """
         # Before anything changes (a failed search loses nothing): the neighbours asked for, then those of the
-        # explored match the classifier expected least (trainer/exploration.py, ``follow_up``).
+        # explored match the classifier expected least among the session's sample of the collection, which costs no
+        # call (trainer/exploration.py, ``follow_up``).
         neighbours = self._neighbours(more_like)
         explored = {h.id: h.score for h in self._batch if h.id in self._explored}
-        neighbours += self._neighbours(follow_up(self.index, explored, self._labels), FOLLOW_UP, neighbours)
+        followed = follow_up(explored, self._labels)
+        drawn = self._drawn_collection() if followed else None
+        if drawn is not None:
+            neighbours += self._neighbours(followed, FOLLOW_UP, neighbours, within=drawn.local)
         fit, pool = self._refit_and_query(lambda: self._seen.update(h.id for h in self._batch))
         self._newest = {}
         taken = frozenset(h.id for h in neighbours)
@@ -352,12 +356,21 @@ class Session(QualityChecks, SavedCopies):
         return self.batch()
 
     # ------------------------------------------------------------------------------------------------- internals
-    def _neighbours(self, ids: Sequence[str], each: int | None = None, taken: Sequence[Hit] = ()) -> list[Hit]:
+    def _neighbours(
+        self,
+        ids: Sequence[str],
+        each: int | None = None,
+        taken: Sequence[Hit] = (),
+        *,
+        within: VectorIndex | None = None,
+    ) -> list[Hit]:
         """Unseen items nearest to ``ids`` (items shown in this session), shared out evenly: with ``taken`` (found
-        already, never found again) up to half a batch, and at most ``each`` an id when given.
+        already, never found again) up to half a batch, and at most ``each`` an id when given; looked for in the
+        session's index, or in ``within`` (the session's sample of the collection, an in-memory index of its own).
 
         Their vectors are fetched here, before a round changes anything, so the round itself needs no more reads.
         """
+        search = self.index if within is None else within
         ids = list(dict.fromkeys(ids))
         want = (self.batch_size + 1) // 2 - len(taken)
         if each is not None:
@@ -372,9 +385,11 @@ class Session(QualityChecks, SavedCopies):
         found: dict[str, Hit] = {}
         exclude = shown | {h.id for h in taken}
         for query in self._vectors_of(ids):
-            hits = self.index.query(query, quota + len(found), exclude=exclude)
+            hits = search.query(query, quota + len(found), exclude=exclude)
             fresh = [h for h in hits if h.id not in found][: min(quota, want - len(found))]
             found.update((h.id, h) for h in fresh)
+        if within is not None:  # the sample holds their vectors: no read of the session's index
+            self._vectors.update(zip(found, within.fetch(list(found)), strict=True))
         self._vectors_of(list(found))
         return list(found.values())
 

@@ -271,7 +271,7 @@ class _FromSample:
 
     def sample(self, k: int, rng: np.random.Generator, exclude: Iterable[str] | None = None) -> list[str]:
         drawn = self._checks._drawn_collection()
-        if drawn is None or drawn.local is None:
+        if drawn is None:
             return []
         ids = drawn.local.sample(k, rng, exclude)
         self._checks._vectors.update(zip(ids, drawn.local.fetch(ids), strict=True))
