@@ -234,10 +234,12 @@ class QualityChecks:
             try:
                 self._collection = collection_sample(self.index, COLLECTION_SAMPLE, self.seed)
             except (IndexUnavailable, KeyError) as err:
-                # Not fatal: the suspects rank by their other witnesses and every fit keeps the plain prior.
+                # Not fatal: the suspects rank by their other witnesses, every fit keeps the plain prior, no explored
+                # match is followed up, and a Pinecone session does not look beyond its search.
                 reason = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
                 self._collection_note = (
-                    f"No sample of the collection: {reason.rstrip('.')}. Suspect labels and fits go on without it."
+                    f"No sample of the collection: {reason.rstrip('.')}. Labelling goes on; suspect labels, fits "
+                    "and looking beyond the search do without it."
                 )
                 log.warning("collection sample not drawn: %s", reason)
         return self._collection

@@ -91,7 +91,7 @@ def summary(session: Session) -> dict[str, object]:
         "explore_note": explore_note(session),
         "running_out_note": running_out_note(session, left.running_out),
         # Why the session has no sample of the collection where its index could give one (Pinecone refused, or a
-        # namespace too large to list): its suspects and fits go on without it. None almost always.
+        # namespace too large to list): its suspects, fits and exploration do without it. None almost always.
         "collection_note": session.collection_note,
     }
 
