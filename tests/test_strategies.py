@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer.strategies import STRATEGIES, get_strategy, mixed, top_slots
+from trainer.index.local import LocalIndex
+from trainer.session import Session
+from trainer.strategies import POOL_MAX, POOL_MIN, POOL_SHARE, STRATEGIES, get_strategy, mixed, pool_size_for, top_slots
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
@@ -41,3 +43,34 @@ def test_top_slots_keep_half_until_every_recent_top_pick_was_a_match():
     assert top_slots(10, [True, True, False, True]) == 5  # one top pick that was not a match: half again
     assert top_slots(10, [False] * 5) == 5
     assert top_slots(1, [True]) == 1 and top_slots(0, [True]) == 0
+
+
+def test_the_default_pool_is_an_eighth_of_the_collection_within_its_bounds():
+    assert [pool_size_for(n) for n in (500, 8_000, 16_000, 40_000, 1_000_000)] == [1_000, 1_000, 2_000, 5_000, 5_000]
+    assert (POOL_MIN, POOL_SHARE, POOL_MAX) == (1_000, 8, 5_000)
+
+
+class CountingIndex(LocalIndex):
+    """A local index that remembers the ``top_k`` of every search."""
+
+    asked: list[int]
+
+    def query(self, vector, top_k, exclude=None):
+        self.asked.append(top_k)
+        return super().query(vector, top_k, exclude=exclude)
+
+
+def test_a_session_searches_a_pool_sized_to_its_collection_unless_told_otherwise():
+    # Before: always 1,000, which on the clustered concept at 40,000 items (one concept cluster 2,700 items) held
+    # nothing but matches, and mixed needed 221 labels to AP 0.9 instead of 114 (benchmarks/RESULTS-learning.md).
+    vectors = np.random.default_rng(0).normal(size=(16_000, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"item-{i:05d}" for i in range(len(vectors))]
+    for pool_size, expected in ((None, 2_000), (1_000, 1_000)):
+        index = CountingIndex.from_vectors(ids, vectors)
+        index.asked = []
+        session = Session(index, vectors[0], seed=0, pool_size=pool_size)
+        session.label({h.id: 1.0 for h in session.batch()})
+        session.train_and_requery()
+        assert session.pool_size == expected
+        assert index.asked == [expected, expected]

@@ -104,7 +104,7 @@ class SavedCopies:
         collection: str | None = None,
         max_batch_size: int = MAX_BATCH_SIZE,
         seed: int = 0,
-        pool_size: int = 1000,
+        pool_size: int | None = None,
     ) -> Self:
         """Rebuild a session from ``to_saved()``'s value, which came back from a browser and is untrusted.
 

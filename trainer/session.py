@@ -24,7 +24,7 @@ from .prior_axes import FROM_LABELS, Stretch
 from .record import RoundStats, SessionRecord
 from .saved_state import MAX_BATCH_SIZE, SavedCopies, fetch_known
 from .session_quality import QualityChecks
-from .strategies import STRATEGIES, TOP_WINDOW, get_strategy, top_slots
+from .strategies import STRATEGIES, TOP_WINDOW, get_strategy, pool_size_for, top_slots
 
 __all__ = ["EXPLORE_EMPTY", "EXPLORE_FULL", "KEEP", "MAX_BATCH_SIZE", "RECIPE_NAMES", "Session"]
 
@@ -52,7 +52,7 @@ class Session(QualityChecks, SavedCopies):
         batch_size: int = 10,
         seed: int = 0,
         *,
-        pool_size: int = 1000,
+        pool_size: int | None = None,
         prior_strength: float | None = None,
         classifier: LinearProbe | None = None,
         prompt: str | None = None,
@@ -80,7 +80,8 @@ class Session(QualityChecks, SavedCopies):
         self.prompt = prompt if prompt is not None else (classifier.prompt if classifier is not None else None)
         self.negative_prompt = negative_prompt or (classifier.negative_prompt if classifier is not None else None)
         self.collection = collection
-        self.pool_size = max(pool_size, batch_size)
+        # None: a share of the collection (strategies.pool_size_for: 1,000 up to 8,000 items, 5,000 from 40,000).
+        self.pool_size = max(pool_size_for(len(index)) if pool_size is None else pool_size, batch_size)
         self._select = get_strategy("top" if strategy == "original" else strategy)
         self._rng = np.random.default_rng(seed)
         self._labels: dict[str, float] = {}

@@ -11,6 +11,8 @@ The pool never contains an item the session has shown before, so no strategy has
 The session sets it from the labels with ``top_slots``: while the top picks of the last ``TOP_WINDOW`` batches were
 all matches, they teach the classifier little and the person sees matches anyway, so one slot keeps the best
 candidate and the others go to the boundary. One top pick that was not a match brings back the half.
+
+The pool itself is a share of the collection (``pool_size_for``), not a fixed count: see there.
 """
 
 from __future__ import annotations
@@ -19,7 +21,21 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["STRATEGIES", "TOP_WINDOW", "Strategy", "boundary", "get_strategy", "mixed", "random", "top", "top_slots"]
+__all__ = [
+    "POOL_MAX",
+    "POOL_MIN",
+    "POOL_SHARE",
+    "STRATEGIES",
+    "TOP_WINDOW",
+    "Strategy",
+    "boundary",
+    "get_strategy",
+    "mixed",
+    "pool_size_for",
+    "random",
+    "top",
+    "top_slots",
+]
 
 Strategy = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 
@@ -27,6 +43,23 @@ Strategy = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 # (the bundle's single shapes lost 0.018 mean AP by round 8); with 2 or 3 the bundle kept its AP, and on the hard
 # synthetic kind (15 seeds) 3 needed the fewest labels: mean 197, against 200 with 2 and 202 with 4.
 TOP_WINDOW = 3
+
+# The candidate pool a session's search returns by default: an eighth of the collection, at least 1,000 (what every
+# collection up to 8,000 items had before) and at most 5,000 (Pinecone's top_k cap of 10,000 keeps room for the
+# seen ids its filter cannot hold). Why a share: the pool must reach past the part of the concept the classifier
+# already knows, or its "boundary" is the bottom of those matches. On the clustered concept (three clusters of
+# 6-7% of the items) a fixed 1,000 did at 8,000 items and not at 40,000, where one cluster alone is 2,700 items: every
+# pool item was a match from round 2, the batch 5-7 more positives of a cluster already at AP 1.00, and mixed needed
+# 221 labels to AP 0.9 (mean of seeds 0-9; median 210) against 114 (median 115) with a pool of 5,000 (2,500: about as
+# bad as 1,000). Uniform random labels need 108 there (90 at 8,000). benchmarks/RESULTS-learning.md, 2026-12-03.
+POOL_SHARE = 8
+POOL_MIN = 1_000
+POOL_MAX = 5_000
+
+
+def pool_size_for(items: int) -> int:
+    """The default candidate pool for a collection of ``items``: see ``POOL_SHARE``."""
+    return min(max(POOL_MIN, items // POOL_SHARE), POOL_MAX)
 
 
 def top(proba: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
