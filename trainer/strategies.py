@@ -51,7 +51,9 @@ TOP_WINDOW = 3
 # 6-7% of the items) a fixed 1,000 did at 8,000 items and not at 40,000, where one cluster alone is 2,700 items: every
 # pool item was a match from round 2, the batch 5-7 more positives of a cluster already at AP 1.00, and mixed needed
 # 221 labels to AP 0.9 (mean of seeds 0-9; median 210) against 114 (median 115) with a pool of 5,000 (2,500: about as
-# bad as 1,000). Uniform random labels need 108 there (90 at 8,000). benchmarks/RESULTS-learning.md, 2026-12-03.
+# bad as 1,000); at 16,000, 149 -> 98. Uniform random labels need 108 there (90 at 8,000). Not more than an eighth:
+# exploration waits for a known part of the concept to fill exploration.FULL_POOL of the pool, and at 8,000 items a
+# pool of 2,000 never got there (no second cluster found in 400 labels). benchmarks/RESULTS-learning.md, 2026-12-03.
 POOL_SHARE = 8
 POOL_MIN = 1_000
 POOL_MAX = 5_000
