@@ -389,9 +389,7 @@ class Session(QualityChecks, SavedCopies):
             hits = search.query(query, quota + len(found), exclude=exclude)
             fresh = [h for h in hits if h.id not in found][: min(quota, want - len(found))]
             found.update((h.id, h) for h in fresh)
-        if within is not None:  # the sample holds their vectors: no read of the session's index
-            self._vectors.update(zip(found, within.fetch(list(found)), strict=True))
-        self._vectors_of(list(found))
+        self._vectors_of(list(found), source=search)
         return list(found.values())
 
     def _rescored(self, hits: list[Hit]) -> list[Hit]:
@@ -401,11 +399,13 @@ class Session(QualityChecks, SavedCopies):
         proba = self.scores(self._vectors_of([h.id for h in hits]))
         return [Hit(h.id, float(p)) for h, p in zip(hits, proba, strict=True)]
 
-    def _vectors_of(self, ids: list[str]) -> np.ndarray:
-        """(n, D) embeddings of ``ids``, fetched in one read for those not fetched before (KeyError if unknown)."""
+    def _vectors_of(self, ids: list[str], source: VectorIndex | None = None) -> np.ndarray:
+        """(n, D) embeddings of ``ids``, fetched in one read for those not fetched before (KeyError if unknown), from
+        ``source`` where given (the session's sample of the collection, which holds its items' vectors: no read of
+        the session's index), else from the index."""
         missing = [i for i in ids if i not in self._vectors]
         if missing:
-            self._vectors.update(zip(missing, self.index.fetch(missing), strict=True))
+            self._vectors.update(zip(missing, (self.index if source is None else source).fetch(missing), strict=True))
         return np.stack([self._vectors[i] for i in ids]) if ids else np.empty((0, self.index.dim), np.float32)
 
     def _refit_and_query(self, change: Callable[[], None]) -> tuple[FitReport, list[Hit]]:

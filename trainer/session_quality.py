@@ -63,7 +63,6 @@ class QualityChecks:
     # The session's one sample of the collection (ids) and its leading axes, once drawn (``collection_sample``), or
     # why it could not be drawn (``collection_note``): one try a session, so a failed draw costs no later round.
     _collection: Draw | None
-    _vectors: dict[str, np.ndarray]  # the session's embeddings read so far (trainer/session.py)
     _collection_note: str | None
 
     def _init_quality_checks(self) -> None:
@@ -276,5 +275,5 @@ class _FromSample:
         if drawn is None:
             return []
         ids = drawn.local.sample(k, rng, exclude)
-        self._checks._vectors.update(zip(ids, drawn.local.fetch(ids), strict=True))
+        self._checks._vectors_of(ids, source=drawn.local)
         return ids
