@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tests.helpers.fake_pinecone import FakePinecone, connect
 from tests.helpers.index_contract import unit_rows
 from trainer.exploration import (
+    BEYOND_AFTER,
     EMPTY_POOL,
     EXPLORE_EMPTY,
     EXPLORE_FULL,
@@ -14,10 +16,12 @@ from trainer.exploration import (
     FOLLOW_UP,
     FULL_POOL,
     Exploration,
+    beyond,
     explore,
     follow_up,
 )
 from trainer.index.local import LocalIndex
+from trainer.logistic import sigmoid
 from trainer.session import Session
 from trainer.synthetic import average_precision, clustered_concept, partial_concept
 
@@ -177,9 +181,9 @@ def test_on_pinecone_an_explored_match_is_followed_up_from_the_sample_and_a_roun
     assert [h.id for h in batch[:FOLLOW_UP]] == nearest_in_sample(session, index, match, seen)
 
 
-def labels_to(concept, target: float, rounds: int) -> int:
+def labels_to(concept, target: float, rounds: int, pool_size: int | None = None) -> int:
     index = LocalIndex.from_vectors(concept.ids, concept.vectors)
-    session = Session(index, concept.prompt_vector, seed=0)
+    session = Session(index, concept.prompt_vector, seed=0, pool_size=pool_size)
     for done in range(1, rounds + 1):
         session.label(concept.oracle([h.id for h in session.batch()]))
         session.train_and_requery()
@@ -195,3 +199,60 @@ def test_following_up_explored_matches_learns_the_other_clusters_sooner(monkeypa
     following = labels_to(concept, 0.9, 20)
     monkeypatch.setattr("trainer.session.FOLLOW_UP", 0)
     assert following <= 100 < labels_to(concept, 0.9, 20)  # measured: 80 against 130
+
+
+def test_beyond_gives_the_samples_items_nearest_even_odds_outside_what_is_excluded_best_first():
+    sample = local_index()
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=sample.dim).astype(np.float32), 0.3
+    exclude = set(IDS[::3])
+    hits = beyond(sample, weight, bias, exclude, 7, BEYOND_AFTER)
+    scores = sample.fetch(IDS) @ weight
+    free = [r for r, i in enumerate(IDS) if i not in exclude]
+    nearest = sorted(free, key=lambda r: abs(sigmoid(scores[r] + bias) - 0.5))[:7]
+    assert {h.id for h in hits} == {IDS[r] for r in nearest}
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)  # ranked as a search ranks
+    assert np.allclose([h.score for h in hits], [scores[IDS.index(h.id)] for h in hits], atol=1e-5)
+    # Not before the labels hold BEYOND_AFTER non-matches (the classifier's 0.5 is not anchored yet), nor for no slot.
+    assert beyond(sample, weight, bias, exclude, 7, BEYOND_AFTER - 1) == []
+    assert beyond(sample, weight, bias, exclude, 0, BEYOND_AFTER) == []
+
+
+def test_a_full_pool_inside_the_known_part_of_the_concept_learns_its_edge_from_the_sample(monkeypatch):
+    # The concept is three clusters; the pool (150 of 4,000 items) is smaller than one of them, so from the second
+    # round on every pool item is a confident match, and the boundary picks were the bottom of those matches.
+    concept = clustered_concept(n=4000, dim=128, seed=1)
+    looking_beyond = labels_to(concept, 0.9, 20, pool_size=150)
+    monkeypatch.setattr("trainer.exploration.BEYOND_AFTER", 10**9)
+    assert looking_beyond <= 150 < labels_to(concept, 0.9, 20, pool_size=150)  # measured: 110 against never (300)
+
+
+def test_on_pinecone_the_boundary_below_a_full_pool_comes_from_the_sample_at_no_call(monkeypatch):
+    concept = clustered_concept(n=3000, dim=64, seed=3)
+    client = FakePinecone()
+    index = connect(client, 64)
+    index.add(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, seed=0, pool_size=100)
+    offered: list[str] = []
+
+    def spied(*args):
+        hits = beyond(*args)
+        offered.extend(h.id for h in hits)
+        return hits
+
+    monkeypatch.setattr("trainer.session.beyond", spied)
+    store = client.store("ct-test")
+    for _ in range(20):
+        session.label(concept.oracle([h.id for h in session.batch()]))
+        store.requests.clear()
+        offered.clear()
+        batch = session.train_and_requery()
+        calls = [r.op for r in store.requests]
+        assert calls.count("query") == 1 and calls.count("fetch") <= 1  # the labels' vectors, as every round
+        below = [h.id for h in batch if h.id in offered]
+        if below:
+            break
+    else:
+        raise AssertionError("no batch in 20 rounds took a boundary pick from below a full pool")
+    assert set(below) <= set(session.collection_sample()) and session.labels.keys().isdisjoint(below)
+    assert session.scores(index.fetch(below)) == pytest.approx([h.score for h in batch if h.id in below])

@@ -17,7 +17,7 @@ import torch
 
 from . import checks
 from .classifier import FitReport, LinearProbe, check_prior_strength
-from .exploration import EXPLORE_EMPTY, EXPLORE_FULL, FOLLOW_UP, explore, follow_up
+from .exploration import EXPLORE_EMPTY, EXPLORE_FULL, FOLLOW_UP, beyond, explore, follow_up
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .prior_axes import FROM_LABELS, Stretch
@@ -432,7 +432,7 @@ class Session(QualityChecks, SavedCopies):
         """Pick the next batch (``k`` items, default a whole batch) from a pool whose scores are ``weight . x``: add
         the bias to get P(concept). ``mixed`` and ``boundary`` may add a few items from outside the pool, never one
         of ``taken`` (already on the batch): see trainer/exploration.py."""
-        self._candidates = np.asarray([h.score for h in pool], dtype=np.float64) + self.classifier.bias
+        self._candidates = self._logits(pool)
         self._explored, self._explore_reason = frozenset(), None
         if not pool:
             return []
@@ -443,6 +443,9 @@ class Session(QualityChecks, SavedCopies):
             shown = self._seen | self._audit.keys() | taken
             outside, self._explore_reason = explore(self._outside(), [h.id for h in pool], proba, k, shown, self._rng)
             self._explored = frozenset(outside)
+            if self._explore_reason == EXPLORE_FULL:  # its boundary may lie beyond it: see exploration.beyond
+                below = self._beyond(pool, shown | self._explored, k - len(outside))
+                pool, proba = pool + below, np.concatenate([proba, sigmoid(self._logits(below))])
         options = {}
         if self.strategy == "mixed":  # the labels set the batch's make-up: see strategies.top_slots
             recent = [self._labels[i] > 0 for ids in self._top_picks[-TOP_WINDOW:] for i in ids if self._labels.get(i)]
@@ -450,7 +453,23 @@ class Session(QualityChecks, SavedCopies):
             self._top_picks.append([h.id for h in pool[: options["top_count"]]])
         positions = self._select(proba, k - len(outside), self._rng, **options)
         chosen = sorted(int(p) for p in positions)  # show in ranking order, best first
+        below = [pool[p].id for p in chosen if p >= len(self._candidates)]
+        if below:  # from the session's sample, which holds their vectors: no call
+            self._vectors_of(below, source=self._collection.local)
         return [Hit(pool[p].id, float(proba[p])) for p in chosen] + self._rescored([Hit(i, 0.0) for i in outside])
+
+    def _logits(self, hits: list[Hit]) -> np.ndarray:
+        return np.asarray([h.score for h in hits], dtype=np.float64) + self.classifier.bias
+
+    def _beyond(self, pool: list[Hit], shown: frozenset[str] | set[str], k: int) -> list[Hit]:
+        """The session's sample's items below a full ``pool`` that the classifier is least sure of:
+        trainer/exploration.py, ``beyond``."""
+        drawn = self._drawn_collection()  # a full pool is explored from it on Pinecone: drawn already
+        if drawn is None:
+            return []
+        exclude = [*shown, *(h.id for h in pool)]
+        non_matches = sum(v < 0 for v in self._labels.values())
+        return beyond(drawn.local, self.classifier.weight, self.classifier.bias, exclude, k, non_matches)
 
     def _fit(self) -> FitReport:
         source = self._newest if self.classifier.recipe == "original" else self._labels
