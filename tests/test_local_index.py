@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 
 import numpy as np
 import pytest
 
 from tests.helpers.index_contract import DIM, IndexContract, unit_rows
-from trainer.index.local import LocalIndex
+from trainer.index.local import LocalIndex, scan_sliced
 
 
 class TestLocalIndexContract(IndexContract):
+    def make_index(self, dim):
+        return LocalIndex(dim)
+
+    def reopen(self, index, tmp_path):
+        index.save(tmp_path / "index")
+        return LocalIndex.load(tmp_path / "index")
+
+
+class TestSlicedScanLocalIndexContract(IndexContract):
+    """Every float32 scan sliced over threads, as in a collection past ``PARALLEL_BYTES``: the same contract."""
+
+    @pytest.fixture(autouse=True)
+    def _every_scan_sliced(self, monkeypatch):
+        monkeypatch.setattr("trainer.index.local.PARALLEL_BYTES", 0)
+
     def make_index(self, dim):
         return LocalIndex(dim)
 
@@ -162,3 +178,44 @@ def test_sample_returns_what_is_left_when_little_is_and_refuses_a_bad_k():
     assert len(set(index.sample(20, rng))) == 20
     with pytest.raises(ValueError, match="non-negative integer"):
         index.sample(-1, rng)
+
+
+def sliced_scans(monkeypatch) -> list[int]:
+    """Every scan sliced from now on; returns the list that counts the sliced scans (their rows)."""
+    monkeypatch.setattr("trainer.index.local.PARALLEL_BYTES", 0)
+    calls: list[int] = []
+
+    def counted(rows, query):
+        calls.append(len(rows))
+        return scan_sliced(rows, query)
+
+    monkeypatch.setattr("trainer.index.local.scan_sliced", counted)
+    return calls
+
+
+def test_a_large_scan_is_sliced_over_threads_and_gives_einsums_floats_row_for_row(monkeypatch):
+    vectors = unit_rows(1001)  # uneven slices
+    index = LocalIndex.from_vectors([str(i) for i in range(1001)], vectors)
+    query = unit_rows(1, seed=5)[0]
+    whole, best = index.scores_all(query), index.query(query, 50, exclude={"3", "700"})
+    calls = sliced_scans(monkeypatch)
+    assert np.array_equal(index.scores_all(query), whole) and index.query(query, 50, exclude={"3", "700"}) == best
+    assert calls == [1001, 1001]
+
+
+def test_a_forked_child_scans_with_threads_of_its_own(monkeypatch):
+    """A forked child has none of its parent's threads: a pool the parent started must not be waited on there."""
+    sliced_scans(monkeypatch)
+    index = LocalIndex.from_vectors([str(i) for i in range(300)], unit_rows(300))
+    query = unit_rows(1, seed=5)[0]
+    expected = index.scores_all(query)  # the parent's pool is started
+    receive, send = multiprocessing.Pipe(duplex=False)
+    child = multiprocessing.get_context("fork").Process(target=lambda: send.send(index.scores_all(query)))
+    child.start()
+    try:
+        assert receive.poll(30), "the forked child's scan never finished"
+        assert np.array_equal(receive.recv(), expected)
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
