@@ -42,21 +42,21 @@ clustered, misaligned and partial kinds (8,000 items; clustered mean 95.3 agains
 a tenth of the collection (40,000 items, 10 seeds: median 210 against 240).
 
 **A full pool's boundary is looked for beyond it.** ``mixed`` and ``boundary`` spend slots on the candidates the
-classifier is least sure of (P nearest 0.5), and the pool is the top of the ranking. When the known part of the
-concept is bigger than the pool (a cluster of 5,300 items against a pool of 5,000 at 80,000 items), every pool item is
-a confident match, and those slots go to the bottom of those matches: more of what the classifier knows, never the
-near misses that would teach its edge. So while the pool looks full, the session's sample of the collection joins the
-candidates (``beyond``): its unseen items below the pool whose P is nearest 0.5, which the strategy weighs against
-the pool's own (below the pool, each ranks after every pool item, so the top picks never change). A pool that reaches
-past the matches keeps its boundary picks: its own items straddle 0.5 and are nearer it than anything below. Only once
-the labels hold ``BEYOND_AFTER`` non-matches: before that the classifier's P is not anchored (after a first batch of
-ten matches it gives P 0.94 to items half of which are not matches, and its 0.5 lies among non-matches: the default
-kind needed a round more on every seed; from 5 non-matches on, the clustered kind at 8,000 items needed 30-50 more
-labels on 2 seeds of 10). The sample's vectors are at hand, so this
-costs no call. Measured (benchmarks/RESULTS-learning.md, 2026-12-03): the clustered kind at 80,000 items 225 -> 131
-labels to AP 0.9 (mean of seeds 0-9, every seed fewer; ``boundary`` 224 -> 128); at 8,000 items the same means over
-30 seeds, at 16,000 and 40,000 within noise (98 -> 97, 114 -> 116); every other kind, the careless labeller and the
-bundle as before.
+classifier is least sure of (P nearest 0.5), and the pool is the top of the ranking. When the known part of the concept
+is bigger than the pool (a cluster of 5,300 items against a pool of 5,000 at 80,000 items), every pool item is a
+confident match, and those slots go to the bottom of those matches: more of what the classifier knows, never the near
+misses that would teach its edge. So while the pool looks full, the session's sample of the collection joins the
+candidates (``beyond``): its unseen items below the pool whose P is nearest 0.5, which the strategy weighs against the
+pool's own (below the pool, each ranks after every pool item, so the top picks never change). A pool that reaches past
+the matches keeps its boundary picks: its own items straddle 0.5 and are nearer it than anything below. Only once the
+labels hold ``BEYOND_AFTER`` non-matches: before that the classifier's P is not anchored (after a first batch of ten
+matches it gives P 0.94 to items half of which are not matches, and its 0.5 lies among non-matches: the default kind
+needed a round more on every seed; from 5 non-matches on, the clustered kind at 8,000 items needed 30-50 more labels on
+2 seeds of 10). The sample's vectors are at hand, so this costs no call. Measured (benchmarks/RESULTS-learning.md,
+2026-12-03): the clustered kind at 80,000 items 225 -> 131 labels to AP 0.9 (mean of seeds 0-9, every seed fewer;
+``boundary`` 224 -> 128), at 200,000 270 -> 160 (3 seeds), at 1M never within 400 -> 170-210 (2 seeds); at 8,000 items
+the same means over 30 seeds, at 16,000 and 40,000 within noise (98 -> 97, 114 -> 116 labels); every other kind, the
+careless labeller and the bundle as before.
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ __all__ = ["PARALLEL_BYTES", "LocalIndex", "scan_sliced"]
 _FORMAT_VERSION = 1
 _DTYPES = {"float32": np.float32, "float16": np.float16}
 # float32 rows from this many bytes on are scored in parallel slices (``scan_sliced``). Such a scan is bound by memory
-# bandwidth, which one core does not use up: at 1M x 512 (2 GB) on the 2-core target, one einsum takes 82-90 ms and
-# four slices on two threads 45-47 ms, for the same CPU time (86-88 ms). Below it the rows sit in cache, the scan is
-# bound by arithmetic, and a second thread buys less than it costs (100k x 512: 9.0 -> 6.4 ms, CPU 8.9 -> 11.5 ms).
+# bandwidth, which one core does not use up: at 1M x 512 (2 GB) on the 2-core target, one einsum takes 82-100 ms and
+# four slices on two threads 45-65 ms, for 0-20% more CPU time (threads stalled on memory count as running). Below it
+# the rows sit in cache, the scan is bound by arithmetic, and a second thread buys less than it costs (100k x 512:
+# 9.0 -> 6.4 ms, CPU 8.9 -> 11.5 ms). benchmarks/RESULTS-engine.md, section 6.
 PARALLEL_BYTES = 1 << 28  # 256 MB: 131,072 rows of 512 float32
 
 
