@@ -7,6 +7,7 @@ import pytest
 
 from tests.helpers.fake_pinecone import FakePinecone, connect
 from tests.helpers.index_contract import unit_rows
+from trainer.collection_sample import collection_sample
 from trainer.exploration import (
     BEYOND_AFTER,
     EMPTY_POOL,
@@ -23,7 +24,7 @@ from trainer.exploration import (
 from trainer.index.local import LocalIndex
 from trainer.logistic import sigmoid
 from trainer.session import Session
-from trainer.synthetic import average_precision, clustered_concept, partial_concept
+from trainer.synthetic import average_precision, clustered_concept, partial_concept, planted_concept
 
 IDS = [f"item-{i:03d}" for i in range(200)]
 
@@ -256,3 +257,19 @@ def test_on_pinecone_the_boundary_below_a_full_pool_comes_from_the_sample_at_no_
         raise AssertionError("no batch in 20 rounds took a boundary pick from below a full pool")
     assert set(below) <= set(session.collection_sample()) and session.labels.keys().isdisjoint(below)
     assert session.scores(index.fetch(below)) == pytest.approx([h.score for h in batch if h.id in below])
+
+
+def test_a_full_pool_draws_no_sample_while_the_labels_hold_too_few_non_matches(monkeypatch):
+    # The first batch of the planted concept is ten matches, and the next pool looks full: the gate is closed, so the
+    # round draws no sample of the collection for nothing (about 0.1 s at 1M vectors).
+    concept = planted_concept(n=8000, dim=512, seed=0)
+    index = LocalIndex.from_vectors(concept.ids, concept.vectors)
+    session = Session(index, concept.prompt_vector, seed=0)
+    draws = []
+    real = collection_sample
+    monkeypatch.setattr("trainer.session_quality.collection_sample", lambda *args: draws.append(args) or real(*args))
+    labels = concept.oracle([h.id for h in session.batch()])
+    session.label(labels)
+    session.train_and_requery()
+    assert session.explore_reason == EXPLORE_FULL and sum(v < 0 for v in labels.values()) < BEYOND_AFTER
+    assert draws == []

@@ -85,6 +85,7 @@ __all__ = [
     "beyond",
     "explore",
     "follow_up",
+    "looks_beyond",
 ]
 
 # The share of the pool the classifier must expect to be matches (P > 0.5) before a batch looks outside it. On the
@@ -163,6 +164,12 @@ def follow_up(explored: Mapping[str, float], labels: Mapping[str, float]) -> lis
     return [min(matches)[1]] if matches else []
 
 
+def looks_beyond(non_matches: int) -> bool:
+    """Whether labels holding ``non_matches`` non-matches anchor the classifier's P enough for ``beyond``: asked before
+    a session draws its sample for it, so that a closed gate costs no draw (about 0.1 s at 1M vectors)."""
+    return non_matches >= BEYOND_AFTER
+
+
 def beyond(
     sample: LocalIndex, weight: np.ndarray, bias: float, exclude: Iterable[str], k: int, non_matches: int
 ) -> list[Hit]:
@@ -170,7 +177,7 @@ def beyond(
     what is on the batch), whose P(concept) is nearest 0.5, scored ``weight . x`` as a search scores them and best
     first; none while the labels hold fewer than ``BEYOND_AFTER`` non-matches. Call it while the pool looks full: see
     the module docstring."""
-    if non_matches < BEYOND_AFTER or k <= 0:
+    if not looks_beyond(non_matches) or k <= 0:
         return []
     scores = sample.scores_all(weight)  # (m,) float32: 4,000 x 512 takes about 0.3 ms
     doubt = np.abs(sigmoid(scores.astype(np.float64) + bias) - 0.5)

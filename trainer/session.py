@@ -17,7 +17,7 @@ import torch
 
 from . import checks
 from .classifier import FitReport, LinearProbe, check_prior_strength
-from .exploration import EXPLORE_EMPTY, EXPLORE_FULL, FOLLOW_UP, beyond, explore, follow_up
+from .exploration import EXPLORE_EMPTY, EXPLORE_FULL, FOLLOW_UP, beyond, explore, follow_up, looks_beyond
 from .index import Hit, VectorIndex
 from .logistic import sigmoid
 from .prior_axes import FROM_LABELS, Stretch
@@ -464,11 +464,11 @@ class Session(QualityChecks, SavedCopies):
     def _beyond(self, pool: list[Hit], shown: frozenset[str] | set[str], k: int) -> list[Hit]:
         """The session's sample's items below a full ``pool`` that the classifier is least sure of:
         trainer/exploration.py, ``beyond``."""
-        drawn = self._drawn_collection()  # a full pool is explored from it on Pinecone: drawn already
+        non_matches = sum(v < 0 for v in self._labels.values())
+        drawn = self._drawn_collection() if looks_beyond(non_matches) else None  # no draw while the gate is closed
         if drawn is None:
             return []
         exclude = [*shown, *(h.id for h in pool)]
-        non_matches = sum(v < 0 for v in self._labels.values())
         return beyond(drawn.local, self.classifier.weight, self.classifier.bias, exclude, k, non_matches)
 
     def _fit(self) -> FitReport:
