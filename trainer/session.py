@@ -441,10 +441,11 @@ class Session(QualityChecks, SavedCopies):
         outside: list[str] = []
         if self.strategy in EXPLORING:
             shown = self._seen | self._audit.keys() | taken
-            outside, self._explore_reason = explore(self._outside(), [h.id for h in pool], proba, k, shown, self._rng)
+            pool_ids = [h.id for h in pool]
+            outside, self._explore_reason = explore(self._outside(), pool_ids, proba, k, shown, self._rng)
             self._explored = frozenset(outside)
             if self._explore_reason == EXPLORE_FULL:  # its boundary may lie beyond it: see exploration.beyond
-                below = self._beyond(pool, shown | self._explored, k - len(outside))
+                below = self._beyond([*pool_ids, *shown, *self._explored], k - len(outside))
                 pool, proba = pool + below, np.concatenate([proba, sigmoid(self._logits(below))])
         options = {}
         if self.strategy == "mixed":  # the labels set the batch's make-up: see strategies.top_slots
@@ -461,14 +462,13 @@ class Session(QualityChecks, SavedCopies):
     def _logits(self, hits: list[Hit]) -> np.ndarray:
         return np.asarray([h.score for h in hits], dtype=np.float64) + self.classifier.bias
 
-    def _beyond(self, pool: list[Hit], shown: frozenset[str] | set[str], k: int) -> list[Hit]:
-        """The session's sample's items below a full ``pool`` that the classifier is least sure of:
-        trainer/exploration.py, ``beyond``."""
+    def _beyond(self, exclude: list[str], k: int) -> list[Hit]:
+        """The session's sample's items below a full pool that the classifier is least sure of, none of ``exclude``
+        (the pool, what was shown, what is on the batch): trainer/exploration.py, ``beyond``."""
         non_matches = sum(v < 0 for v in self._labels.values())
         drawn = self._drawn_collection() if looks_beyond(non_matches) else None  # no draw while the gate is closed
         if drawn is None:
             return []
-        exclude = [*shown, *(h.id for h in pool)]
         return beyond(drawn.local, self.classifier.weight, self.classifier.bias, exclude, k, non_matches)
 
     def _fit(self) -> FitReport:
