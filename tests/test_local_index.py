@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers.index_contract import DIM, IndexContract, unit_rows
-from trainer.index.local import LocalIndex, scan_sliced
+from trainer.index.local import LocalIndex, scan_sliced, top_rows
 
 
 class TestLocalIndexContract(IndexContract):
@@ -219,3 +219,15 @@ def test_a_forked_child_scans_with_threads_of_its_own(monkeypatch):
         child.join(5)
         if child.is_alive():
             child.kill()
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 499, 500])
+def test_top_rows_are_the_k_best_best_first_skipping_nothing_and_ranking_minus_inf_last(k):
+    scores = np.random.default_rng(3).standard_normal(500).astype(np.float32)
+    scores[[4, 90]] = -np.inf  # what query writes over excluded rows
+    scores[[10, 11, 12]] = scores.max() + 1  # ties at the top: all three come first, in some order
+    best = top_rows(scores, k)
+    assert len(best) == k == len(set(best.tolist()))
+    assert np.array_equal(scores[best], np.sort(scores)[::-1][:k])  # the k largest, best first
+    if k >= 3:
+        assert set(best[:3].tolist()) == {10, 11, 12}
