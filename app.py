@@ -348,9 +348,24 @@ def estimate_line(quality: Quality | None, cutoff: float) -> str:
 
 
 def label_check(session: Session, labels: dict[str, float]) -> None:
-    """Label the quality check on screen; an image of it left without a label counts as seen, with no opinion."""
+    """Label the quality check on screen; an image of it left without a label counts as seen, with no opinion.
+
+    An id that is not in the check is refused, and nothing changes: dropped, it would leave every image of the check
+    seen with no opinion, the check spent on nothing (a script's typo, or the round's ids sent by mistake)."""
+    pending = session.pending_audit()
+    stray = sorted(set(labels) - {hit.id for hit in pending})
+    if stray:
+        shown = ", ".join(escape(repr(i)) for i in stray[:5]) + (" ..." if len(stray) > 5 else "")
+        where = (
+            "are not in the quality check waiting for labels; label the images it showed (their cards say "
+            '"audit": true)'
+            if pending
+            else "cannot be labelled as a check: no quality check is waiting for labels (Check quality, or /check, "
+            "draws one)"
+        )
+        raise gr.Error(f"{len(stray)} id(s) {where}: {shown}. Nothing was changed.")
     try:
-        session.label({hit.id: labels.get(hit.id, 0.0) for hit in session.pending_audit()})
+        session.label({hit.id: labels.get(hit.id, 0.0) for hit in pending})
     except (ValueError, KeyError) as err:
         raise refuse(err, " Nothing was changed.") from err
 

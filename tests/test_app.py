@@ -195,6 +195,22 @@ def test_a_quality_check_shows_unseen_images_marked_as_a_check_then_estimates_qu
     assert after["stats"]["labels"] == 20  # the check's labels are not training labels
 
 
+def test_a_check_refuses_ids_not_in_it_and_keeps_its_images_for_the_right_labels(client):
+    """A typo'd id, or the round's ids sent to /quality, must not spend the check: dropped, they would leave all 20 of
+    its images seen with no opinion, and the real labels after them would have nowhere to go."""
+    first = start(client)
+    check = client.predict(api_name="/check")
+    for wrong in ({"not-an-id": 1.0}, {ids(first)[0]: 1.0}, {ids(check)[0]: 1.0, "not-an-id": -1.0}):
+        with pytest.raises(AppError, match=r"not in the quality check waiting for labels.*Nothing was changed"):
+            client.predict(wrong, api_name="/quality")
+    assert client.predict(api_name="/check")["batch"] == check["batch"]  # the same check, still unlabelled
+    reply = client.predict({card["id"]: -1.0 for card in check["batch"]}, api_name="/quality")
+    assert reply["quality"]["check_labels"] == app.CHECK_SIZE
+    with pytest.raises(AppError, match="no quality check is waiting for labels"):
+        client.predict({ids(check)[0]: 1.0}, api_name="/quality")  # labelled already: nothing to label it in
+    assert client.predict({}, api_name="/quality")["quality"]["check_labels"] == app.CHECK_SIZE  # the estimate again
+
+
 def test_classify_estimates_precision_and_recall_and_exports_every_score(client):
     first = start(client)
     client.predict(label_all(first, 3), api_name="/round")
