@@ -145,6 +145,7 @@ SESSION_REFUSALS = {
     "label NaN": (lambda s, c: s.label({s.batch()[0].id: float("nan")}), r"within \[-1, 1\]"),
     "label inf": (lambda s, c: s.label({s.batch()[0].id: float("inf")}), r"within \[-1, 1\]"),
     "label 3": (lambda s, c: s.label({s.batch()[0].id: 3.0}), r"within \[-1, 1\]"),
+    "label False": (lambda s, c: s.label({s.batch()[0].id: False}), "false would mean no opinion"),
     "label an unknown id, among good ones": (
         lambda s, c: s.label({s.batch()[0].id: 1.0, "no-such-id": 1.0}),
         "never shown",
@@ -219,9 +220,10 @@ def test_the_app_serves_long_and_non_latin_prompts(client, prompt):
         ({"first": "yes"}, "must be a number"),
         ({"first": 1.5}, "within \\[-1, 1\\]"),
         ({"first": -3}, "within \\[-1, 1\\]"),
+        ({"first": False}, "false would mean no opinion"),
         ({"first": 1, "no-such-id": 1}, "never shown"),
     ],
-    ids=["a list", "text", "a text score", "above 1", "below -1", "an unknown id"],
+    ids=["a list", "text", "a text score", "above 1", "below -1", "a boolean", "an unknown id"],
 )
 def test_bad_labels_through_the_api_are_refused_with_a_message_and_change_nothing(client, labels, message):
     first = start(client)

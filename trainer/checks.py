@@ -124,9 +124,15 @@ def unit_vector(vector: object, dim: int) -> np.ndarray:
 
 
 def label_scores(scores: Mapping[str, float]) -> dict[str, float]:
-    """Scores as floats in [-1, 1], or a ValueError naming the first bad one."""
+    """Scores as floats in [-1, 1], or a ValueError naming the first bad one. A boolean is refused: ``false`` would
+    read as 0, "seen, no opinion", where whoever sent it meant "not it"."""
     clean: dict[str, float] = {}
     for id_, value in scores.items():
+        if isinstance(value, (bool, np.bool_)):
+            raise ValueError(
+                f"label for {id_!r} must be a number in [-1, 1] (1 it, -1 not it, 0 no opinion), not {value!r}: "
+                "false would mean no opinion"
+            )
         try:
             score = float(value)
         except (TypeError, ValueError):
