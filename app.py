@@ -121,7 +121,7 @@ def header_markdown(loader: WorkspaceLoader) -> str:
 def workspace_or_error(loader: WorkspaceLoader) -> Workspace:
     ready, fraction, message = loader.status()
     if not ready:
-        raise gr.Error(f"Still preparing the collection ({fraction:.0%}: {escape(message)}). Try again soon.")
+        raise refusal(f"Still preparing the collection ({fraction:.0%}: {escape(message)}). Try again soon.")
     return loader.get()
 
 
@@ -155,16 +155,26 @@ class Blocks(gr.Blocks):
         except ComponentProcessingError as err:  # Gradio could not read a value sent for one of the inputs
             what, _, rest = str(err).partition(" of the event handler")
             sent = rest.partition("value passed to the event handler was: ")[2].partition("\n")[0]
-            raise gr.Error(escape(f"{what.replace('Could not preprocess', 'Invalid value for')}: {sent}")) from err
+            raise refusal(escape(f"{what.replace('Could not preprocess', 'Invalid value for')}: {sent}")) from err
         except Exception as err:
             text = user_message(err, expected=(HubError, IndexUnavailable))
             raise gr.Error(escape(text.partition("\n")[0])) from err
 
 
+def refusal(message: str) -> gr.Error:
+    """A request refused for what it asked (a message the visitor acts on), not for a fault of the server: Gradio
+    shows the message and, unlike for an error, prints no traceback to the server's log, where a public Space's
+    visitors' typos would otherwise bury its real faults (about 40 lines each)."""
+    return gr.Error(message, print_exception=False)
+
+
 def refuse(err: Exception, suffix: str = "") -> gr.Error:
-    """A message for a visitor from an engine error; user or dataset text in it is escaped."""
+    """A message for a visitor from an engine error; user or dataset text in it is escaped. The engine's ValueError
+    and KeyError say what was wrong with the request (a :func:`refusal`); anything else, such as an index that
+    cannot be reached, keeps its traceback in the server's log."""
     text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-    return gr.Error(escape(text.rstrip(".")) + ("." if text else "") + suffix)
+    message = escape(text.rstrip(".")) + ("." if text else "") + suffix
+    return refusal(message) if isinstance(err, (ValueError, KeyError)) else gr.Error(message)
 
 
 RoundSettings = tuple[str, int, float | None]  # strategy, batch size, training strength (None: automatic)
@@ -174,16 +184,16 @@ def settings_from(strategy: Any, batch_size: Any, prior_strength: Any) -> RoundS
     """The UI's or an API call's settings, checked: (strategy, batch size, training strength: None when 0, which
     means automatic)."""
     if strategy not in RECIPE_NAMES:
-        raise gr.Error(f"Unknown strategy {escape(repr(strategy))}: choose one of {', '.join(RECIPE_NAMES)}.")
+        raise refusal(f"Unknown strategy {escape(repr(strategy))}: choose one of {', '.join(RECIPE_NAMES)}.")
     try:
         size = float(batch_size)
         strength = float(prior_strength)
     except (TypeError, ValueError):
-        raise gr.Error("Batch size and training strength must be numbers.") from None
+        raise refusal("Batch size and training strength must be numbers.") from None
     if not (math.isfinite(size) and size == int(size) and 1 <= size <= MAX_BATCH):
-        raise gr.Error(f"Batch size must be a whole number from 1 to {MAX_BATCH}; got {escape(repr(batch_size))}.")
+        raise refusal(f"Batch size must be a whole number from 1 to {MAX_BATCH}; got {escape(repr(batch_size))}.")
     if not (math.isfinite(strength) and 0 <= strength <= 1000):
-        raise gr.Error(
+        raise refusal(
             f"Training strength must be a number from 0 (automatic) to 1000; got {escape(repr(prior_strength))}."
         )
     return str(strategy), int(size), strength or None
@@ -195,11 +205,11 @@ def round_request(labels: Any, more_like: Any) -> tuple[dict[str, float], list[s
     if labels is None:
         labels = {}
     if not isinstance(labels, dict) or not all(isinstance(k, str) for k in labels):
-        raise gr.Error('Labels must be an object of image id to score, e.g. {"shapes-train-00012": 1, ...}.')
+        raise refusal('Labels must be an object of image id to score, e.g. {"shapes-train-00012": 1, ...}.')
     if more_like is None:
         more_like = []
     if not isinstance(more_like, list) or not all(isinstance(i, str) for i in more_like):
-        raise gr.Error("more_like must be a list of image ids from this session.")
+        raise refusal("more_like must be a list of image ids from this session.")
     return labels, more_like
 
 
@@ -212,7 +222,7 @@ def new_session(ws: Workspace, prompt: Any, negative: Any, settings: RoundSettin
     if not isinstance(prompt, str) or not prompt.strip():
         examples = ws.collection.example_prompts(1)
         hint = f": for example {escape(repr(examples[0]))}" if examples else ""
-        raise gr.Error(f"Describe the concept first, in a few words{hint}.")
+        raise refusal(f"Describe the concept first, in a few words{hint}.")
     strategy, size, strength = settings
     try:
         return ws.new_session(prompt, str(negative or ""), strategy=strategy, batch_size=size, prior_strength=strength)
@@ -304,11 +314,11 @@ def quality_markdown(quality: Quality | None, round_: int) -> str:
 def resumed(ws: Workspace, saved: Any) -> Session:
     """The session the browser's saved copy describes (untrusted: checked field by field), or a message."""
     if ws.resume_offer(saved) is None:
-        raise gr.Error("There is no saved session for this model and collection to resume.")
+        raise refusal("There is no saved session for this model and collection to resume.")
     try:
         return ws.session_from_saved(saved, max_batch_size=MAX_BATCH)
     except ValueError as err:
-        raise gr.Error(f"The saved session cannot be resumed ({escape(str(err))}). Search instead.") from None
+        raise refusal(f"The saved session cannot be resumed ({escape(str(err))}). Search instead.") from None
 
 
 def saved_copy(bench: Workbench) -> Any:
@@ -328,7 +338,7 @@ def export_folder(session: Session, ws: Workspace, scratch: ScratchSpace) -> Pat
 
 def require_session(bench: Workbench | None) -> Session:
     if bench is None or bench.session is None:
-        raise gr.Error("Search for a concept first: type it above and press Search.")
+        raise refusal("Search for a concept first: type it above and press Search.")
     return bench.session
 
 
@@ -363,7 +373,7 @@ def label_check(session: Session, labels: dict[str, float]) -> None:
             else "cannot be labelled as a check: no quality check is waiting for labels (Check quality, or /check, "
             "draws one)"
         )
-        raise gr.Error(f"{len(stray)} id(s) {where}: {shown}. Nothing was changed.")
+        raise refusal(f"{len(stray)} id(s) {where}: {shown}. Nothing was changed.")
     try:
         session.label({hit.id: labels.get(hit.id, 0.0) for hit in pending})
     except (ValueError, KeyError) as err:
@@ -614,7 +624,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         def on_undo(bench, saved_value):
             ws = workspace_or_error(loader)
             if bench is None or bench.undo_kind is None:
-                raise gr.Error(f"{NOTHING_TO_UNDO.capitalize()}.")
+                raise refusal(f"{NOTHING_TO_UNDO.capitalize()}.")
             with bench.lock:
                 kind = bench.undo()
                 # A round undone: the estimate is of the classifier before it. Check labels are never undone.
@@ -641,7 +651,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
 
             def draw_check(session: Session) -> str | None:
                 if not (session.pending_audit() or session.audit(CHECK_SIZE)):
-                    raise gr.Error("Every image has been seen: there is nothing left to check with.")
+                    raise refusal("Every image has been seen: there is nothing left to check with.")
                 return None if session.audit_labels else quality_markdown(session.quality(), session.round)
 
             ws, bench, notice, quality = labelled_then(bench, saved_value, evt, draw_check)
@@ -692,7 +702,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             elif isinstance(data.get("id"), str):
                 id_ = data["id"]
             else:
-                raise gr.Error("Click a point of the map to show that image.")
+                raise refusal("Click a point of the map to show that image.")
             with bench.lock:
                 try:
                     session.add_to_batch([id_])
@@ -745,7 +755,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             batch's labels included."""
             ws = workspace_or_error(loader)
             if bench is None or bench.undo_kind is None:
-                raise gr.Error(f"{NOTHING_TO_UNDO.capitalize()}.")
+                raise refusal(f"{NOTHING_TO_UNDO.capitalize()}.")
             with bench.lock:
                 bench.undo()
                 return bench, batch_value(ws, bench)
@@ -758,16 +768,16 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             try:
                 size = int(n)
             except (TypeError, ValueError):
-                raise gr.Error(f"n must be a whole number of images; got {escape(repr(n))}.") from None
+                raise refusal(f"n must be a whole number of images; got {escape(repr(n))}.") from None
             if not 1 <= size <= MAX_BATCH:
-                raise gr.Error(f"A check shows 1 to {MAX_BATCH} images; got {size}.")
+                raise refusal(f"A check shows 1 to {MAX_BATCH} images; got {size}.")
             with bench.lock:
                 try:
                     drawn = session.pending_audit() or session.audit(size)
                 except (ValueError, KeyError) as err:
                     raise refuse(err) from err
                 if not drawn:
-                    raise gr.Error("Every image has been seen: there is nothing left to check with.")
+                    raise refusal("Every image has been seen: there is nothing left to check with.")
                 return bench, batch_value(ws, bench)
 
         def quality(labels, bench=None):
@@ -790,12 +800,15 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             session = require_session(bench)
             ws = workspace_or_error(loader)
             if split_name not in SPLITS:
-                raise gr.Error(f"Choose what to classify: {' or '.join(SPLITS)}.")
+                raise refusal(f"Choose what to classify: {' or '.join(SPLITS)}.")
             held_out = split_name == "held-out split"
             if held_out and ws.eval is None:
-                raise gr.Error("This collection has no held-out split; classify the indexed collection.")
+                raise refusal("This collection has no held-out split; classify the indexed collection.")
             try:
                 cutoff = float(cutoff)
+            except (TypeError, ValueError):
+                raise refusal(f"The threshold must be a number from 0 to 1; got {escape(repr(cutoff))}.") from None
+            try:
                 embeddings = ws.eval.embeddings if held_out else ws.embeddings  # type: ignore[union-attr]
                 ranking = rank(session, embeddings.ids, embeddings.vectors, cutoff, GALLERY_SIZE)
             except (TypeError, ValueError) as err:
@@ -830,7 +843,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             session = require_session(bench)
             ws = workspace_or_error(loader)
             if not ws.hub_online:
-                raise gr.Error("The Hugging Face Hub cannot be reached from this server: use Prepare download.")
+                raise refusal("The Hugging Face Hub cannot be reached from this server: use Prepare download.")
             try:
                 token = token_for_push(oauth_token.token if oauth_token else None, space=on_space())
                 # The session itself: push_classifier exports it to a temporary folder of its own, removes it after,
@@ -847,11 +860,11 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         def load(bench, source: str, oauth_token: gr.OAuthToken | None = None):
             ws = workspace_or_error(loader)
             if not isinstance(source, str) or not source.strip():
-                raise gr.Error("Enter a Hub repository such as 'someone/red-circles', or a local folder.")
+                raise refusal("Enter a Hub repository such as 'someone/red-circles', or a local folder.")
             local = not on_space()  # a visitor to a public Space must not make the server read its folders
             folder_like = is_local_path(source) if local else looks_like_path(source)
             if not ws.hub_online and not folder_like:  # a repo id: refused at once rather than after retries
-                raise gr.Error("The Hugging Face Hub cannot be reached from this server, so only a local folder loads.")
+                raise refusal("The Hugging Face Hub cannot be reached from this server, so only a local folder loads.")
             try:
                 probe = load_classifier(
                     source.strip(),

@@ -207,6 +207,28 @@ def every_label(reply: dict, value: float) -> dict[str, float]:
     return {card["id"]: value for card in reply["batch"]}
 
 
+def test_a_refused_request_leaves_no_traceback_in_the_server_log_and_a_fault_does(client, capfd, monkeypatch):
+    """A visitor's mistake is a message, not a fault: on a public Space each would print about 40 lines of
+    traceback to the log, burying the real faults, which must keep theirs."""
+    first = start(client)
+    capfd.readouterr()
+    for refused in ({"no-such-id": 1.0}, {first["batch"][0]["id"]: 3.0}):
+        with pytest.raises(AppError, match="Nothing was changed"):
+            client.predict(refused, api_name="/round")
+    with pytest.raises(AppError, match="Batch size must be a whole number from 1 to 50"):
+        start(client, batch_size=0)
+    assert "Traceback" not in capfd.readouterr().err
+
+    def broken(self, scores):
+        raise RuntimeError("a fault in the engine")
+
+    monkeypatch.setattr("trainer.session.Session.label", broken)
+    with pytest.raises(AppError):
+        client.predict({first["batch"][0]["id"]: 1.0}, api_name="/round")
+    log = capfd.readouterr().err
+    assert "Traceback" in log and "a fault in the engine" in log
+
+
 @pytest.mark.parametrize("prompt", ["x" * 1_000, "猫が雪の中にいる", "🐕 في الثلج"], ids=["1,000 chars", "ja", "ar"])
 def test_the_app_serves_long_and_non_latin_prompts(client, prompt):
     assert start(client, prompt)["round"] == 1
@@ -311,10 +333,11 @@ def test_loading_a_classifier_of_an_absurd_dim_is_refused_at_once_and_costs_no_m
     [
         (["indexed collection", float("nan")], "threshold must be within [0, 1]; got nan"),
         (["indexed collection", 2], "threshold must be within [0, 1]; got 2"),
+        (["indexed collection", "abc"], "The threshold must be a number from 0 to 1; got 'abc'"),
         ([None, 0.5], "Choose what to classify: indexed collection or held-out split"),
         (["everything", 0.5], "Choose what to classify"),
     ],
-    ids=["threshold NaN", "threshold 2", "split None", "unknown split"],
+    ids=["threshold NaN", "threshold 2", "threshold text", "split None", "unknown split"],
 )
 def test_classify_refuses_a_bad_threshold_or_split_with_a_message(app_url, data, message):
     visitor = f"classify-{abs(hash(str(data)))}"
