@@ -154,6 +154,13 @@ class Blocks(gr.Blocks):
             raise
         except ComponentProcessingError as err:  # Gradio could not read a value sent for one of the inputs
             what, _, rest = str(err).partition(" of the event handler")
+            if "a `image` component" in what:  # an upload Gradio cannot open: say so, not where the server keeps it
+                cause = err.__cause__ or err.__context__
+                why = f" ({type(cause).__name__})" if cause is not None else ""
+                raise refusal(
+                    f"That file could not be read as an image{why}: it is corrupt, empty or another kind of file. "
+                    "Upload a JPEG, PNG, GIF or WebP image."
+                ) from err
             sent = rest.partition("value passed to the event handler was: ")[2].partition("\n")[0]
             raise refusal(escape(f"{what.replace('Could not preprocess', 'Invalid value for')}: {sent}")) from err
         except Exception as err:
@@ -459,6 +466,10 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
             gr.Markdown("Changes apply from the next round, and the line above the images says what changed.")
             query_image = gr.Image(
                 type="filepath",
+                # No mode: Gradio then hands over the uploaded file as it is. With its default "RGB" it decodes and
+                # converts any other mode first, a 12,000 x 12,000 one-bit PNG of 30 KB into 432 MB of pixels (the
+                # server's memory rose 700 MB), before load_image could refuse it from its header.
+                image_mode=None,
                 label="Or start from an image: drop one here",
                 sources=["upload", "clipboard"],
                 height=160,

@@ -5,7 +5,8 @@ classifier's weights). What other files already pin down is not repeated here: e
 the app (test_embed, test_app), corrupt / empty / 16-bit / palette / RGBA files while indexing (test_data,
 test_indexing, test_cli), out-of-range and unknown-id labels (test_engine), bad index vectors and duplicate ids
 (index_contract), a classifier of another model for load and predict (test_hub, test_predict), repo names
-(test_hub). The app takes no image uploads, so image files are an engine and command-line matter only.
+(test_hub). Image files: an engine and command-line matter, and the app's one upload (start from an image), whose
+corrupt, empty and oversized files test_browser sends.
 """
 
 from __future__ import annotations
@@ -227,6 +228,25 @@ def test_a_refused_request_leaves_no_traceback_in_the_server_log_and_a_fault_doe
         client.predict({first["batch"][0]["id"]: 1.0}, api_name="/round")
     log = capfd.readouterr().err
     assert "Traceback" in log and "a fault in the engine" in log
+
+
+def test_the_upload_reaches_the_app_undecoded_so_a_bomb_is_refused_from_its_header(
+    bundle_workspace, tmp_path, monkeypatch
+):
+    """Gradio's image component, left at its default mode "RGB", decodes and converts any other mode on upload,
+    before the app's handler runs: a 30 KB one-bit PNG of 12,000 x 12,000 pixels cost the server 700 MB there."""
+    from gradio.data_classes import ImageData
+    from PIL import Image as PILImage
+
+    (upload,) = [b for b in app.build_demo(bundle_workspace).blocks.values() if b.elem_id == "query-image"]
+    picture = tmp_path / "one-bit.png"
+    PILImage.new("1", (64, 64)).save(picture)  # not RGB: the default mode would convert it
+
+    def decoded(self, *args, **kwargs):
+        raise AssertionError("the upload's pixels were decoded before the app's own checks")
+
+    monkeypatch.setattr(PILImage.Image, "load", decoded)
+    assert upload.preprocess(ImageData(path=str(picture), orig_name="one-bit.png")) == str(picture)
 
 
 @pytest.mark.parametrize("prompt", ["x" * 1_000, "猫が雪の中にいる", "🐕 في الثلج"], ids=["1,000 chars", "ja", "ar"])

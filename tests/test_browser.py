@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -307,6 +309,43 @@ def test_an_uploaded_image_starts_a_session_that_finds_it_first(visitor, bundle_
     page.locator(".ct-train").click()
     visitor.wait_for_round(2, 1)
     assert query not in visitor.cards()
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [("corrupt.png", b"\x89PNG\r\n\x1a\n" + b"garbage" * 100), ("notes.jpg", b"not an image at all")],
+    ids=["a corrupt PNG", "text named .jpg"],
+)
+def test_an_upload_that_is_no_image_gets_a_message_that_says_so_and_keeps_the_session(visitor, tmp_path, name, content):
+    page = visitor.page
+    visitor.search("a large red heart")
+    before = visitor.cards()
+    (tmp_path / name).write_bytes(content)
+    page.get_by_text("More: negative prompt").click()
+    page.locator("#query-image input[type=file]").set_input_files(str(tmp_path / name))
+    toast = page.locator("[data-testid='toast-body']").filter(has_text="could not be read as an image")
+    toast.wait_for(timeout=30_000)
+    assert "JPEG, PNG" in toast.inner_text() and "/tmp" not in toast.inner_text()  # no server path in it
+    assert visitor.cards() == before  # the session on screen is untouched
+
+
+def test_an_upload_of_too_many_pixels_is_refused_before_it_is_decoded(visitor, tmp_path):
+    """12,000 x 12,000 one-bit pixels: a 30 KB file that would decode to 432 MB of RGB."""
+    width = height = 12_000
+    rows = zlib.compress((b"\x00" + b"\x00" * (width // 8)) * height, 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    bomb = tmp_path / "huge.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    page = visitor.page
+    page.get_by_text("More: negative prompt").click()
+    page.locator("#query-image input[type=file]").set_input_files(str(bomb))
+    toast = page.locator("[data-testid='toast-body']").filter(has_text="12,000 x 12,000 pixels")
+    toast.wait_for(timeout=30_000)
+    assert "resize it first" in toast.inner_text()
 
 
 def test_clicking_a_point_of_the_map_shows_that_image_in_the_batch(visitor):
