@@ -17,7 +17,11 @@ the synthetic kinds (benchmarks/RESULTS-learning.md, issue 13) the labels choose
 labels to AP 0.9 instead of 180 (15 seeds: mean 109 against 197); on the offline bundle's real CLIP embeddings they
 never did between 100 and 150 labels (every concept's AP as without it). Below ``FROM_LABELS`` the leave-one-out
 choice is too noisy: offered from 50 labels, it took the stretched prior on a few bundle concepts and sank them up
-to 0.49 AP below zero-shot.
+to 0.49 AP below zero-shot. Nor while either class holds fewer than ``MIN_CLASS`` labels: the choice then rests on
+those few, weighted up to half of the data by the balanced recipe. A `top` session on the synthetic `default` kind
+shows 340 matches, then a batch with its first 3 non-matches; the stretched fit took them, turned the classifier 56
+degrees, and AP fell from 0.83 to 0.17 for that round; every one of 15 seeds fell 0.50-0.59 below zero-shot
+(benchmarks/RESULTS-learning.md).
 
 The axes are the session's collection axes (``QualityChecks.collection_axes``: ``suspects.leading_axes`` of the one
 sample of the collection a session draws, which the suspect labels' third witness uses too); a session without that
@@ -34,7 +38,7 @@ import numpy as np
 
 from . import map_fit
 
-__all__ = ["FREEDOM", "FROM_LABELS", "MARGIN", "Stretch", "fit"]
+__all__ = ["FREEDOM", "FROM_LABELS", "MARGIN", "MIN_CLASS", "Stretch", "fit"]
 
 # How much freer (the prior's variance along the axes is 1 + FREEDOM times that across them). On `hard`, x 30 reached
 # AP 0.9 in 100 labels (median, 5 seeds) and x 10 in 100 too, but with a smaller margin over the plain fit
@@ -45,6 +49,10 @@ FREEDOM = 30.0
 FROM_LABELS = 100
 # The stretched fit must beat the plain one's leave-one-out log loss by more than this share (as map_fit's _MARGIN).
 MARGIN = 0.02
+# ... and each class must hold at least this many labels. The smallest count that removed every collapse of `top` on
+# `default` (15 seeds, 1-3 non-matches among hundreds of matches); 6 and 10 cost `random` on `noisy` (4-10 matches
+# in its first 100-200 labels, where the stretch helps) 20-100 labels, and `top` on `misaligned` 30-70.
+MIN_CLASS = 4
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,8 @@ def fit(
     under: ``stretch`` where the labels chose it (the fit's weights are then in its variables: rank by
     ``stretch.weights(fit.weight)``), else None. ``stretched_cache`` keeps the stretched rows' Gram matrix."""
     plain = map_fit.fit_map(x, t, c, w0, b0, None, cache=cache, max_iter=max_iter)
-    if stretch is None or len(t) < FROM_LABELS:
+    positives = int(np.count_nonzero(t > 0.5))
+    if stretch is None or len(t) < FROM_LABELS or min(positives, len(t) - positives) < MIN_CLASS:
         return plain, None
     with map_fit.one_blas_thread():  # small products: BLAS threads would only wait on each other, as in the fit
         rows, prior = stretch.rows(x), stretch.prior(w0)
