@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ import app
 import trainer.hub
 import trainer.hub_calls
 from tests.helpers import raw_api
+from tests.helpers.images import png_header_only
 from tests.helpers.memory import rss_mb
 from trainer import cli
 from trainer.classifier import LinearProbe
@@ -43,18 +42,6 @@ BOMBS = ["bomb-20000.png", "bomb-10000.png"]  # over 2x Pillow's limit (it raise
 
 
 # ------------------------------------------------------------------------------------------------------ images
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header says ``width`` x ``height`` (8-bit grey) but whose data is a few bytes: a bomb's shape."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
-    )
-
-
 @pytest.fixture
 def awkward_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "awkward"

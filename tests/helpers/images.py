@@ -42,6 +42,20 @@ def write_image_folder(folder: Path, count: int, *, size: int = 24, seed: int = 
     return folder
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width`` x ``height`` (8-bit grey) but whose data is a few bytes: a bomb's shape."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
+
+
 def png(colour: tuple[int, int, int]) -> bytes:
     """An 8x8 PNG of one colour."""
     import io
