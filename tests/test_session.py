@@ -388,3 +388,60 @@ def test_undo_brings_back_the_earlier_batchs_items_from_outside_the_search_and_a
     assert session.explored == first
     session.resume({h.id: -1.0 for h in session.batch()})
     assert session.explored and session.explored <= {h.id for h in session.batch()} and not session.explored & first
+
+
+def test_undo_walks_back_through_every_round_exactly_after_relabels_a_resume_and_an_undo(concept_index, concept):
+    """Undo keeps older rounds as what they changed (trainer/checkpoints.py); every state still comes back whole."""
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    earlier = Session(concept_index, concept.prompt_vector, seed=1)
+    run_rounds(earlier, concept, rounds=2)
+    states = []
+
+    def round_(relabel: str | None = None) -> None:
+        batch = [h.id for h in session.batch()]
+        session.label({**concept.oracle(batch), **({relabel: 0.5} if relabel else {})})
+        states.append(
+            (
+                session.batch(),
+                session.labels,
+                list(session.labels),
+                session.label_rounds,
+                session.seen,
+                session.history,
+                session.classifier.weight.copy(),
+            )
+        )
+        session.train_and_requery()
+
+    for r in range(4):
+        round_(relabel=next(iter(session.labels), None) if r else None)
+    states.append(
+        (
+            session.batch(),
+            session.labels,
+            list(session.labels),
+            session.label_rounds,
+            session.seen,
+            session.history,
+            session.classifier.weight.copy(),
+        )
+    )
+    session.resume({i: v for i, v in earlier.labels.items() if i not in session.seen})
+    session.undo()
+    assert (session.batch(), session.labels, session.seen) == (states[-1][0], states[-1][1], states[-1][4])
+    states.pop()
+    for _ in range(3):
+        round_()
+    for want in reversed(states):
+        assert session.undo() == want[0]
+        got = (
+            session.batch(),
+            session.labels,
+            list(session.labels),
+            session.label_rounds,
+            session.seen,
+            session.history,
+        )
+        assert got == want[:6]
+        np.testing.assert_array_equal(session.classifier.weight, want[6])
+    assert not session.can_undo

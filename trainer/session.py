@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from . import checks
+from .checkpoints import Checkpoints
 from .classifier import FitReport, LinearProbe, check_prior_strength
 from .exploration import EXPLORE_EMPTY, EXPLORE_FULL, FOLLOW_UP, beyond, explore, follow_up, looks_beyond
 from .index import Hit, VectorIndex
@@ -100,7 +101,8 @@ class Session(QualityChecks, SavedCopies):
         # The ids ``mixed`` picked from the top of each batch, oldest first: their labels set the next batches' make-up.
         # Not saved: a session rebuilt from a saved copy starts half/half again.
         self._top_picks: list[list[str]] = []
-        self._undo: list[dict] = []
+        # Undo's checkpoints, one a round: older ones kept as what the round changed (trainer/checkpoints.py).
+        self._undo = Checkpoints(incremental=("labels", "label_rounds", "newest", "seen"))
         # Items of the batch drawn from outside the search (trainer/exploration.py), and why: the app marks them.
         self._explored: frozenset[str] = frozenset()
         self._explore_reason: str | None = None
@@ -413,7 +415,7 @@ class Session(QualityChecks, SavedCopies):
 
         Any failure (the index unreachable, say) restores the checkpoint: a failed round loses nothing.
         """
-        self._undo.append(self._snapshot())
+        self._undo.push(self._snapshot())
         try:
             change()
             fit = self._fit()
