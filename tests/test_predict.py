@@ -91,6 +91,15 @@ def test_predict_writes_one_row_per_image_and_reports_unreadable_ones_by_name(cl
     assert [p.name for p in report.out.parent.iterdir()] == ["scores.csv"]  # no partial file left behind
 
 
+def test_predict_writes_a_file_named_like_a_formula_as_text_for_spreadsheets(classifier, tmp_path):
+    folder = tmp_path / "formulas"
+    folder.mkdir()
+    for name in ("=HYPERLINK(1).png", "+1.png", "plain.png"):
+        Image.new("RGB", (4, 4), (200, 30, 30)).save(folder / name)
+    report = predict.predict_folder(classifier, folder, tmp_path / "scores.csv", embedder=FakeEmbedder())
+    assert sorted(r["path"] for r in read_csv(report.out)) == ["'+1.png", "'=HYPERLINK(1).png", "plain.png"]
+
+
 @pytest.mark.parametrize(
     ("embedder", "message"),
     [

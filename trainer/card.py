@@ -370,7 +370,8 @@ print(f"P(concept) = {probability:.3f}", probability >= config["threshold"])
 - `{{ files.config }}`: the base model id and revision, embedding size, prompt, recipe, prior strength and threshold.
 - `{{ files.jsonl }}` and `{{ files.csv }}`: every label, one per row: `id` (the item's id in the image
   collection), `score` in [-1, 1] (sign = class, magnitude = confidence, 0 = seen with no opinion) and `round`.
-  With them anyone can retrain the head or continue labelling.
+  With them anyone can retrain the head or continue labelling. In the CSV, an id that starts with `=`, `+`, `-`, `@`
+  or `'` has a `'` in front, so that a spreadsheet shows it as text instead of running it as a formula.
 
 ## Limitations
 

@@ -32,6 +32,7 @@ from .hub_calls import HubError, validate_repo_id
 from .probe_files import CONFIG_KEYS, CONFIG_NAME, WEIGHTS_NAME
 from .quality import Quality
 from .record import RoundStats, SessionRecord, Shareable
+from .spreadsheet import read_cell, safe_cell
 
 __all__ = [
     "CARD_NAME",
@@ -177,7 +178,7 @@ def _write_export(facts: CardFacts, folder: Path) -> None:
     with (folder / LABELS_CSV).open("w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(LabelRecord._fields)
-        writer.writerows((r.id, r.score, "" if r.round is None else r.round, int(r.audit)) for r in records)
+        writer.writerows((safe_cell(r.id), r.score, "" if r.round is None else r.round, int(r.audit)) for r in records)
 
 
 def _probe_config(probe: LinearProbe) -> dict[str, Any]:
@@ -195,12 +196,14 @@ def read_labels(path: str | os.PathLike[str]) -> list[LabelRecord]:
     if path.suffix == ".csv":
         with path.open(encoding="utf-8", newline="") as f:
             rows: list[dict[str, Any]] = list(csv.DictReader(f))
+        cell = read_cell  # ids written by safe_cell
     else:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        cell = str
     try:
         return [
             LabelRecord(
-                str(r["id"]),
+                cell(str(r["id"])),
                 float(r["score"]),
                 None if r.get("round") in (None, "") else int(r["round"]),
                 str(r.get("audit", "")).lower() in ("1", "true"),
@@ -231,7 +234,7 @@ def write_scores(ids: Sequence[str], scores: np.ndarray, path: str | os.PathLike
     with atomic_file(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "score"])
-        writer.writerows((ids[i], f"{scores[i]:.6f}") for i in order)
+        writer.writerows((safe_cell(ids[i]), f"{scores[i]:.6f}") for i in order)
     return Path(path)
 
 

@@ -24,6 +24,7 @@ from .data import Collection
 from .files import atomic_file
 from .hub import ClassifierMismatch, check_compatible, load_classifier
 from .hub_calls import HubError
+from .spreadsheet import safe_cell
 
 __all__ = ["CSV_COLUMNS", "Embedder", "PredictReport", "load_embedder", "predict_folder"]
 
@@ -90,7 +91,7 @@ def predict_folder(
         for names, batch in collection.batches(batch_size):
             proba = probe.predict_proba(embedder.embed_images(batch))  # (B,)
             for name, p in zip(names, proba, strict=True):
-                writer.writerow((name, f"{p:.6f}", "true" if p >= probe.threshold else "false"))
+                writer.writerow((safe_cell(name), f"{p:.6f}", "true" if p >= probe.threshold else "false"))
             scored += len(names)
             above += int((proba >= probe.threshold).sum())
     unreadable = list(collection.skipped)  # filled as the batches were decoded
