@@ -395,53 +395,30 @@ def test_undo_walks_back_through_every_round_exactly_after_relabels_a_resume_and
     session = Session(concept_index, concept.prompt_vector, seed=0)
     earlier = Session(concept_index, concept.prompt_vector, seed=1)
     run_rounds(earlier, concept, rounds=2)
-    states = []
+
+    def state() -> tuple:
+        labels = session.labels
+        return session.batch(), labels, list(labels), session.label_rounds, session.seen, session.history
+
+    states, weights = [], []
 
     def round_(relabel: str | None = None) -> None:
         batch = [h.id for h in session.batch()]
         session.label({**concept.oracle(batch), **({relabel: 0.5} if relabel else {})})
-        states.append(
-            (
-                session.batch(),
-                session.labels,
-                list(session.labels),
-                session.label_rounds,
-                session.seen,
-                session.history,
-                session.classifier.weight.copy(),
-            )
-        )
+        states.append(state())
+        weights.append(session.classifier.weight.copy())
         session.train_and_requery()
 
     for r in range(4):
         round_(relabel=next(iter(session.labels), None) if r else None)
-    states.append(
-        (
-            session.batch(),
-            session.labels,
-            list(session.labels),
-            session.label_rounds,
-            session.seen,
-            session.history,
-            session.classifier.weight.copy(),
-        )
-    )
+    before_resume = state()
     session.resume({i: v for i, v in earlier.labels.items() if i not in session.seen})
     session.undo()
-    assert (session.batch(), session.labels, session.seen) == (states[-1][0], states[-1][1], states[-1][4])
-    states.pop()
+    assert state() == before_resume
     for _ in range(3):
         round_()
-    for want in reversed(states):
+    for want, weight in zip(reversed(states), reversed(weights), strict=True):
         assert session.undo() == want[0]
-        got = (
-            session.batch(),
-            session.labels,
-            list(session.labels),
-            session.label_rounds,
-            session.seen,
-            session.history,
-        )
-        assert got == want[:6]
-        np.testing.assert_array_equal(session.classifier.weight, want[6])
+        assert state() == want
+        np.testing.assert_array_equal(session.classifier.weight, weight)
     assert not session.can_undo
