@@ -2,10 +2,14 @@
 
 A session checkpoints its state before every round (``Session._refit_and_query``). Kept whole, each checkpoint copies
 every label and every seen id, so a scripted session's checkpoints grew as the square of its rounds: 10,000 items
-labelled 50 a round held 180 MB after 200 rounds (benchmarks/RESULTS-engine.md, section 9). Here only the newest
+labelled 50 a round held 182 MB after 200 rounds (benchmarks/RESULTS-engine.md, section 9). Here only the newest
 checkpoint is whole; each older one is kept as the entries that turn the checkpoint after it back into it: for the
 dicts and sets named ``incremental``, the keys that differ (a round's labels, its shown items); every other entry
 (the classifier's few tensors, the batch, the random state) whole, as before.
+
+A dict comes back in its old key order, which the fit's rows follow, so a session after Undo is the one before to the
+bit. That holds for a dict that only grew at its end between two checkpoints (the labels: added at the end, relabelled
+in place); one that did not (the newest labels, emptied every round) is kept whole.
 """
 
 from __future__ import annotations
