@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from gradio.exceptions import ComponentProcessingError
 
+from trainer.checks import shown
 from trainer.config import Settings
 from trainer.data import UndecodableImage, load_image
 from trainer.export import LABELS_CSV, LABELS_JSONL, export_classifier, write_scores, zip_export
@@ -372,7 +373,6 @@ def label_check(session: Session, labels: dict[str, float]) -> None:
     pending = session.pending_audit()
     stray = sorted(set(labels) - {hit.id for hit in pending})
     if stray:
-        shown = ", ".join(escape(repr(i)) for i in stray[:5]) + (" ..." if len(stray) > 5 else "")
         where = (
             "are not in the quality check waiting for labels; label the images it showed (their cards say "
             '"audit": true)'
@@ -380,7 +380,7 @@ def label_check(session: Session, labels: dict[str, float]) -> None:
             else "cannot be labelled as a check: no quality check is waiting for labels (Check quality, or /check, "
             "draws one)"
         )
-        raise refusal(f"{len(stray)} id(s) {where}: {shown}. Nothing was changed.")
+        raise refusal(f"{len(stray)} id(s) {where}: {escape(shown(stray))}. Nothing was changed.")
     try:
         session.label({hit.id: labels.get(hit.id, 0.0) for hit in pending})
     except (ValueError, KeyError) as err:

@@ -203,6 +203,9 @@ def test_a_check_refuses_ids_not_in_it_and_keeps_its_images_for_the_right_labels
     for wrong in ({"not-an-id": 1.0}, {ids(first)[0]: 1.0}, {ids(check)[0]: 1.0, "not-an-id": -1.0}):
         with pytest.raises(AppError, match=r"not in the quality check waiting for labels.*Nothing was changed"):
             client.predict(wrong, api_name="/quality")
+    with pytest.raises(AppError, match="not in the quality check") as refused:
+        client.predict({"x" * 100_000: 1.0}, api_name="/quality")
+    assert len(str(refused.value)) < 1_000  # a huge id is cut short in the message, not echoed whole
     assert client.predict(api_name="/check")["batch"] == check["batch"]  # the same check, still unlabelled
     reply = client.predict({card["id"]: -1.0 for card in check["batch"]}, api_name="/quality")
     assert reply["quality"]["check_labels"] == app.CHECK_SIZE
