@@ -422,3 +422,11 @@ def test_undo_walks_back_through_every_round_exactly_after_relabels_a_resume_and
         assert state() == want
         np.testing.assert_array_equal(session.classifier.weight, weight)
     assert not session.can_undo
+
+
+def test_a_refusal_cuts_a_huge_unknown_id_short(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    for call in (lambda: session.label({"x" * 100_000: 1.0}), lambda: session.train_and_requery(["y" * 100_000])):
+        with pytest.raises(ValueError, match="never shown") as refused:
+            call()
+        assert len(str(refused.value)) < 500

@@ -221,7 +221,9 @@ def read_saved(saved: object, index: VectorIndex, *, max_batch_size: int) -> dic
         raise ValueError(f"the saved audit labels name items that were never audited: {checks.shown(unaudited[:5])}")
     both = [i for i in values["audit"] if i in values["labels"]]
     if both:
-        raise ValueError(f"the saved session trains on audited items, which must stay held out: {both[:5]}")
+        raise ValueError(
+            f"the saved session trains on audited items, which must stay held out: {checks.shown(both[:5])}"
+        )
     return values
 
 

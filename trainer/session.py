@@ -210,7 +210,8 @@ class Session(QualityChecks, SavedCopies):
         unknown = [i for i in scores if i not in shown]
         if unknown:
             raise ValueError(
-                f"{len(unknown)} id(s) were never shown in this session, so they cannot be labelled: {unknown[:5]}"
+                f"{len(unknown)} id(s) were never shown in this session, so they cannot be labelled: "
+                f"{checks.shown(unknown[:5])}"
             )
         clean = checks.label_scores(scores)
         audit = {i: v for i, v in clean.items() if i in self._audit}
@@ -264,7 +265,9 @@ class Session(QualityChecks, SavedCopies):
         clean = checks.label_scores(scores)
         held_out = [i for i in clean if i in self._audit]
         if held_out:
-            raise ValueError(f"cannot resume: {len(held_out)} label(s) are for audited items, held out: {held_out[:5]}")
+            raise ValueError(
+                f"cannot resume: {len(held_out)} label(s) are for audited items, held out: {checks.shown(held_out[:5])}"
+            )
         ids = [i for i in clean if i not in self._vectors]
         self._vectors.update(zip(ids, fetch_known(self.index, ids), strict=True))  # a cache: harmless if it fails
 
@@ -383,7 +386,9 @@ class Session(QualityChecks, SavedCopies):
         shown = self.seen
         unknown = [i for i in ids if i not in shown]
         if unknown:
-            raise ValueError(f"'more like this' takes items shown in this session; never shown: {unknown[:5]}")
+            raise ValueError(
+                f"'more like this' takes items shown in this session; never shown: {checks.shown(unknown[:5])}"
+            )
         quota = -(-want // len(ids))  # ceil: the first items' neighbours fill what the last ones leave
         found: dict[str, Hit] = {}
         exclude = shown | {h.id for h in taken}
