@@ -22,19 +22,12 @@ class TestLocalIndexContract(IndexContract):
         return LocalIndex.load(tmp_path / "index")
 
 
-class TestSlicedScanLocalIndexContract(IndexContract):
+class TestSlicedScanLocalIndexContract(TestLocalIndexContract):
     """Every float32 scan sliced over threads, as in a collection past ``PARALLEL_BYTES``: the same contract."""
 
     @pytest.fixture(autouse=True)
     def _every_scan_sliced(self, monkeypatch):
         monkeypatch.setattr("trainer.index.local.PARALLEL_BYTES", 0)
-
-    def make_index(self, dim):
-        return LocalIndex(dim)
-
-    def reopen(self, index, tmp_path):
-        index.save(tmp_path / "index")
-        return LocalIndex.load(tmp_path / "index")
 
 
 class TestFloat16LocalIndexContract(IndexContract):
