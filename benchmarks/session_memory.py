@@ -45,16 +45,16 @@ def measure(items: int, dim: int, batch: int, rounds: int) -> dict:
         if r % 50 == 0 or r == rounds:
             held[r] = round(tracemalloc.get_traced_memory()[0] / 1e6, 1)
     train_s = time.perf_counter() - start
-    start, undone = time.perf_counter(), 0
+    trained, labelled = session.rounds_trained, len(session.labels)
+    start = time.perf_counter()
     while session.can_undo:
         session.undo()
-        undone += 1
     return {
         "held_mb": held,
-        "rounds": session.rounds_trained + undone,
-        "labels": len(session.labels),
-        "round_ms": round(1000 * train_s / max(undone, 1), 1),
-        "undo_ms": round(1000 * (time.perf_counter() - start) / max(undone, 1), 2),
+        "rounds": trained,
+        "labels": labelled,
+        "round_ms": round(1000 * train_s / max(trained, 1), 1),
+        "undo_ms": round(1000 * (time.perf_counter() - start) / max(trained, 1), 2),
     }
 
 
