@@ -53,13 +53,57 @@ def test_the_leave_one_out_loss_is_the_one_its_definition_gives(concept, seed):
     x, t, c, w0, b0 = problem(concept, 15 * seed, seed)
     fit = map_fit.fit_map(x, t, c, w0, b0, None)
     assert fit.strength in map_fit.candidate_strengths(len(t))
+    z_out = held_out_by_definition(x, t, c, w0, fit)
+    assert fit.loo_loss == pytest.approx(float(c @ (np.logaddexp(0, z_out) - t * z_out)), rel=1e-7)
+
+
+def held_out_by_definition(x, t, c, w0, fit) -> np.ndarray:
+    """Each label's logit at ``fit``'s optimum moved to the fit without it, ``z + H_ii r_i / (1 - W_ii H_ii)``, with
+    ``H = G (I + W G)^-1`` by a dense inverse."""
     gram = kernel(x, w0, fit.strength)
     z = x @ fit.optimum + fit.bias  # the optimum's: the trust region bounds the weights after the choice
     s = 1 / (1 + np.exp(-z))
     w = c * s * (1 - s)
     leverage = np.diag(gram @ np.linalg.inv(np.eye(len(t)) + w[:, None] * gram))
-    z_out = z + leverage * c * (s - t) / (1 - w * leverage)
-    assert fit.loo_loss == pytest.approx(float(c @ (np.logaddexp(0, z_out) - t * z_out)), rel=1e-7)
+    return z + leverage * c * (s - t) / (1 - w * leverage)
+
+
+@pytest.mark.parametrize("labels", [1, 2, 3, 11])
+def test_held_out_logits_of_a_few_labels_are_the_definitions(concept, labels):
+    """The held-out logits' diagonal is inverted by halves: one label (no halves) and odd counts too."""
+    x, t, c, w0, b0 = problem(concept, labels, seed=8)
+    fit = map_fit.fit_map(x, t, c, w0, b0, None)
+    np.testing.assert_allclose(fit.held_out, held_out_by_definition(x, t, c, w0, fit), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("strength", [0.3, 10.0, 300.0])
+def test_a_fit_at_a_given_strength_hands_back_held_out_logits_when_asked(concept, strength):
+    """``leave_one_out=True`` at a given strength (the stretched prior's check) computes the held-out logits from
+    Newton's last factorisation: the definition's, and only when asked."""
+    x, t, c, w0, b0 = problem(concept, 90, seed=5)
+    fit = map_fit.fit_map(x, t, c, w0, b0, strength, leave_one_out=True)
+    np.testing.assert_allclose(fit.held_out, held_out_by_definition(x, t, c, w0, fit), rtol=0, atol=1e-6)
+    assert fit.loo_loss is None  # no strength was chosen
+    assert map_fit.fit_map(x, t, c, w0, b0, strength).held_out is None
+
+
+def test_held_out_logits_of_labels_fitted_to_certainty_are_the_definitions(concept):
+    """The held-out move goes through ``diag B^-1`` (a third of the arithmetic of ``diag H``), whose rounding is
+    multiplied by ``1 / (s (1 - s))``; labels fitted within 1e-8 of certain, right or wrong, take ``diag H`` instead.
+    A prompt ten times sharper than the others here, held by a strong prior, fits labels to logits past +-40 (where
+    ``s (1 - s)`` is 0 in float64) and flips three against it: every held-out logit is the definition's."""
+    x, t, c, w0, b0 = problem(concept, 60, seed=7)
+    w0 = w0 * 10
+    t = np.where((x @ w0 + b0) > 0, 1.0, 0.0)
+    t[:3] = 1 - t[:3]  # three labels the prompt is certain are wrong
+    fit = map_fit.fit_map(x, t, c, w0, b0, 1e4, leave_one_out=True)
+    z = x @ fit.optimum + fit.bias
+    curvature = 1 / (1 + np.exp(-z)) * (1 - 1 / (1 + np.exp(-z)))
+    wrong_and_certain = ((z > 0) != (t > 0.5)) & (curvature < 1e-8)
+    assert wrong_and_certain.sum() >= 2 and (curvature == 0).any()  # the cases are there
+    expected = held_out_by_definition(x, t, c, w0, fit)
+    np.testing.assert_allclose(fit.held_out, expected, rtol=1e-9, atol=1e-6)
+    assert (np.abs(fit.held_out - z)[wrong_and_certain] > 1).all()  # they move, as the definition says
 
 
 @pytest.mark.parametrize("strength", [None, 10.0])

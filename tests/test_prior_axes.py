@@ -94,8 +94,10 @@ def test_the_labels_choose_the_collections_axes_and_rank_better_with_them(hard):
 
 
 def test_a_stretched_fit_keeps_the_held_out_logits_that_chose_it(hard):
-    """The stretched fit is chosen by its held-out logits; they are kept with it (``MapFit.held_out``), the very
-    numbers its leave-one-out computes again, so a session's estimate after the round takes them as they are."""
+    """The stretched fit is chosen by its held-out logits, computed from the factorisation Newton left at its
+    optimum; they are kept with it (``MapFit.held_out``), so a session's estimate after the round takes them as they
+    are. They are the ones its leave-one-out computes again from the fit, up to rounding (the optimum's logits as
+    Newton left them against ``x . optimum + b``), as the plain fit's are."""
     x, t, c = problem(hard, 150, seed=3)
     w0 = hard.prompt_vector.astype(np.float64) * 30.0
     stretch = collection_stretch(hard)
@@ -105,7 +107,8 @@ def test_a_stretched_fit_keeps_the_held_out_logits_that_chose_it(hard):
     with map_fit.one_blas_thread():  # as the fit's products are taken: the same rounding
         rows, prior = stretch.rows(x), stretch.prior(w0)
     again = map_fit.leave_one_out_logits(rows, t, c, fit, prior, -20.0, cache=stretched)
-    assert np.array_equal(fit.held_out, again)
+    np.testing.assert_allclose(fit.held_out, again, rtol=0, atol=1e-6)
+    assert np.array_equal(map_fit.leave_one_out_logits(rows, t, c, fit, prior, -20.0, same_rows=True), fit.held_out)
 
 
 def test_a_probe_fitted_under_the_stretch_gives_held_out_logits_of_refits(hard):

@@ -32,7 +32,7 @@ The prompt's own direction is taken out of them: freed along it too, a careless 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -108,12 +108,13 @@ def fit(
     with map_fit.one_blas_thread():  # small products: BLAS threads would only wait on each other, as in the fit
         rows, prior = stretch.rows(x), stretch.prior(w0)
     # At the strength the plain fit chose: one Newton solve and one leave-one-out more, not three (the round's fit
-    # time x 1.5 from FROM_LABELS labels on, not x 2).
-    freer = map_fit.fit_map(rows, t, c, prior, b0, plain.strength, cache=stretched_cache, max_iter=max_iter)
-    held_out = map_fit.leave_one_out_logits(rows, t, c, freer, prior, b0, cache=stretched_cache)
-    if held_out is None:  # Newton ran out of steps short of the optimum: no closed form, so no case for it
+    # time x 1.5 from FROM_LABELS labels on, not x 2). The leave-one-out reuses Newton's last factorisation.
+    freer = map_fit.fit_map(
+        rows, t, c, prior, b0, plain.strength, cache=stretched_cache, max_iter=max_iter, leave_one_out=True
+    )
+    if freer.held_out is None:  # Newton ran out of steps short of the optimum: no closed form, so no case for it
         return plain, None
-    loss = float(c @ (np.logaddexp(0, held_out) - t * held_out))
+    loss = float(c @ (np.logaddexp(0, freer.held_out) - t * freer.held_out))
     if loss < float(plain.loo_loss) * (1 - MARGIN):  # type: ignore[arg-type]: an automatic fit has one
-        return replace(freer, held_out=held_out), stretch  # its held-out logits, for the same rows' leave-one-out
+        return freer, stretch  # with its held-out logits, for the same rows' leave-one-out
     return plain, None
