@@ -427,6 +427,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
         with gr.Row(equal_height=True):
             prompt = gr.Textbox(
                 placeholder="describe the concept you are looking for",
+                label="prompt",  # not shown: it names the value in the API's description (/load returns it)
                 show_label=False,
                 scale=5,
                 max_lines=1,
@@ -481,7 +482,9 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                 with gr.Column(scale=3, min_width=300):
                     grid = js_view("grid", label="round")
                 with gr.Column(scale=1, min_width=280):
-                    quality_panel = gr.Markdown(NOT_CHECKED, elem_id="quality", elem_classes="ct-quality")
+                    quality_panel = gr.Markdown(
+                        NOT_CHECKED, label="quality", elem_id="quality", elem_classes="ct-quality"
+                    )
                     panel = js_view("panel")
 
             with gr.Tab("Classify", id="classify"):
@@ -493,12 +496,15 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                     )
                     threshold = gr.Slider(0, 1, value=0.5, step=0.01, label="Threshold (P ≥)")
                     classify_button = gr.Button("Classify", variant="primary", elem_id="classify")
-                classify_summary = gr.Markdown("Train a few rounds, then classify the whole collection here.")
-                classify_estimate = gr.Markdown(elem_id="classify-estimate")
+                # The labels are not shown; they name the values in the API's description (``view_api``).
+                classify_summary = gr.Markdown(
+                    "Train a few rounds, then classify the whole collection here.", label="summary"
+                )
+                classify_estimate = gr.Markdown(label="estimate", elem_id="classify-estimate")
                 results_file = gr.File(
                     label="Every image's score, best first (CSV: id, score)", interactive=False, elem_id="results-file"
                 )
-                matches = gr.HTML("", elem_id="matches", js_on_load=None)
+                matches = gr.HTML("", label="matches", elem_id="matches", js_on_load=None)
 
             with gr.Tab("Export & share", id="export"), gr.Row():
                 with gr.Column():
@@ -520,7 +526,7 @@ def build_demo(loader: WorkspaceLoader) -> gr.Blocks:
                         private = gr.Checkbox(label="Private", value=False)
                         overwrite = gr.Checkbox(label="Update the repository if it exists", value=False)
                     push_button = gr.Button("Push to Hub", variant="primary", elem_id="push")
-                    push_result = gr.Markdown()
+                    push_result = gr.Markdown(label="result")
                 with gr.Column():
                     gr.Markdown(
                         "### Load a classifier\nA Hub repository or a local folder made by this app, for the same "

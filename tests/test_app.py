@@ -56,6 +56,18 @@ def test_the_api_documents_start_round_and_undo_with_their_parameters(client):
     assert not any(name.startswith(("/search", "/train", "/mark_rest", "/start_over")) for name in endpoints)
 
 
+def test_the_api_names_what_each_endpoint_returns(client):
+    """A script reads ``view_api`` to know what comes back: every value has a name, not Gradio's ``value_<n>`` for a
+    component without a label (the browser's own saved state, which only /load returns, is the one exception)."""
+    endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    returns = {name: [r["label"] for r in endpoints[name]["returns"]] for name in endpoints}
+    assert returns["/classify"][:2] == ["summary", "estimate"] and returns["/classify"][3] == "matches"
+    assert returns["/push"] == ["result"]
+    assert [returns["/load"][k] for k in (0, 1, 2, 4)] == ["prompt", "round", "panel", "quality"]
+    unnamed = {(name, label) for name, labels in returns.items() for label in labels if label.startswith("value_")}
+    assert len(unnamed) == 1 and next(iter(unnamed))[0] == "/load"
+
+
 def test_start_returns_round_one_with_a_batch_of_thumbnails_scores_and_stats(client):
     reply = start(client, batch_size=8, strategy="top")
     assert reply["round"] == 1 and len(reply["batch"]) == 8
