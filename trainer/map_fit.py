@@ -106,8 +106,10 @@ class MapFit:
     optimum: np.ndarray  # (D,) float64: the weights at the optimum, ``weight`` before its turn is limited
     trust_region: bool  # whether ``weight`` is held within ``max_turn`` of the prompt (an automatic strength)
     # The labels' closed-form leave-one-out logits at ``strength`` (the optimum's, no trust region), where the fit
-    # computed them: an automatic choice scores each candidate by them, so :func:`leave_one_out_logits` of the same
-    # rows hands them back instead of a second factorisation (``same_rows``). None where the fit did not compute them.
+    # computed them: an automatic choice scores each candidate by them, and a fit at a given strength computes them
+    # when asked (``fit_map``'s ``leave_one_out``: the stretched prior's check), so :func:`leave_one_out_logits` of the
+    # same rows hands them back instead of a second factorisation (``same_rows``). None where the fit did not compute
+    # them.
     held_out: np.ndarray | None = None
 
 
