@@ -8,9 +8,9 @@ of ``--repeats`` sessions, each brought to 190 labels with labels of its own and
 starts from the last round's solution with the ten new labels at zero.
 
 Until 2026-12-03 round 20 was repeated through ``undo`` in one session instead. That timed a refit on the identical
-200 labels from their own converged solution (the classifier's Gram cache is not part of undo's checkpoint): one
-Newton factorisation where a real round 20 takes six to nine, and 9.1-9.7 ms at 10k where real rounds took 13-16 ms
-on the same machine (benchmarks/RESULTS-engine.md, section 10).
+200 labels from their own converged solution (the classifier's Gram cache is not part of undo's checkpoint): 8
+Cholesky factorisations where a real round 20 takes 22-23, and 9.1-9.7 ms at 10k where real rounds took 13-16 ms on
+the same machine (benchmarks/RESULTS-engine.md, section 10).
 
 The breakdown says where the time goes: ``label`` (checks + fetching the new vectors), ``fit`` (the classifier's
 label-space fit), ``query`` (scoring every vector + top-k) and ``other`` (snapshot for undo, choosing the batch, stats).
