@@ -322,8 +322,9 @@ def _step_length(
     Along the line the logits move linearly (``z - a G step``) and the prior term is a parabola, so each try costs a
     sigmoid of the labels, not a product with ``G``. The objective is convex in ``a``: a bracket ``[low, high]``
     around its minimum catches a Newton try that leaves it (then the bracket is halved, or ``a`` doubled while no
-    upper end is known). Measured on real rounds 20 (10k x 512, 200 random labels): 146 Cholesky factorisations in
-    eight rounds instead of 178, most of them full steps lengthened 1.3-1.8 times (benchmarks/RESULTS-engine.md)."""
+    upper end is known). Measured on real rounds 20 (10k x 512, 200 random labels): 150 Cholesky factorisations in
+    eight rounds instead of 178; most searched steps come out 1.3-1.8 times Newton's own (RESULTS-engine.md, section
+    11)."""
     along = gram @ step  # d z / d a = -along
     pulled, curved = float(along @ g), float(along @ step)  # the prior term's slope at 0, and its curvature
     size, low, high = 1.0, 0.0, np.inf
