@@ -126,6 +126,26 @@ def test_a_round_with_ten_new_labels_converges_in_nine_newton_steps(seed):
     np.testing.assert_allclose(fit.weight, fresh.weight, rtol=0, atol=1e-5 * np.abs(fresh.weight).max())
 
 
+@pytest.mark.parametrize(("norm", "seed"), [(3e3, 0), (3e3, 1), (1e4, 2), (1e4, 3)])
+def test_a_fit_whose_decrement_is_down_to_rounding_stops_at_its_optimum(norm, seed):
+    """A prompt scaled past 1,000 (a narrow top of scores calibrates it so) at a strength near the floor puts Gram
+    entries near 1e10: the decrement then wanders at 1e-11 to 1e-10 of the objective and no step lowers it. Newton
+    stops there with the factor it has (held-out logits present) instead of running out of steps, as it did on each of
+    these at a stopping test of 1e-12 (and on two of them at 1e-10). The gradient is flat to 1e-4 of the terms that
+    cancel in it (1e-6 to 2e-5 here), as flat as 50 steps without this stop made it."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((200, 64))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    w0 = rng.standard_normal(64)
+    w0 *= norm / np.linalg.norm(w0)
+    t, c = (a.astype(np.float64) for a in label_targets(rng.choice([-1.0, 1.0], 200).astype(np.float32)))
+    fit = map_fit.fit_map(x, t, c, w0, 0.0, 0.05, leave_one_out=True)
+    assert fit.held_out is not None and np.isfinite(fit.held_out).all()
+    residual = c * (1 / (1 + np.exp(-(x @ fit.optimum + fit.bias))) - t)
+    grad_w = residual @ x + 2 * 0.05 / float(w0 @ w0) * (fit.optimum - w0)
+    assert np.abs(grad_w).max() < 1e-4 * (np.abs(residual) @ np.abs(x)).max()
+
+
 @pytest.mark.parametrize("strength", [None, 10.0])
 def test_fits_that_reuse_earlier_rounds_equal_fresh_fits_round_after_round(concept, strength):
     """The cache carries the Gram matrix and the last solutions from round to round (as a session's classifier
