@@ -106,18 +106,25 @@ def test_held_out_logits_of_labels_fitted_to_certainty_are_the_definitions(conce
     assert (np.abs(fit.held_out - z)[wrong_and_certain] > 1).all()  # they move, as the definition says
 
 
+def random_labels(seed: int, *, dim: int, norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, t, c, w0): 200 random unit rows of ``dim`` with random +-1 labels (balanced weights), and a random prompt
+    of length ``norm``: what a session's fit sees when its labels follow nothing the prompt knows."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((200, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    w0 = rng.standard_normal(dim)
+    w0 *= norm / np.linalg.norm(w0)
+    t, c = (a.astype(np.float64) for a in label_targets(rng.choice([-1.0, 1.0], 200).astype(np.float32)))
+    return x, t, c, w0
+
+
 @pytest.mark.parametrize("seed", [0, 2, 3])
 def test_a_round_with_ten_new_labels_converges_in_nine_newton_steps(seed):
     """A session's round refits from the last round's solution with its ten new labels at zero; far from their
     optimum, Newton searches its step's length along its line. Full steps took 10-12 factorisations on these rounds
     (random +-1 labels on random unit vectors, the prompt's scale and bias a session calibrates for them), the
     searched ones 7-8: ``max_iter`` counts them, and a fit out of steps has no held-out logits."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((200, 512))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    w0 = rng.standard_normal(512)
-    w0 *= 117.5 / np.linalg.norm(w0)
-    t, c = (a.astype(np.float64) for a in label_targets(rng.choice([-1.0, 1.0], 200).astype(np.float32)))
+    x, t, c, w0 = random_labels(seed, dim=512, norm=117.5)
     cache = map_fit.GramCache()
     map_fit.fit_map(x[:190], t[:190], c[:190], w0, -12.0, 5.0, cache=cache)
     fit = map_fit.fit_map(x, t, c, w0, -12.0, 5.0, cache=cache, max_iter=9, leave_one_out=True)
@@ -133,12 +140,7 @@ def test_a_fit_whose_decrement_is_down_to_rounding_stops_at_its_optimum(norm, se
     stops there with the factor it has (held-out logits present) instead of running out of steps, as it did on each of
     these at a stopping test of 1e-12 (and on two of them at 1e-10). The gradient is flat to 1e-4 of the terms that
     cancel in it (1e-6 to 2e-5 here), as flat as 50 steps without this stop made it."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((200, 64))
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    w0 = rng.standard_normal(64)
-    w0 *= norm / np.linalg.norm(w0)
-    t, c = (a.astype(np.float64) for a in label_targets(rng.choice([-1.0, 1.0], 200).astype(np.float32)))
+    x, t, c, w0 = random_labels(seed, dim=64, norm=norm)
     fit = map_fit.fit_map(x, t, c, w0, 0.0, 0.05, leave_one_out=True)
     assert fit.held_out is not None and np.isfinite(fit.held_out).all()
     residual = c * (1 / (1 + np.exp(-(x @ fit.optimum + fit.bias))) - t)
