@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from trainer import map_fit, prior_axes
+from trainer import blas, map_fit, prior_axes
 from trainer.classifier import LinearProbe, label_targets
 from trainer.index.local import LocalIndex
 from trainer.session import Session
@@ -104,7 +104,7 @@ def test_a_stretched_fit_keeps_the_held_out_logits_that_chose_it(hard):
     stretched = map_fit.GramCache()
     fit, used = prior_axes.fit(x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache(), stretched_cache=stretched)
     assert used is stretch
-    with map_fit.one_blas_thread():  # as the fit's products are taken: the same rounding
+    with blas.one_blas_thread():  # as the fit's products are taken: the same rounding
         rows, prior = stretch.rows(x), stretch.prior(w0)
     again = map_fit.leave_one_out_logits(rows, t, c, fit, prior, -20.0, cache=stretched)
     np.testing.assert_allclose(fit.held_out, again, rtol=0, atol=1e-6)

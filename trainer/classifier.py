@@ -27,7 +27,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
-from . import checks, map_fit, prior_axes
+from . import blas, checks, map_fit, prior_axes
 from .logistic import sigmoid
 
 __all__ = [
@@ -268,7 +268,7 @@ class LinearProbe(
             fitted, stretch = self._fit_map(*problem, (self._gram_cache, self._stretched_cache), max_iter=max_iter)
             self.last_strength, self._last_fit, self._last_stretch = fitted.strength, fitted, stretch
             self._fitted_on = (*problem[:4], np.float64(problem[4]))
-            with map_fit.one_blas_thread():  # a small product: BLAS threads would only wait on each other
+            with blas.one_blas_thread():  # a small product: BLAS threads would only wait on each other
                 weight = fitted.weight if stretch is None else stretch.weights(fitted.weight)
             with torch.no_grad():
                 self.linear.weight.copy_(torch.from_numpy(weight)[None, :])
@@ -389,7 +389,7 @@ def _held_out(
     ``same_rows``: ``fit`` was made of exactly ``x``, ``t``, ``c`` and ``prior`` (its own held-out logits serve)."""
     if stretch is None:
         return map_fit.leave_one_out_logits(x, t, c, fit, *prior, cache=caches[0], same_rows=same_rows)
-    with map_fit.one_blas_thread():
+    with blas.one_blas_thread():
         rows, w0 = stretch.rows(x), stretch.prior(prior[0])
     return map_fit.leave_one_out_logits(rows, t, c, fit, w0, prior[1], cache=caches[1], same_rows=same_rows)
 

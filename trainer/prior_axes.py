@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import map_fit
+from . import blas, map_fit
 
 __all__ = ["FREEDOM", "FROM_LABELS", "MARGIN", "MIN_CLASS", "Stretch", "fit"]
 
@@ -67,7 +67,7 @@ class Stretch:
         """The stretch along the orthonormal columns of ``basis`` (D, k), the collection's leading axes (the
         suspects' ``leading_axes``, drawn once a session), each less its part along ``prompt``: the pull on the
         prompt's own direction stays as it was."""
-        with map_fit.one_blas_thread():
+        with blas.one_blas_thread():
             unit = np.asarray(prompt, dtype=np.float64) / np.linalg.norm(prompt)
             axes = np.asarray(basis, dtype=np.float64)
             axes = np.linalg.qr(axes - np.outer(unit, unit @ axes))[0]
@@ -105,7 +105,7 @@ def fit(
     positives = int(np.count_nonzero(t > 0.5))
     if stretch is None or len(t) < FROM_LABELS or min(positives, len(t) - positives) < MIN_CLASS:
         return plain, None
-    with map_fit.one_blas_thread():  # small products: BLAS threads would only wait on each other, as in the fit
+    with blas.one_blas_thread():  # small products: BLAS threads would only wait on each other, as in the fit
         rows, prior = stretch.rows(x), stretch.prior(w0)
     # At the strength the plain fit chose: one Newton solve and one leave-one-out more, not three (the round's fit
     # time x 1.5 from FROM_LABELS labels on, not x 2). The leave-one-out reuses Newton's last factorisation.

@@ -38,7 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import map_fit
+from . import blas
 from .classifier import LinearProbe
 from .logistic import sigmoid
 
@@ -180,7 +180,7 @@ def principal_coordinates(vectors: np.ndarray, axes: int) -> np.ndarray:
     # U S, and U, S^2 are its eigenvectors and eigenvalues. One BLAS thread, as in the fit: on a busy machine
     # OpenBLAS's threads stall each other (measured at load 6: an SVD of 100 x 512 took 25 ms, 1.6 s at the 90th
     # percentile; this, single-threaded, 1.4 ms and 3 ms).
-    with map_fit.one_blas_thread():
+    with blas.one_blas_thread():
         values, vectors_of_gram = np.linalg.eigh(centred @ centred.T)
     top = np.argsort(values)[::-1][: min(axes, centred.shape[1])]
     return vectors_of_gram[:, top] * np.sqrt(np.maximum(values[top], 0.0))
@@ -196,7 +196,7 @@ def leading_axes(vectors: np.ndarray, axes: int = PRINCIPAL_AXES) -> Axes:
     mean = sample.mean(axis=0)
     centred = sample - mean
     width = min(axes + _EXTRA_AXES, *centred.shape)
-    with map_fit.one_blas_thread():
+    with blas.one_blas_thread():
         basis = np.linalg.qr(centred[:width].T)[0]
         for _ in range(_ITERATIONS):
             basis = np.linalg.qr(centred.T @ (centred @ basis))[0]
