@@ -57,6 +57,33 @@ def test_the_leave_one_out_loss_is_the_one_its_definition_gives(concept, seed):
     assert fit.loo_loss == pytest.approx(float(c @ (np.logaddexp(0, z_out) - t * z_out)), rel=1e-7)
 
 
+MARGIN = 0.02  # a weaker candidate must beat the stronger ones' leave-one-out loss by this share (map_fit's margin)
+
+
+@pytest.mark.parametrize(
+    "labels, seed, solved",
+    [(10, 0, 2), (80, 4, 2), (10, 1, 3), (40, 4, 3), (20, 4, 3)],  # (20, 4): the second's loss rises, by under 2%
+)
+def test_the_search_stops_where_a_weaker_strength_is_worse_by_more_than_the_margin(concept, labels, seed, solved):
+    """Each candidate's leave-one-out loss is that of a fit at its strength alone. One step weaker and worse by more
+    than the margin, the second step is not solved; the choice is the strongest within the margin of the lowest."""
+    x, t, c, w0, b0 = problem(concept, labels, seed)
+    fit = map_fit.fit_map(x, t, c, w0, b0, None)
+    strengths = map_fit.candidate_strengths(len(t))
+    losses = []
+    for value in strengths:
+        held_out = map_fit.fit_map(x, t, c, w0, b0, value, leave_one_out=True).held_out
+        losses.append(float(c @ (np.logaddexp(0, held_out) - t * held_out)))
+    rose = losses[1] > losses[0] * (1 + MARGIN)
+    assert len(fit.tried) == solved == (2 if rose else 3)
+    assert [value for value, _ in fit.tried] == list(strengths[:solved])
+    # Each solve stops within 1e-12 of its optimum in objective, so within about 1e-6 in g: the losses agree to 1e-5.
+    np.testing.assert_allclose([loss for _, loss in fit.tried], losses[:solved], rtol=1e-5)
+    lowest = min(losses[:solved])
+    assert fit.strength == next(value for value, loss in fit.tried if loss <= lowest + MARGIN * lowest)
+    assert map_fit.fit_map(x, t, c, w0, b0, 10.0).tried == ()  # a given strength tries nothing
+
+
 def held_out_by_definition(x, t, c, w0, fit) -> np.ndarray:
     """Each label's logit at ``fit``'s optimum moved to the fit without it, ``z + H_ii r_i / (1 - W_ii H_ii)``, with
     ``H = G (I + W G)^-1`` by a dense inverse."""
