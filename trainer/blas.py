@@ -20,9 +20,8 @@ __all__ = ["one_blas_thread"]
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """A context in which BLAS runs on one thread: the label-space matrices (n x n, n at most a few hundred) are far
-    too small to gain from threads, and on a busy machine OpenBLAS's threads spin-wait on each other. The fit
-    (trainer/map_fit.py, trainer/classifier.py), trainer/suspects.py and trainer/prior_axes.py use it.
+    """A context in which BLAS runs on one thread (why: the module docstring). The fit (trainer/map_fit.py,
+    trainer/classifier.py), trainer/suspects.py and trainer/prior_axes.py use it.
 
     BLAS's thread count is one setting for the whole process, and the app fits in several handler threads at once
     (``Settings.concurrency``). So the limit is counted: the first thread in sets one thread, the last one out puts
