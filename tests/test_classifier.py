@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trainer import map_fit
+from trainer import map_fit, newton
 from trainer.classifier import LinearProbe, label_targets
 from trainer.synthetic import average_precision
 
@@ -271,8 +271,8 @@ def test_leave_one_out_logits_of_the_labels_fitted_are_the_fits_own_and_of_other
     probe.fit(x, labels)
     checkpoint = {name: tensor.clone() for name, tensor in probe.state_dict().items()}  # as a session keeps for undo
     factorisations = []
-    real = map_fit.dpotrf
-    monkeypatch.setattr(map_fit, "dpotrf", lambda *a, **k: factorisations.append(1) or real(*a, **k))
+    real = newton.dpotrf
+    monkeypatch.setattr(newton, "dpotrf", lambda *a, **k: factorisations.append(1) or real(*a, **k))
     same = probe.leave_one_out_logits(x, labels)
     assert not factorisations
     np.testing.assert_allclose(same, fresh(labels), rtol=0, atol=1e-6)

@@ -65,9 +65,7 @@ def test_below_its_label_count_the_fit_is_the_plain_one(hard):
     x, t, c = problem(hard, prior_axes.FROM_LABELS - 1, seed=0)
     w0 = hard.prompt_vector.astype(np.float64) * 30.0
     stretch = collection_stretch(hard)
-    fit, used = prior_axes.fit(
-        x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache(), stretched_cache=map_fit.GramCache()
-    )
+    fit, used = prior_axes.fit(x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache())
     assert used is None
     assert np.array_equal(fit.weight, map_fit.fit_map(x, t, c, w0, -20.0, None).weight)
 
@@ -78,35 +76,50 @@ def test_the_labels_choose_the_collections_axes_and_rank_better_with_them(hard):
     x, t, c = problem(hard, 150, seed=3)
     w0 = hard.prompt_vector.astype(np.float64) * 30.0
     stretch = collection_stretch(hard)
-    fit, used = prior_axes.fit(
-        x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache(), stretched_cache=map_fit.GramCache()
-    )
+    fit, used = prior_axes.fit(x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache())
     plain = map_fit.fit_map(x, t, c, w0, -20.0, None)
     assert used is stretch
     ap = average_precision(hard.vectors @ stretch.weights(fit.weight), hard.truth)
     assert ap > average_precision(hard.vectors @ plain.weight, hard.truth) + 0.02
     random_axes = np.linalg.qr(np.random.default_rng(2).normal(size=(512, 8)))[0]
     elsewhere = prior_axes.Stretch(random_axes, stretch.factor)
-    _, used = prior_axes.fit(
-        x, t, c, w0, -20.0, elsewhere, cache=map_fit.GramCache(), stretched_cache=map_fit.GramCache()
-    )
+    _, used = prior_axes.fit(x, t, c, w0, -20.0, elsewhere, cache=map_fit.GramCache())
     assert used is None
+
+
+@pytest.mark.parametrize("labels", [100, 150, 220])
+def test_the_freer_fit_is_the_fit_on_the_stretched_rows_at_the_strength_the_plain_one_chose(hard, labels):
+    """``map_fit.fit_map_freer`` solves the stretched prior as the plain Gram matrix plus the axes' directions, from
+    the plain optimum: the same weights, held-out logits and leave-one-out loss as Newton on the stretched rows."""
+    x, t, c = problem(hard, labels, seed=labels)
+    w0 = hard.prompt_vector.astype(np.float64) * 30.0
+    stretch = collection_stretch(hard)
+    plain, freer = map_fit.fit_map_freer(x, t, c, w0, -20.0, stretch.axes, stretch.freedom)
+    assert np.array_equal(plain.weight, map_fit.fit_map(x, t, c, w0, -20.0, None).weight)
+    on_rows = map_fit.fit_map(stretch.rows(x), t, c, stretch.prior(w0), -20.0, plain.strength, leave_one_out=True)
+    assert freer is not None and freer.strength == plain.strength and not freer.trust_region
+    np.testing.assert_allclose(freer.weight, stretch.weights(on_rows.weight), rtol=0, atol=1e-6 * np.abs(w0).max())
+    assert freer.bias == pytest.approx(on_rows.bias, abs=1e-4)
+    np.testing.assert_allclose(freer.held_out, on_rows.held_out, rtol=0, atol=1e-4)
+    loss = float(c @ (np.logaddexp(0, on_rows.held_out) - t * on_rows.held_out))
+    assert freer.loo_loss == pytest.approx(loss, rel=1e-6)
+    assert np.abs(freer.weight - plain.optimum).max() > 1e-3 * np.abs(w0).max()  # the freedom changed the fit
 
 
 def test_a_stretched_fit_keeps_the_held_out_logits_that_chose_it(hard):
     """The stretched fit is chosen by its held-out logits, computed from the factorisation Newton left at its
-    optimum; they are kept with it (``MapFit.held_out``), so a session's estimate after the round takes them as they
-    are. They are the ones its leave-one-out computes again from the fit, up to rounding (the optimum's logits as
-    Newton left them against ``x . optimum + b``), as the plain fit's are."""
+    optimum (with the axes' part of ``B`` added by Woodbury); they are kept with it (``MapFit.held_out``), so a
+    session's estimate after the round takes them as they are. They are the ones its leave-one-out computes again
+    from the fit on the stretched rows (their own Gram matrix and factorisation), up to rounding (the optimum's logits
+    as Newton left them against ``x . optimum + b``), as the plain fit's are."""
     x, t, c = problem(hard, 150, seed=3)
     w0 = hard.prompt_vector.astype(np.float64) * 30.0
     stretch = collection_stretch(hard)
-    stretched = map_fit.GramCache()
-    fit, used = prior_axes.fit(x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache(), stretched_cache=stretched)
+    fit, used = prior_axes.fit(x, t, c, w0, -20.0, stretch, cache=map_fit.GramCache())
     assert used is stretch
     with blas.one_blas_thread():  # as the fit's products are taken: the same rounding
         rows, prior = stretch.rows(x), stretch.prior(w0)
-    again = map_fit.leave_one_out_logits(rows, t, c, fit, prior, -20.0, cache=stretched)
+    again = map_fit.leave_one_out_logits(rows, t, c, fit, prior, -20.0)
     np.testing.assert_allclose(fit.held_out, again, rtol=0, atol=1e-6)
     assert np.array_equal(map_fit.leave_one_out_logits(rows, t, c, fit, prior, -20.0, same_rows=True), fit.held_out)
 
@@ -183,8 +196,7 @@ def test_a_class_of_fewer_than_min_class_labels_keeps_the_plain_fit(hard):
     w0 = hard.prompt_vector.astype(np.float64) * 30.0
     stretch = collection_stretch(hard)
     rows = np.r_[np.flatnonzero(t > 0.5), np.flatnonzero(t < 0.5)[: prior_axes.MIN_CLASS - 1]]  # a few non-matches
-    caches = {"cache": map_fit.GramCache(), "stretched_cache": map_fit.GramCache()}
-    fit, used = prior_axes.fit(x[rows], t[rows], c[rows], w0, -20.0, stretch, **caches)
+    fit, used = prior_axes.fit(x[rows], t[rows], c[rows], w0, -20.0, stretch, cache=map_fit.GramCache())
     assert used is None
     assert np.array_equal(fit.weight, map_fit.fit_map(x[rows], t[rows], c[rows], w0, -20.0, None).weight)
 

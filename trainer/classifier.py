@@ -265,7 +265,7 @@ class LinearProbe(
                 self.prior_weight.numpy().astype(np.float64),
                 float(self.prior_bias),
             )
-            fitted, stretch = self._fit_map(*problem, (self._gram_cache, self._stretched_cache), max_iter=max_iter)
+            fitted, stretch = self._fit_map(*problem, self._gram_cache, max_iter=max_iter)
             self.last_strength, self._last_fit, self._last_stretch = fitted.strength, fitted, stretch
             self._fitted_on = (*problem[:4], np.float64(problem[4]))
             with blas.one_blas_thread():  # a small product: BLAS threads would only wait on each other
@@ -332,7 +332,7 @@ class LinearProbe(
         # Fitted on other labels (some given since, or an undo back to earlier weights): the fit on these, on the
         # side, its Gram matrices starting from copies of this probe's.
         side = (copy.copy(self._gram_cache), copy.copy(self._stretched_cache))
-        fit, stretch = self._fit_map(x, t, c, *prior, side)
+        fit, stretch = self._fit_map(x, t, c, *prior, side[0])
         return _held_out(x, t, c, fit, stretch, prior, side, same_rows=True)
 
     def _fit_map(
@@ -342,17 +342,16 @@ class LinearProbe(
         c: np.ndarray,
         w0: np.ndarray,
         b0: float,
-        caches: tuple[map_fit.GramCache, map_fit.GramCache],
+        cache: map_fit.GramCache,
         *,
         max_iter: int = 50,
     ) -> tuple[map_fit.MapFit, prior_axes.Stretch | None]:
         """The label-space fit at this probe's strength; an automatic one may take the stretched prior of
         ``self.stretch`` (trainer/prior_axes.py), and says so: (fit, the stretch it was made under or None).
-        ``caches``: the plain and the stretched rows' Gram matrices, as ``_held_out`` takes them."""
-        plain, stretched = caches
+        ``cache``: the labels' Gram matrix."""
         if self.prior_strength is not None or self.stretch is None:
-            return map_fit.fit_map(x, t, c, w0, b0, self.prior_strength, cache=plain, max_iter=max_iter), None
-        return prior_axes.fit(x, t, c, w0, b0, self.stretch, cache=plain, stretched_cache=stretched, max_iter=max_iter)
+            return map_fit.fit_map(x, t, c, w0, b0, self.prior_strength, cache=cache, max_iter=max_iter), None
+        return prior_axes.fit(x, t, c, w0, b0, self.stretch, cache=cache, max_iter=max_iter)
 
     def _fit_original(self, vectors: np.ndarray, labels: np.ndarray) -> FitReport:
         """The article's update: 5 SGD steps at lr 0.2 on the newest batch, targets (y + 1) / 2."""

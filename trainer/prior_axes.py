@@ -9,7 +9,10 @@ than elsewhere, less the prompt's own direction. In label space
 that is the same fit on stretched rows (``Stretch``): with ``S = I + s U U^T`` (``U`` the axes, ``(1 + s)^2 = 1 +
 FREEDOM``), fitting ``v`` on rows ``x S`` toward ``S^-1 w0`` and ranking by ``w = S v`` is the MAP fit under the
 prior covariance ``S^2``; the n x n Newton, the strength the labels choose and the closed-form leave-one-out all
-carry over unchanged.
+carry over unchanged. Its Gram matrix is the plain one plus ``FREEDOM (x U)(x U)^T``, so it is solved as the plain
+fit with k free directions (``map_fit.fit_map_freer``), from where the plain fit ended and with the factorisation it
+left there: 3-4 factorisations where Newton on the stretched rows from their last round's solution took 6-8
+(benchmarks/RESULTS-engine.md, section 13).
 
 Whether it applies is the labels' choice: from ``FROM_LABELS`` labels on, an automatic fit is made both ways, and
 the stretched one replaces the plain one only when its leave-one-out log loss is lower by more than ``MARGIN``. On
@@ -32,6 +35,7 @@ The prompt's own direction is taken out of them: freed along it too, a careless 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +65,11 @@ class Stretch:
 
     axes: np.ndarray  # (D, k) float64, orthonormal columns
     factor: float
+
+    @property
+    def freedom(self) -> float:
+        """How much freer the prior is along the axes: ``S^2 = I + freedom U U^T``."""
+        return (1 + self.factor) ** 2 - 1
 
     @classmethod
     def along(cls, basis: np.ndarray, prompt: np.ndarray, freedom: float = FREEDOM) -> Stretch:
@@ -95,26 +104,19 @@ def fit(
     stretch: Stretch | None,
     *,
     cache: map_fit.GramCache,
-    stretched_cache: map_fit.GramCache,
     max_iter: int = 50,
 ) -> tuple[map_fit.MapFit, Stretch | None]:
     """The automatic fit of ``x`` (n, D) (``map_fit.fit_map`` with ``strength=None``), and the stretch it was made
     under: ``stretch`` where the labels chose it (the fit's weights are then in its variables: rank by
-    ``stretch.weights(fit.weight)``), else None. ``stretched_cache`` keeps the stretched rows' Gram matrix."""
-    plain = map_fit.fit_map(x, t, c, w0, b0, None, cache=cache, max_iter=max_iter)
+    ``stretch.weights(fit.weight)``), else None."""
     positives = int(np.count_nonzero(t > 0.5))
     if stretch is None or len(t) < FROM_LABELS or min(positives, len(t) - positives) < MIN_CLASS:
+        return map_fit.fit_map(x, t, c, w0, b0, None, cache=cache, max_iter=max_iter), None
+    # At the strength the plain fit chose, from its optimum: one Newton solve of a few steps and one leave-one-out
+    # more, not three solves.
+    plain, freer = map_fit.fit_map_freer(x, t, c, w0, b0, stretch.axes, stretch.freedom, cache=cache, max_iter=max_iter)
+    if freer is None or freer.loo_loss >= float(plain.loo_loss) * (1 - MARGIN):  # type: ignore[operator]
         return plain, None
-    with blas.one_blas_thread():  # small products: BLAS threads would only wait on each other, as in the fit
-        rows, prior = stretch.rows(x), stretch.prior(w0)
-    # At the strength the plain fit chose: one Newton solve and one leave-one-out more, not three (the round's fit
-    # time x 1.5 from FROM_LABELS labels on, not x 2). The leave-one-out reuses Newton's last factorisation.
-    freer = map_fit.fit_map(
-        rows, t, c, prior, b0, plain.strength, cache=stretched_cache, max_iter=max_iter, leave_one_out=True
-    )
-    if freer.held_out is None:  # Newton ran out of steps short of the optimum: no closed form, so no case for it
-        return plain, None
-    loss = float(c @ (np.logaddexp(0, freer.held_out) - t * freer.held_out))
-    if loss < float(plain.loo_loss) * (1 - MARGIN):  # type: ignore[arg-type]: an automatic fit has one
-        return freer, stretch  # with its held-out logits, for the same rows' leave-one-out
-    return plain, None
+    with blas.one_blas_thread():
+        weight = stretch.prior(freer.weight)  # S^-1 w: in the stretch's variables, as its rows' leave-one-out takes it
+    return dataclasses.replace(freer, weight=weight, optimum=weight), stretch
