@@ -163,7 +163,7 @@ def fit_map(
     ``leave_one_out``: at a given strength, also the labels' held-out logits (``MapFit.held_out``), from the
     factorisation Newton's last step left at the optimum; None there if Newton ran out of steps short of it (an
     automatic strength always has them)."""
-    return _fit(np.asarray(x, dtype=np.float64), t, c, w0, b0, strength, cache, max_iter, leave_one_out)[0]
+    return _fit((np.asarray(x, dtype=np.float64), t, c, w0, b0), strength, cache, max_iter, leave_one_out)[0]
 
 
 def fit_map_freer(
@@ -185,7 +185,7 @@ def fit_map_freer(
     In label space the freer prior adds ``freedom / (2 pull_w) P P^T`` to ``G`` (``P = X axes``): ``newton.solve``
     takes ``P`` scaled as its free directions, and starts from the chosen optimum and the factor it left."""
     x = np.asarray(x, dtype=np.float64)
-    plain, found, gram, z0 = _fit(x, t, c, w0, b0, None, cache, max_iter, False)
+    plain, found, gram, z0 = _fit((x, t, c, w0, b0), None, cache, max_iter, False)
     spread = np.sqrt(freedom * (float(w0 @ w0) or 1.0) / (2 * plain.strength))  # the free directions' scale
     with one_blas_thread():
         free = (x @ axes) * spread
@@ -200,17 +200,15 @@ def fit_map_freer(
 
 
 def _fit(
-    x: np.ndarray,
-    t: np.ndarray,
-    c: np.ndarray,
-    w0: np.ndarray,
-    b0: float,
+    problem: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float],
     strength: float | None,
     cache: GramCache | None,
     max_iter: int,
     leave_one_out: bool,
 ) -> tuple[MapFit, newton.Optimum, np.ndarray, np.ndarray]:
-    """:func:`fit_map` of float64 rows ``x``, with the optimum behind it, ``G`` at its strength and ``z0``."""
+    """:func:`fit_map` of ``problem``, ``(x, t, c, w0, b0)`` with float64 rows ``x``; with the optimum behind it,
+    ``G`` at its strength and ``z0``."""
+    x, t, c, w0, b0 = problem
     norm2 = float(w0 @ w0) or 1.0
     # One BLAS thread: these matrices are far too small to gain from threads, and on a busy 2-core machine
     # OpenBLAS's threads spin-wait on each other: measured 128 ms for one 200 x 200 solve, against 1.3 ms limited.
