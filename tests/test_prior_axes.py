@@ -3,12 +3,13 @@ its axes, the labels' choice of it, and a session that finds the axes once its f
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
 import pytest
 
-from trainer import blas, map_fit, prior_axes
+from trainer import blas, map_fit, newton, prior_axes
 from trainer.classifier import LinearProbe, label_targets
 from trainer.index.local import LocalIndex
 from trainer.session import Session
@@ -104,6 +105,54 @@ def test_the_freer_fit_is_the_fit_on_the_stretched_rows_at_the_strength_the_plai
     loss = float(c @ (np.logaddexp(0, on_rows.held_out) - t * on_rows.held_out))
     assert freer.loo_loss == pytest.approx(loss, rel=1e-6)
     assert np.abs(freer.weight - plain.optimum).max() > 1e-3 * np.abs(w0).max()  # the freedom changed the fit
+
+
+def test_freer_fits_that_reuse_earlier_rounds_equal_fresh_ones_and_start_where_the_last_one_ended(hard, monkeypatch):
+    """The cache carries the last freer fit's solution as it does the plain one's: every round's freer fit is the one
+    a fit from nothing gives, and a refit of the same labels starts from the freer optimum itself (its objective is
+    lower there than at the plain optimum), so it factorises less than from the plain optimum."""
+    x, t, c = problem(hard, 200, seed=7)
+    w0 = hard.prompt_vector.astype(np.float64) * 30.0
+    stretch = collection_stretch(hard)
+    cache = map_fit.GramCache()
+    for n in range(100, 201, 20):
+        _, kept = map_fit.fit_map_freer(x[:n], t[:n], c[:n], w0, -20.0, stretch.axes, stretch.freedom, cache=cache)
+        _, fresh = map_fit.fit_map_freer(x[:n], t[:n], c[:n], w0, -20.0, stretch.axes, stretch.freedom)
+        np.testing.assert_allclose(kept.weight, fresh.weight, rtol=0, atol=1e-5 * np.abs(fresh.weight).max())
+        assert kept.loo_loss == pytest.approx(fresh.loo_loss, rel=1e-6)
+    factorisations = []
+    real = newton.dpotrf
+    monkeypatch.setattr(newton, "dpotrf", lambda *a, **k: factorisations.append(1) or real(*a, **k))
+    counts = {}
+    for start in ("the last freer optimum", "the plain optimum"):
+        again = copy.copy(cache)
+        if start == "the plain optimum":
+            again.free_solution = None
+        factorisations.clear()
+        _, refit = map_fit.fit_map_freer(x, t, c, w0, -20.0, stretch.axes, stretch.freedom, cache=again)
+        counts[start] = len(factorisations)
+        np.testing.assert_allclose(refit.weight, kept.weight, rtol=0, atol=1e-5 * np.abs(kept.weight).max())
+    assert counts["the last freer optimum"] < counts["the plain optimum"]
+
+
+def test_the_last_freer_solution_is_kept_only_on_the_rows_every_fit_since_has_kept():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3))
+    cache = map_fit.GramCache()
+    assert cache.free_start() is None
+
+    def fit(rows: np.ndarray) -> None:  # as a fit uses the cache: its Gram matrix, then its solution
+        cache.gram_of(rows)
+        cache.remember(np.zeros(len(rows)))
+
+    fit(x)
+    cache.free_solution = (np.arange(1.0, 6.0), np.ones(2))
+    relabelled = x.copy()
+    relabelled[3] += 1  # row 3 changed: rows 3 and 4 of the solution no longer belong to these rows
+    fit(relabelled)
+    fit(np.vstack([relabelled, rng.normal(size=(2, 3))]))  # two new rows
+    solution, weights = cache.free_start()
+    assert solution.tolist() == [1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0] and weights.tolist() == [1.0, 1.0]
 
 
 def test_a_stretched_fit_keeps_the_held_out_logits_that_chose_it(hard):

@@ -115,14 +115,18 @@ class MapFit:
 
 
 class GramCache:
-    """``X X^T`` of the last fit's rows and its solution, so that a fit on the same rows plus new ones computes only
-    the new rows' products. Rows are matched by value, as a leading run: a relabelled or removed row ends it. Its
-    arrays are replaced, never written in place, so a shallow copy is a cache of its own."""
+    """``X X^T`` of the last fit's rows and its solution (and the last freer fit's, :func:`fit_map_freer`), so that a
+    fit on the same rows plus new ones computes only the new rows' products and starts where the last one ended. Rows
+    are matched by value, as a leading run: a relabelled or removed row ends it. Its arrays are replaced, never
+    written in place, so a shallow copy is a cache of its own."""
 
     def __init__(self) -> None:
         self.rows = np.empty((0, 0))
         self.gram = np.empty((0, 0))
         self.solution = np.empty(0)
+        # The last freer fit's ``g / strength`` and its free directions' weights (``a`` times their scale): a start
+        # that keeps its logits at another strength.
+        self.free_solution: tuple[np.ndarray, np.ndarray] | None = None
 
     def gram_of(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(``x x^T``, a warm start: the last ``g / strength`` on the rows kept, 0 on the new ones)."""
@@ -140,10 +144,19 @@ class GramCache:
         start = np.zeros(n)
         start[:kept] = self.solution[:kept]
         self.rows, self.gram = x, gram
+        if self.free_solution is not None and kept < len(self.free_solution[0]):  # its rows beyond no longer hold
+            self.free_solution = (self.free_solution[0][:kept], self.free_solution[1])
         return gram, start
 
     def remember(self, solution: np.ndarray) -> None:
         self.solution = solution
+
+    def free_start(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The last freer fit's solution on the rows every ``gram_of`` since has kept (0 on the others), if any."""
+        if self.free_solution is None:
+            return None
+        solution, weights = self.free_solution
+        return np.r_[solution, np.zeros(len(self.rows) - len(solution))], weights
 
 
 def fit_map(
@@ -183,13 +196,22 @@ def fit_map_freer(
     its labels' held-out logits and their loss (``loo_loss``) to compare; None where Newton ran out of steps.
 
     In label space the freer prior adds ``freedom / (2 pull_w) P P^T`` to ``G`` (``P = X axes``): ``newton.solve``
-    takes ``P`` scaled as its free directions, and starts from the chosen optimum and the factor it left."""
+    takes ``P`` scaled as its free directions. It starts from the chosen optimum, whose factorisation serves its first
+    step, or where ``cache``'s last freer fit ended, where the objective is lower there (as where the labels took the
+    freer prior last round, and its optimum is far from the plain one's)."""
     x = np.asarray(x, dtype=np.float64)
     plain, found, gram, z0 = _fit((x, t, c, w0, b0), None, cache, max_iter, False)
     spread = np.sqrt(freedom * (float(w0 @ w0) or 1.0) / (2 * plain.strength))  # the free directions' scale
     with one_blas_thread():
         free = (x @ axes) * spread
-        optimum = newton.solve(gram, z0, t, c, found, max_iter, free=free)
+        start, free_start, last = found, None, cache.free_start() if cache is not None else None
+        if last is not None and len(last[1]) == axes.shape[1]:
+            g, a = last[0] * plain.strength, last[1] / spread
+            if newton.objective(gram, z0, t, c, g, free, a)[0] < found.value:  # found.value: the objective at a = 0
+                start, free_start = g, a
+        optimum = newton.solve(gram, z0, t, c, start, max_iter, free=free, a=free_start)
+        if cache is not None:
+            cache.free_solution = (optimum.g / plain.strength, optimum.free * spread)
         if optimum.factor is None:  # Newton ran out of steps short of the optimum: no closed form to compare by
             return plain, None
         held_out = newton.held_out_logits(gram, t, c, optimum.z, optimum.factor, free)

@@ -29,7 +29,7 @@ from scipy.linalg.lapack import dposv, dpotrf, dpotrs, dtrtri, dtrtrs
 
 from .logistic import sigmoid
 
-__all__ = ["Optimum", "held_out_logits", "solve", "tangent_start"]
+__all__ = ["Optimum", "held_out_logits", "objective", "solve", "tangent_start"]
 
 # Labels fitted closer to certain than this (``s (1 - s)``) are held out from ``diag H`` rather than ``diag B^-1``
 # (see held_out_logits): the shortcut's rounding grows as its inverse.
@@ -65,10 +65,11 @@ def solve(
     tol: float = 1e-12,
     *,
     free: np.ndarray | None = None,
+    a: np.ndarray | None = None,
 ) -> Optimum:
     """The optimum of the module docstring's problem with ``G = gram`` and ``Q = free`` (n, k) (none: k = 0),
-    by damped Newton from ``start``: ``g`` (the free coordinates at 0), or an :class:`Optimum` of the same labels
-    with fewer free directions, whose factor serves the first step (its ``free`` is padded with zeros).
+    by damped Newton from ``start``: ``g`` and the free coordinates ``a`` (0 where None), or an :class:`Optimum` of
+    the same labels with fewer free directions, whose factor serves the first step (its ``free`` padded with zeros).
 
     The gradient in ``g`` is ``G (r + g)`` with residuals ``r = c (s - t)``; without free directions the Newton step
     solves ``(I + W G) d = r + g``, which is ``d = v - sqrt(W) B^-1 sqrt(W) G v`` with ``v = r + g``. Far from the
@@ -79,14 +80,8 @@ def solve(
     if isinstance(start, Optimum):
         g, a, factor = start.g, np.r_[start.free, np.zeros(q.shape[1] - len(start.free))], start.factor
     else:
-        g, a, factor = start, np.zeros(q.shape[1]), None
-
-    def objective(g: np.ndarray, a: np.ndarray) -> tuple[float, np.ndarray]:
-        moved = gram @ g
-        z = z0 + moved + q @ a
-        return float(c @ (np.logaddexp(0, z) - t * z) + 0.5 * g @ moved + 0.5 * a @ a), z
-
-    value, z = objective(g, a)
+        g, a, factor = start, np.zeros(q.shape[1]) if a is None else a, None
+    value, z = objective(gram, z0, t, c, g, q, a)
     for _ in range(max_iter):
         s = sigmoid(z)
         r = c * (s - t)
@@ -104,7 +99,7 @@ def solve(
             size = _step_length(z, t, c, pushed + q @ da, *prior, decrement)
         while True:  # backtrack until the objective drops enough (Armijo)
             candidate, candidate_a = g - size * dg, a - size * da
-            candidate_value, candidate_z = objective(candidate, candidate_a)
+            candidate_value, candidate_z = objective(gram, z0, t, c, candidate, q, candidate_a)
             if candidate_value <= value - 1e-4 * size * decrement:
                 break
             if size < 1e-8:
@@ -114,6 +109,21 @@ def solve(
             size /= 2
         g, a, value, z, factor = candidate, candidate_a, candidate_value, candidate_z, None
     return Optimum(g, value, z, None, a)
+
+
+def objective(
+    gram: np.ndarray,
+    z0: np.ndarray,
+    t: np.ndarray,
+    c: np.ndarray,
+    g: np.ndarray,
+    free: np.ndarray | None = None,
+    a: np.ndarray | None = None,
+) -> tuple[float, np.ndarray]:
+    """The module docstring's objective at ``g`` and free coordinates ``a`` (none: k = 0), and the logits there."""
+    moved = gram @ g
+    z = z0 + moved if free is None else z0 + moved + free @ a
+    return float(c @ (np.logaddexp(0, z) - t * z) + 0.5 * g @ moved + (0.0 if a is None else 0.5 * a @ a)), z
 
 
 def _step(
