@@ -201,7 +201,8 @@ def fit_map_freer(
     freer prior last round, and its optimum is far from the plain one's)."""
     x = np.asarray(x, dtype=np.float64)
     plain, found, gram, z0 = _fit((x, t, c, w0, b0), None, cache, max_iter, False)
-    spread = np.sqrt(freedom * (float(w0 @ w0) or 1.0) / (2 * plain.strength))  # the free directions' scale
+    norm2 = float(w0 @ w0) or 1.0
+    spread = np.sqrt(freedom * norm2 / (2 * plain.strength))  # the free directions' scale
     with one_blas_thread():
         free = (x @ axes) * spread
         start, free_start, last = found, None, cache.free_start() if cache is not None else None
@@ -215,10 +216,10 @@ def fit_map_freer(
         if optimum.factor is None:  # Newton ran out of steps short of the optimum: no closed form to compare by
             return plain, None
         held_out = newton.held_out_logits(gram, t, c, optimum.z, optimum.factor, free)
-        moved = _weights(x, optimum.g, w0, b0, float(w0 @ w0) or 1.0, plain.strength)
-        weight = moved[0] + axes @ (spread * optimum.free)
+        weight, bias = _weights(x, optimum.g, w0, b0, norm2, plain.strength)
+        weight += axes @ (spread * optimum.free)
     loo = float(c @ (np.logaddexp(0, held_out) - t * held_out))
-    return plain, MapFit(weight, moved[1], optimum.value, plain.strength, loo, weight, False, held_out)
+    return plain, MapFit(weight, bias, optimum.value, plain.strength, loo, weight, False, held_out)
 
 
 def _fit(
@@ -277,7 +278,9 @@ class _Solved:
     loo: float
 
 
-def _weights(x: np.ndarray, g: np.ndarray, w0: np.ndarray, b0: float, norm2: float, strength: float):
+def _weights(
+    x: np.ndarray, g: np.ndarray, w0: np.ndarray, b0: float, norm2: float, strength: float
+) -> tuple[np.ndarray, float]:
     """The weights and bias of the label-space solution ``g`` at ``strength`` (the module docstring)."""
     scale = norm2 / (2 * strength)
     return w0 + scale * (x.T @ g), b0 + scale * _BIAS_FREEDOM * float(g.sum())
