@@ -11,9 +11,10 @@ leading axes; without them ``k = 0``). Each Newton step factorises one n x n mat
 with ``W = c s (1 - s)`` the curvature (Cholesky). The free directions cost no factorisation of their own: their k
 unknowns are eliminated through that factor (a k x k Schur complement, ``I + V^T B^-1 V`` with ``V = sqrt(W) Q``).
 That is the same fit as Newton on the Gram matrix ``G + Q Q^T`` (the prior's covariance has the extra ``Q Q^T``),
-but it can start where the fit without the free directions ended, ``a = 0``, with the factor that fit left there: a
-freer fit at the strength an automatic fit chose takes 3-4 factorisations from there, against 6-8 from its own last
-round's solution (RESULTS-engine.md, section 13).
+but it can start where the fit without the free directions ended, ``a = 0``, with the factor that fit left there: at
+200 random labels a freer fit at the strength an automatic fit chose takes 3-4 factorisations from there, against 6-8
+from its own last round's solution (``map_fit.fit_map_freer`` starts from the latter where the labels keep choosing
+the freer prior and the objective is lower there; RESULTS-engine.md, section 13).
 
 The step that finds the optimum reached factorises ``B`` there, which is what the leave-one-out logits need
 (:func:`held_out_logits`): leaving label i out moves its logit to ``z_i + H_ii r_i / (1 - W_ii H_ii)`` (``r`` the
@@ -133,9 +134,9 @@ def _step(
     ``r`` the residuals, ``v = r + g``, ``gv = G v`` (the gradient in ``g``).
 
     With free directions, the step in ``a`` solves the Schur complement ``(I + F^T F) da = p - F^T f``, where ``p =
-    Q^T r + a`` is the gradient in ``a``,
-    ``F = L^-1 V`` and ``f = L^-1 sqrt(W) G v``; then ``dg = v - sqrt(W) L^-T (f + F da)``. Two triangular solves,
-    the first with k + 1 right-hand sides: the factor of ``B`` serves both unknowns."""
+    Q^T r + a`` is the gradient in ``a``, ``F = L^-1 V`` and ``f = L^-1 sqrt(W) G v``; then ``dg = v - sqrt(W) L^-T
+    (f + F da)``. Two triangular solves, the first with k + 1 right-hand sides: the factor of ``B`` serves both
+    unknowns."""
     if not q.shape[1]:
         step = v - root * _checked(dpotrs(factor, root * gv, lower=1), "dpotrs")
         return step, np.empty(0), float(gv @ step)
