@@ -105,8 +105,8 @@ def test_held_out_logits_of_a_few_labels_are_the_definitions(concept, labels):
 
 @pytest.mark.parametrize("strength", [0.3, 10.0, 300.0])
 def test_a_fit_at_a_given_strength_hands_back_held_out_logits_when_asked(concept, strength):
-    """``leave_one_out=True`` at a given strength (the stretched prior's check) computes the held-out logits from
-    Newton's last factorisation: the definition's, and only when asked."""
+    """``leave_one_out=True`` at a given strength computes the held-out logits from Newton's last factorisation: the
+    definition's, and only when asked."""
     x, t, c, w0, b0 = problem(concept, 90, seed=5)
     fit = map_fit.fit_map(x, t, c, w0, b0, strength, leave_one_out=True)
     np.testing.assert_allclose(fit.held_out, held_out_by_definition(x, t, c, w0, fit), rtol=0, atol=1e-6)
