@@ -124,7 +124,7 @@ class QualityChecks:
                 return None
             probe = copy.deepcopy(self.classifier)
             probe.threshold = threshold
-            vectors = np.stack([self._vector(i) for i in trained])
+            vectors = self._vectors_of(list(trained))
             labels = np.asarray(list(trained.values()), dtype=np.float32)
             return cross_validated_quality(probe, vectors, labels, collection_size=len(self.index), seed=seed)
         ids, logits = self._collection_logits()
