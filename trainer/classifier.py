@@ -132,7 +132,6 @@ class LinearProbe(
         # (trainer/prior_axes.py): set by the session that knows the collection, not saved. ``_last_stretch``: the
         # stretch the last fit was made under (its optimum is in that stretch's variables), if any.
         self.stretch: prior_axes.Stretch | None = None
-        self._stretched_cache = map_fit.GramCache()
         self._last_stretch: prior_axes.Stretch | None = None
         self.threshold = checks.number(threshold, "threshold", low=0, high=1)
         self.linear = nn.Linear(self.dim, 1)
@@ -323,16 +322,15 @@ class LinearProbe(
         c = _balanced_weights(targets, weights).astype(np.float64)
         prior = (self.prior_weight.numpy().astype(np.float64), float(self.prior_bias))
         if self._last_fit is not None:
-            caches = (self._gram_cache, self._stretched_cache)
             given = (x, t, c, prior[0], np.float64(prior[1]))
             same = len(given) == len(self._fitted_on) and all(map(np.array_equal, given, self._fitted_on))
-            held_out = _held_out(x, t, c, self._last_fit, self._last_stretch, prior, caches, same)
+            held_out = _held_out(x, t, c, self._last_fit, self._last_stretch, prior, self._gram_cache, same)
             if held_out is not None:
                 return held_out
         # Fitted on other labels (some given since, or an undo back to earlier weights): the fit on these, on the
-        # side, its Gram matrices starting from copies of this probe's.
-        side = (copy.copy(self._gram_cache), copy.copy(self._stretched_cache))
-        fit, stretch = self._fit_map(x, t, c, *prior, side[0])
+        # side, its Gram matrix starting from a copy of this probe's.
+        side = copy.copy(self._gram_cache)
+        fit, stretch = self._fit_map(x, t, c, *prior, side)
         return _held_out(x, t, c, fit, stretch, prior, side, same_rows=True)
 
     def _fit_map(
@@ -380,17 +378,19 @@ def _held_out(
     fit: map_fit.MapFit,
     stretch: prior_axes.Stretch | None,
     prior: tuple[np.ndarray, float],
-    caches: tuple[map_fit.GramCache, map_fit.GramCache],
+    cache: map_fit.GramCache,
     same_rows: bool = False,
 ) -> np.ndarray | None:
     """``map_fit.leave_one_out_logits`` of ``fit``, in the stretch's variables where it was made under one (the
-    held-out logits are the same numbers: ``x S . v = x . S v``); ``caches``: the plain and the stretched rows';
-    ``same_rows``: ``fit`` was made of exactly ``x``, ``t``, ``c`` and ``prior`` (its own held-out logits serve)."""
+    held-out logits are the same numbers: ``x S . v = x . S v``); ``cache``: the labels' Gram matrix (the stretched
+    rows' is computed where it is needed: a fit under the stretch keeps its held-out logits, so only a probe asked
+    about labels it was not fitted on but whose fit it still is needs it); ``same_rows``: ``fit`` was made of exactly
+    ``x``, ``t``, ``c`` and ``prior`` (its own held-out logits serve)."""
     if stretch is None:
-        return map_fit.leave_one_out_logits(x, t, c, fit, *prior, cache=caches[0], same_rows=same_rows)
+        return map_fit.leave_one_out_logits(x, t, c, fit, *prior, cache=cache, same_rows=same_rows)
     with blas.one_blas_thread():
         rows, w0 = stretch.rows(x), stretch.prior(prior[0])
-    return map_fit.leave_one_out_logits(rows, t, c, fit, w0, prior[1], cache=caches[1], same_rows=same_rows)
+    return map_fit.leave_one_out_logits(rows, t, c, fit, w0, prior[1], same_rows=same_rows)
 
 
 def _optional_name(value: object, name: str) -> str | None:
