@@ -218,8 +218,9 @@ def fit_map_freer(
         held_out = newton.held_out_logits(gram, t, c, optimum.z, optimum.factor, free)
         weight, bias = _weights(x, optimum.g, w0, b0, norm2, plain.strength)
         weight += axes @ (spread * optimum.free)
-    loo = float(c @ (np.logaddexp(0, held_out) - t * held_out))
-    return plain, MapFit(weight, bias, optimum.value, plain.strength, loo, weight, False, held_out)
+    return plain, MapFit(
+        weight, bias, optimum.value, plain.strength, _log_loss(held_out, t, c), weight, False, held_out
+    )
 
 
 def _fit(
@@ -248,7 +249,7 @@ def _fit(
             if strength is not None and not (leave_one_out and found.factor is not None):
                 return _Solved(value, found, gram, None, 0.0)
             held_out = newton.held_out_logits(gram, t, c, found.z, found.factor)
-            return _Solved(value, found, gram, held_out, float(c @ (np.logaddexp(0, held_out) - t * held_out)))
+            return _Solved(value, found, gram, held_out, _log_loss(held_out, t, c))
 
         # The cache keeps g / strength, which fixes the logits whatever the strength (G scales as 1 / strength).
         tried: tuple[tuple[float, float], ...] = ()
@@ -276,6 +277,12 @@ class _Solved:
     gram: np.ndarray
     held_out: np.ndarray | None
     loo: float
+
+
+def _log_loss(logits: np.ndarray, t: np.ndarray, c: np.ndarray) -> float:
+    """The labels' weighted log loss at ``logits``: of the held-out ones, what the strength and the freer prior are
+    chosen by."""
+    return float(c @ (np.logaddexp(0, logits) - t * logits))
 
 
 def _weights(

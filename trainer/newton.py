@@ -118,13 +118,14 @@ def objective(
     t: np.ndarray,
     c: np.ndarray,
     g: np.ndarray,
-    free: np.ndarray | None = None,
-    a: np.ndarray | None = None,
+    free: np.ndarray,
+    a: np.ndarray,
 ) -> tuple[float, np.ndarray]:
-    """The module docstring's objective at ``g`` and free coordinates ``a`` (none: k = 0), and the logits there."""
+    """The module docstring's objective at ``g`` and the free directions' coordinates ``a`` (``free`` (n, k), ``a``
+    (k,); k may be 0), and the logits there."""
     moved = gram @ g
-    z = z0 + moved if free is None else z0 + moved + free @ a
-    return float(c @ (np.logaddexp(0, z) - t * z) + 0.5 * g @ moved + (0.0 if a is None else 0.5 * a @ a)), z
+    z = z0 + moved + free @ a
+    return float(c @ (np.logaddexp(0, z) - t * z) + 0.5 * g @ moved + 0.5 * a @ a), z
 
 
 def _step(
