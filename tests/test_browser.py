@@ -6,10 +6,12 @@ the saved copy of a session lives in the page's localStorage.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect
@@ -47,6 +49,8 @@ class Visitor:
         self.context = browser.new_context(**{"viewport": {"width": 1440, "height": 1000}, **context_options})
         self.page = self.context.new_page()
         self.errors: list[str] = []
+        self.sent: list[list] = []  # the inputs of every event the page sent to the server, in order
+        self.page.on("request", self._record_event)
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.url = url
@@ -55,6 +59,10 @@ class Visitor:
 
     def close(self) -> None:
         self.context.close()
+
+    def _record_event(self, request) -> None:
+        if request.method == "POST" and urlsplit(request.url).path.endswith("/queue/join"):
+            self.sent.append(json.loads(request.post_data or "{}").get("data"))
 
     def reload(self) -> None:
         """Reload the page as a person does. The page being left aborts its open event stream, which Gradio's client
@@ -95,13 +103,17 @@ class Visitor:
     def set_slider(self, elem_id: str, value: int) -> None:
         """Type a number into a Gradio slider's box and leave the box, as a person does, until the slider holds it.
 
-        The slider's track follows only once the value is committed; a round started before that trains with the old
-        value. In CI, typing into the box the instant its accordion opened was lost twice (the track stayed at the
-        old value for the whole wait, though the same steps pass here under load): the accordion's content was still
-        being mounted. A person is never that quick, so the typing is repeated until it holds, a few times at most.
+        Gradio 6 puts a slider that has just mounted (its accordion opened) back to its first value once, some tens of
+        milliseconds later: typed at once, 14 showed and turned back into 10 12-40 ms later in 6 of 10 tries on an
+        idle machine (the same DOM node: its props, not a new slider), and never showed in 3. Where that came after
+        the track had been seen at 14, the round went with 10 (3 of 34 runs of this file's settings test, the
+        request's payload saying 10). A person is never that quick: the typing waits a person's pause after the
+        slider appears, and is repeated, a few times at most, until it holds.
         """
         box = self.page.locator(f"#{elem_id} input[type=number]")
         track = self.page.locator(f"#{elem_id} input[type=range]")
+        track.wait_for(state="visible")
+        self.page.wait_for_timeout(1_000)
         for _attempt in range(3):
             box.fill(str(value))
             box.press("Tab")
@@ -248,13 +260,23 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     page.locator("#negative textarea, #negative input").first.fill("a circle")
     page.wait_for_timeout(300)
     assert len(visitor.cards()) == 10  # nothing changes until the next round
+    track = page.locator("#batch-size input[type=range]")
+    expect(track).to_have_value("14")  # still, after the other settings
     page.locator(".ct-card").first.focus()
+    shown = track.input_value()
+    before = len(visitor.sent)
     visitor.label_by_keys()
     visitor.wait_for_round(2, 10)
-    # The new cards are drawn just after the stats line. Counted by Playwright's own polling with the same 30 s as
-    # every other wait here: a page-side check polled on animation frames timed out in CI with 14 cards on screen.
+    # What the page sent with the round, and the slider before and after, so that a failure says where a setting was
+    # lost (see Visitor.set_slider).
+    sent, stats = visitor.sent[before:], visitor.stats()
+    assert any(data and data[-4:] == ["a circle", "top", 14, 0] for data in sent), (
+        f"sent {sent}; slider {shown} before the round, {track.input_value()} after; stats: {stats}"
+    )
+    # The new cards are drawn with the stats line, in the same call. Counted by Playwright's own polling with the
+    # same 30 s as every other wait here: a page-side check polled on animation frames timed out in CI with 14 cards
+    # on screen.
     expect(page.locator(".ct-card")).to_have_count(14, timeout=30_000)
-    stats = visitor.stats()
     assert "batch size 10 → 14" in stats and "strategy mixed → top" in stats and "negative prompt “a circle”" in stats
     visitor.shot("browser-settings.png", full_page=True)
 
