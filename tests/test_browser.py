@@ -100,20 +100,25 @@ class Visitor:
         self.page.keyboard.press("Enter")
         return len(keys) + 1
 
-    def set_slider(self, elem_id: str, value: int) -> None:
-        """Type a number into a Gradio slider's box and leave the box, as a person does, until the slider holds it.
+    def open_settings(self) -> None:
+        """Open the "More" accordion, and wait a person's pause for what it mounts to settle.
 
-        Gradio 6 puts a slider that has just mounted (its accordion opened) back to its first value once, some tens of
-        milliseconds later: typed at once, 14 showed and turned back into 10 12-40 ms later in 6 of 10 tries on an
-        idle machine (the same DOM node: its props, not a new slider), and never showed in 3. Where that came after
-        the track had been seen at 14, the round went with 10 (3 of 34 runs of this file's settings test, the
-        request's payload saying 10). A person is never that quick: the typing waits a person's pause after the
-        slider appears, and is repeated, a few times at most, until it holds.
+        Gradio 6 puts a component that has just mounted back to its first value once, some tens of milliseconds later:
+        typed at once into the batch-size slider, 14 showed and turned back into 10 12-40 ms later in 6 of 10 tries on
+        an idle machine (the same DOM node: its props, not a new slider), and never showed in 3. Where that came after
+        the track had been seen at 14, the round went with 10 (3 of 34 runs of the settings test, the request's
+        payload saying 10). Typed 100 ms or more after the slider appeared, it held in 12 of 12. A person is never
+        that quick, so the steps here wait a second, as a person would.
         """
+        self.page.get_by_text("More: negative prompt").click()
+        self.page.locator("#batch-size input[type=range]").wait_for(state="visible")
+        self.page.wait_for_timeout(1_000)
+
+    def set_slider(self, elem_id: str, value: int) -> None:
+        """Type a number into a Gradio slider's box and leave the box, as a person does, until the slider holds it
+        (typed again, a few times at most, if it did not: see open_settings)."""
         box = self.page.locator(f"#{elem_id} input[type=number]")
         track = self.page.locator(f"#{elem_id} input[type=range]")
-        track.wait_for(state="visible")
-        self.page.wait_for_timeout(1_000)
         for _attempt in range(3):
             box.fill(str(value))
             box.press("Tab")
@@ -253,7 +258,7 @@ def test_start_over_asks_first_and_undo_brings_every_label_back(visitor):
 def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(visitor):
     page = visitor.page
     visitor.search("a large red heart")
-    page.get_by_text("More: negative prompt").click()
+    visitor.open_settings()
     visitor.set_slider("batch-size", 14)
     page.locator("#strategy input").click()
     page.get_by_role("option", name="top: only the best matches").click()
@@ -268,7 +273,7 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     visitor.label_by_keys()
     visitor.wait_for_round(2, 10)
     # What the page sent with the round, and the slider before and after, so that a failure says where a setting was
-    # lost (see Visitor.set_slider).
+    # lost (see Visitor.open_settings).
     sent, stats = visitor.sent[before:], visitor.stats()
     assert any(data and data[-4:] == ["a circle", "top", 14, 0] for data in sent), (
         f"sent {sent}; slider {shown} before the round, {track.input_value()} after; stats: {stats}"
@@ -321,7 +326,7 @@ def test_an_uploaded_image_starts_a_session_that_finds_it_first(visitor, bundle_
     picture = tmp_path / "my picture.png"
     ws.collection.image(query).save(picture)
     page = visitor.page
-    page.get_by_text("More: negative prompt").click()
+    visitor.open_settings()
     page.locator("#query-image input[type=file]").set_input_files(str(picture))
     visitor.wait_for_round(1, 0)
     page.wait_for_function("document.querySelectorAll('.ct-card').length === 10")
@@ -342,7 +347,7 @@ def test_an_upload_that_is_no_image_gets_a_message_that_says_so_and_keeps_the_se
     visitor.search("a large red heart")
     before = visitor.cards()
     (tmp_path / name).write_bytes(content)
-    page.get_by_text("More: negative prompt").click()
+    visitor.open_settings()
     page.locator("#query-image input[type=file]").set_input_files(str(tmp_path / name))
     toast = page.locator("[data-testid='toast-body']").filter(has_text="could not be read as an image")
     toast.wait_for(timeout=30_000)
@@ -355,7 +360,7 @@ def test_an_upload_of_too_many_pixels_is_refused_before_it_is_decoded(visitor, t
     bomb = tmp_path / "huge.png"
     bomb.write_bytes(png_header_only(12_000, 12_000))
     page = visitor.page
-    page.get_by_text("More: negative prompt").click()
+    visitor.open_settings()
     page.locator("#query-image input[type=file]").set_input_files(str(bomb))
     toast = page.locator("[data-testid='toast-body']").filter(has_text="12,000 x 12,000 pixels")
     toast.wait_for(timeout=30_000)
