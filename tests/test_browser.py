@@ -623,6 +623,20 @@ def test_the_stats_line_says_when_the_matches_run_out(visitor):
     visitor.shot("browser-running-out.png", full_page=True)
 
 
+def test_twenty_labels_without_a_match_say_what_to_try(visitor):
+    page = visitor.page
+    visitor.search("a blue banana")
+    for round_ in (2, 3):
+        page.locator(".ct-card").first.focus()
+        visitor.label_by_keys("n" * 10)
+        visitor.wait_for_round(round_, 10 * (round_ - 1))
+    assert page.locator(".ct-no-match").inner_text() == (
+        " · No match among 20 labels yet: describe the concept another way, or start from an example image"
+        " (under More)."
+    )
+    visitor.shot("browser-no-match.png", full_page=True)
+
+
 def test_random_picks_from_outside_the_search_carry_a_quiet_mark_and_the_stats_line_says_why(visitor, browser, app_url):
     page = visitor.page
     visitor.search("a red circle")

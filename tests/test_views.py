@@ -19,6 +19,7 @@ from trainer.views import (
     explore_note,
     labels_per_round,
     map_view,
+    no_match_note,
     panel_value,
     rank,
     running_out_note,
@@ -228,3 +229,18 @@ def test_the_running_out_note_suggests_boundary_only_where_it_would_look_further
         exploring_session(bias=-40.0),
     ):
         assert running_out_note(session, True) == start + "Check quality to see how good the classifier is."
+
+
+def test_twenty_labels_without_a_match_say_what_to_try_and_one_match_ends_it(concept_index, concept):
+    session = Session(concept_index, concept.prompt_vector, seed=0)
+    negatives = [i for i, match in zip(concept.ids, concept.truth, strict=True) if not match]
+    session.resume(dict.fromkeys(negatives[:19], -1.0))
+    assert no_match_note(session) is None  # 19: not yet
+    session.label({h.id: 0.0 for h in session.batch()})  # no opinion on the batch: counts for nothing
+    session.resume({negatives[19]: -0.5})
+    assert summary(session)["no_match_note"] == no_match_note(session) == (
+        "No match among 20 labels yet: describe the concept another way, or start from an example image (under More)."
+    )
+    match = next(i for i, m in zip(concept.ids, concept.truth, strict=True) if m and i not in session.labels)
+    session.resume({match: 0.5})
+    assert no_match_note(session) is None

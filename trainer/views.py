@@ -29,6 +29,7 @@ __all__ = [
     "labels_per_round",
     "map_payload",
     "map_view",
+    "no_match_note",
     "panel_value",
     "rank",
     "running_out_note",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 MAP_GRID = 255  # map coordinates travel as bytes: 0..255 on each axis
+# After this many "not it" labels and not one match (two batches of the default size), the stats line says so.
+NO_MATCH_AFTER = 20
 # How the stats line names each setting that ``Session.configure`` reports as changed.
 _SETTING_NAMES = {"strategy": "strategy", "batch_size": "batch size", "prior_strength": "training strength"}
 
@@ -90,6 +93,7 @@ def summary(session: Session) -> dict[str, object]:
         "explored": len(session.explored),
         "explore_note": explore_note(session),
         "running_out_note": running_out_note(session, left.running_out),
+        "no_match_note": no_match_note(session),
         # Why the session has no sample of the collection where its index could give one (Pinecone refused, or a
         # namespace too large to list): its suspects, fits and exploration do without it. None almost always.
         "collection_note": session.collection_note,
@@ -111,6 +115,24 @@ def running_out_note(session: Session, running_out: bool) -> str | None:
     switch = not session.explored and session.strategy not in ("boundary", "original")
     advice = f"Try the boundary strategy to look further afield, or {check}" if switch else check
     return f"Matches are running out: fewer than one is expected in the next batch. {advice}"
+
+
+def no_match_note(session: Session) -> str | None:
+    """What the stats line says once ``NO_MATCH_AFTER`` labels hold not one match, or None.
+
+    The prompt's best matches were all wrong, and later batches (half of them random picks, trainer/exploration.py)
+    found none either: the model reads the words otherwise, or the collection holds nothing like it. Nothing else on
+    screen says that the person can do more than label on: the words can change, and an example image can start a
+    session of its own (under More).
+    """
+    labels = session.labels.values()
+    negatives = sum(v < 0 for v in labels)
+    if negatives < NO_MATCH_AFTER or any(v > 0 for v in labels) or session.exhausted:
+        return None
+    return (
+        f"No match among {negatives} labels yet: describe the concept another way, or start from an example image "
+        "(under More)."
+    )
 
 
 def explore_note(session: Session) -> str | None:

@@ -182,6 +182,7 @@ function drawStats() {
   } else if (s.running_out_note) {  // worded by the server (trainer/views.py running_out_note)
     stats.append(el('span', { class: 'ct-running-out', text: ` · ${s.running_out_note}` }));
   }
+  if (s.no_match_note) stats.append(el('span', { class: 'ct-no-match', text: ` · ${s.no_match_note}` }));
 }
 
 function cardLabel(card, index) {
