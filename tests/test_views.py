@@ -238,9 +238,8 @@ def test_twenty_labels_without_a_match_say_what_to_try_and_one_match_ends_it(con
     assert no_match_note(session) is None  # 19: not yet
     session.label({h.id: 0.0 for h in session.batch()})  # no opinion on the batch: counts for nothing
     session.resume({negatives[19]: -0.5})
-    assert summary(session)["no_match_note"] == no_match_note(session) == (
-        "No match among 20 labels yet: describe the concept another way, or start from an example image (under More)."
-    )
+    note = "No match among 20 labels yet: describe the concept another way, or start from an example image"
+    assert summary(session)["no_match_note"] == no_match_note(session) == note + " (under More)."
     match = next(i for i, m in zip(concept.ids, concept.truth, strict=True) if m and i not in session.labels)
     session.resume({match: 0.5})
     assert no_match_note(session) is None
