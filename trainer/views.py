@@ -120,10 +120,10 @@ def running_out_note(session: Session, running_out: bool) -> str | None:
 def no_match_note(session: Session) -> str | None:
     """What the stats line says once ``NO_MATCH_AFTER`` labels hold not one match, or None.
 
-    The prompt's best matches were all wrong, and later batches (half of them random picks, trainer/exploration.py)
-    found none either: the model reads the words otherwise, or the collection holds nothing like it. Nothing else on
-    screen says that the person can do more than label on: the words can change, and an example image can start a
-    session of its own (under More).
+    The prompt's best matches were all wrong, and later batches found none either (with ``mixed`` and ``boundary``,
+    half of each is random picks by then: trainer/exploration.py): the model reads the words otherwise, or the
+    collection holds nothing like it. Nothing else on screen says that the person can do more than label on: the
+    words can change, and an example image can start a session of its own (under More).
     """
     labels = session.labels.values()
     negatives = sum(v < 0 for v in labels)
