@@ -268,7 +268,6 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     track = page.locator("#batch-size input[type=range]")
     expect(track).to_have_value("14")  # still, after the other settings
     page.locator(".ct-card").first.focus()
-    shown = track.input_value()
     before = len(visitor.sent)
     visitor.label_by_keys()
     visitor.wait_for_round(2, 10)
@@ -276,7 +275,7 @@ def test_settings_changed_mid_session_apply_from_the_next_round_and_are_named(vi
     # lost (see Visitor.open_settings).
     sent, stats = visitor.sent[before:], visitor.stats()
     assert any(data and data[-4:] == ["a circle", "top", 14, 0] for data in sent), (
-        f"sent {sent}; slider {shown} before the round, {track.input_value()} after; stats: {stats}"
+        f"sent {sent}; slider at 14 before the round, {track.input_value()} after; stats: {stats}"
     )
     # The new cards are drawn with the stats line, in the same call. Counted by Playwright's own polling with the
     # same 30 s as every other wait here: a page-side check polled on animation frames timed out in CI with 14 cards
